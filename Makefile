@@ -1,0 +1,93 @@
+# inferq build. `make` builds build/inferq; `make test` runs every test;
+# `make SANITIZE=address,undefined test` builds with sanitizers.
+
+CC ?= cc
+PREFIX ?= /usr/local
+BUILD ?= build
+SANITIZE ?=
+
+PKGS := libuv jansson sqlite3
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+
+LLHTTP_DIR ?= /usr/share/llhttp
+LLHTTP_INC ?= /usr/share/include/llhttp
+
+WARN := -Wall -Wextra -Werror -Wformat=2 -Wshadow -Wno-unused-parameter
+OPT ?= -O2 -g
+VERSION := 0.1.0
+CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -DINFERQ_VERSION=\"$(VERSION)\" $(OPT) -fno-omit-frame-pointer -pthread
+INCLUDES := -Iinclude -Isrc/common -Isrc/queue -Isrc/store -Isrc/server -I$(LLHTTP_INC)
+
+ifneq ($(SANITIZE),)
+SAN_FLAGS := -fsanitize=$(SANITIZE) -fno-sanitize-recover=all
+BUILD := build-san
+endif
+
+ALL_CFLAGS = $(CFLAGS_BASE) $(WARN) $(INCLUDES) $(PKG_CFLAGS) $(SAN_FLAGS) $(CFLAGS)
+LDLIBS_ALL = $(PKG_LIBS) -lm -pthread $(SAN_FLAGS) $(LDFLAGS)
+
+CORE_SRC := $(wildcard src/common/*.c src/queue/*.c src/store/*.c src/server/*.c)
+CORE_OBJ := $(CORE_SRC:%.c=$(BUILD)/%.o)
+LLHTTP_OBJ := $(BUILD)/llhttp/llhttp.o $(BUILD)/llhttp/api.o $(BUILD)/llhttp/http.o
+MAIN_OBJ := $(BUILD)/src/main.o
+UNIT_SRC := $(wildcard tests/unit/test_*.c)
+UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+
+# Build fragments of the client library and the CLI; they define LIB_OBJ,
+# LIB_LIBS and CLI_OBJ, which the inferq binary links.
+-include src/lib/build.mk src/cli/build.mk
+
+.DEFAULT_GOAL := all
+
+.PHONY: all run test unit integration deps check-deps clean install format lint
+
+all: check-deps $(BUILD)/inferq
+
+$(BUILD)/inferq: $(MAIN_OBJ) $(CLI_OBJ) $(LIB_OBJ) $(BUILD)/libinferq-core.a
+	$(CC) -o $@ $^ $(LIB_LIBS) $(LDLIBS_ALL)
+
+$(BUILD)/libinferq-core.a: $(CORE_OBJ) $(LLHTTP_OBJ)
+	rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -MMD -MP -c -o $@ $<
+
+# llhttp ships as C sources in Debian's node-llhttp; they do not build under
+# our warning flags, so they get their own.
+$(BUILD)/llhttp/%.o: $(LLHTTP_DIR)/%.c
+	@mkdir -p $(dir $@)
+	$(CC) -O2 -g -fno-omit-frame-pointer $(SAN_FLAGS) -I$(LLHTTP_INC) -c -o $@ $<
+
+$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libinferq-core.a
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(BUILD)/libinferq-core.a $(LDLIBS_ALL) -lcmocka
+
+run: all
+	$(BUILD)/inferq serve $(ARGS)
+
+unit: all $(UNIT_BIN)
+integration: all
+
+test: all $(UNIT_BIN)
+	BUILD=$(BUILD) tests/run.sh
+
+deps:
+	scripts/deps.sh install
+
+check-deps:
+	@scripts/deps.sh check || scripts/deps.sh install
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin
+	install -m 0755 $(BUILD)/inferq $(DESTDIR)$(PREFIX)/bin/inferq
+
+format:
+	clang-format -i $(CORE_SRC) src/main.c $(UNIT_SRC)
+
+clean:
+	rm -rf build build-san
+
+-include $(CORE_OBJ:.o=.d) $(MAIN_OBJ:.o=.d)

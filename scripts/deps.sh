@@ -1,0 +1,44 @@
+#!/bin/sh
+# Checks for, or installs, the Debian packages that inferq builds and tests
+# with. `deps.sh check` exits 1 when one is missing; `deps.sh install`
+# installs them with apt-get when run as root, and otherwise prints the
+# command to run.
+set -eu
+
+PACKAGES="build-essential pkg-config libuv1-dev node-llhttp libjansson-dev libsqlite3-dev
+libcmocka-dev libcurl4-openssl-dev libssl-dev sqlite3 python3 python3-pytest"
+
+missing() {
+	for p in $PACKAGES; do
+		if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+			printf '%s ' "$p"
+		fi
+	done
+}
+
+case "${1:-check}" in
+check)
+	m=$(missing)
+	if [ -n "$m" ]; then
+		echo "missing packages: $m" >&2
+		exit 1
+	fi
+	;;
+install)
+	m=$(missing)
+	[ -z "$m" ] && exit 0
+	if [ "$(id -u)" -ne 0 ]; then
+		echo "inferq needs these Debian packages: $m" >&2
+		echo "install them with: sudo apt-get install -y $m" >&2
+		exit 1
+	fi
+	echo "installing: $m" >&2
+	DEBIAN_FRONTEND=noninteractive apt-get update -qq
+	# shellcheck disable=SC2086
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $m
+	;;
+*)
+	echo "usage: $0 check|install" >&2
+	exit 2
+	;;
+esac

@@ -1,0 +1,106 @@
+/*
+ * The client subcommands of the inferq binary (submit, status, wait,
+ * cancel, clear, metrics), built on libinferq. They print results on
+ * stdout and messages on stderr, and end with the exit codes below, which
+ * `inferq --help` and docs/cli.md list.
+ *
+ * SPDX-License-Identifier: MIT
+ */
+#ifndef INFERQ_CLI_H
+#define INFERQ_CLI_H
+
+#include <stdio.h>
+
+#include "inferq.h"
+
+enum {
+	CLI_EXIT_OK = 0,
+	CLI_EXIT_ERROR = 1,     /* any error not listed below */
+	CLI_EXIT_USAGE = 2,     /* bad option or argument, or a 400 from the server */
+	CLI_EXIT_CONNECT = 3,   /* the server could not be reached */
+	CLI_EXIT_NOTFOUND = 4,  /* no such job (404) */
+	CLI_EXIT_CONFLICT = 5,  /* the job's state does not allow the change (409) */
+	CLI_EXIT_JOB_FAILED = 6, /* wait or submit --wait: the job failed or was canceled */
+	CLI_EXIT_TIMEOUT = 7,   /* --timeout passed, or a request timed out */
+};
+
+/* Returns 1 when name is a client subcommand that cli_main() runs, else 0. */
+int cli_is_command(const char *name);
+
+/*
+ * Runs a client subcommand: argv[0] is its name, the rest its options.
+ * Returns the process exit code (CLI_EXIT_*).
+ */
+int cli_main(int argc, char **argv);
+
+/* Prints the list of client subcommands for `inferq --help`. */
+void cli_print_commands(FILE *out);
+
+/* Prints the exit codes for `inferq --help`. */
+void cli_print_exit_codes(FILE *out);
+
+/* --- Shared by the files of src/cli ------------------------------------- */
+
+/* Options of every client subcommand; unused ones keep their defaults. */
+typedef struct {
+	const char *command;    /* argv[0] */
+	const char *server;     /* --server, or NULL for INFERQ_URL or the default */
+	const char *key_file;   /* --key-file, or NULL for the default file */
+	const char *cacert;     /* --cacert */
+	double request_timeout; /* --request-timeout in seconds; 0: library default */
+	int json;               /* --json */
+	const char *model;      /* --model */
+	const char *id;         /* the positional request id */
+	const char *payload;    /* --payload as given: JSON text, @FILE or - */
+	const char *info;       /* --info JSON text */
+	int priority;           /* --priority */
+	int wait;               /* --wait */
+	double timeout;         /* --timeout in seconds; negative: no limit */
+} cli_opts_t;
+
+/*
+ * Creates a client configured from opts (server, key file, CA file,
+ * request timeout). Returns 0 with *out set, or an exit code after
+ * printing why on stderr.
+ */
+int cli_client_new(const cli_opts_t *opts, inferq_client_t **out);
+
+/*
+ * Reports a failed library call: prints "inferq COMMAND: MESSAGE" on
+ * stderr and, with --json, the server's JSON error body on stdout.
+ * Returns the exit code for rc.
+ */
+int cli_report(const cli_opts_t *opts, inferq_client_t *c, int rc);
+
+/* Returns the exit code for a library result code. */
+int cli_exit_code(int rc);
+
+/*
+ * Resolves --payload: JSON text as given, @FILE read from FILE, "-" read
+ * from stdin. Stores a malloc'd copy in *out. Returns 0, or an exit code
+ * after printing why.
+ */
+int cli_read_payload(const cli_opts_t *opts, char **out);
+
+/* Prints a status as "name  value" lines, or the server's JSON with --json. */
+void cli_print_status(const cli_opts_t *opts, const inferq_status_t *st);
+
+/*
+ * The subcommands, run by cli_main() after parsing; each returns the exit
+ * code.
+ */
+int cli_run_submit(const cli_opts_t *opts);
+int cli_run_status(const cli_opts_t *opts);
+int cli_run_wait(const cli_opts_t *opts);
+int cli_run_cancel(const cli_opts_t *opts);
+int cli_run_clear(const cli_opts_t *opts);
+int cli_run_metrics(const cli_opts_t *opts);
+
+/*
+ * Waits for a job and prints its final status. On a terminal (stderr) a
+ * one-line progress bar shows info.progress, the state and the elapsed
+ * time. Returns the exit code: 0 done, 6 failed or canceled, 7 timeout.
+ */
+int cli_wait_job(const cli_opts_t *opts, inferq_client_t *c, const char *request_id);
+
+#endif

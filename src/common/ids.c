@@ -1,0 +1,110 @@
+/*
+ * UUIDv7 job ids and UUIDv4 claim ids (see ids.h).
+ *
+ * SPDX-License-Identifier: MIT
+ */
+#include "ids.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include "inferq_error.h"
+#include "log.h"
+
+void random_bytes(void *p, size_t n)
+{
+	uint8_t *out = p;
+
+	while (n > 0) {
+		ssize_t got = getrandom(out, n, 0);
+
+		if (got < 0) {
+			if (errno == EINTR)
+				continue;
+			log_error("ids", "getrandom failed: %s", strerror(errno));
+			IQ_ASSERT(!"random bytes unavailable");
+		}
+		out += got;
+		n -= (size_t)got;
+	}
+}
+
+void id_new_v7(iq_id_t *out, int64_t now_ms)
+{
+	uint64_t ms = (uint64_t)now_ms;
+
+	random_bytes(out->b + 6, ID_BYTES - 6);
+	for (int i = 0; i < 6; i++)
+		out->b[i] = (uint8_t)(ms >> (40 - 8 * i));
+	out->b[6] = (uint8_t)(0x70 | (out->b[6] & 0x0f));
+	out->b[8] = (uint8_t)(0x80 | (out->b[8] & 0x3f));
+}
+
+void id_new_v4(iq_id_t *out)
+{
+	random_bytes(out->b, ID_BYTES);
+	out->b[6] = (uint8_t)(0x40 | (out->b[6] & 0x0f));
+	out->b[8] = (uint8_t)(0x80 | (out->b[8] & 0x3f));
+}
+
+void id_format(const iq_id_t *id, char out[ID_TEXT_LEN + 1])
+{
+	static const char hex[] = "0123456789abcdef";
+	size_t o = 0;
+
+	for (int i = 0; i < ID_BYTES; i++) {
+		if (i == 4 || i == 6 || i == 8 || i == 10)
+			out[o++] = '-';
+		out[o++] = hex[id->b[i] >> 4];
+		out[o++] = hex[id->b[i] & 15];
+	}
+	out[o] = '\0';
+}
+
+static int hex_value(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+int id_parse(const char *s, size_t len, iq_id_t *out)
+{
+	size_t pos = 0;
+
+	if (len != ID_TEXT_LEN)
+		return INFERQ_EINVAL;
+	for (int i = 0; i < ID_BYTES; i++) {
+		int hi, lo;
+
+		if (pos == 8 || pos == 13 || pos == 18 || pos == 23) {
+			if (s[pos] != '-')
+				return INFERQ_EINVAL;
+			pos++;
+		}
+		hi = hex_value(s[pos]);
+		lo = hex_value(s[pos + 1]);
+		if (hi < 0 || lo < 0)
+			return INFERQ_EINVAL;
+		out->b[i] = (uint8_t)(hi << 4 | lo);
+		pos += 2;
+	}
+	return 0;
+}
+
+int id_is_zero(const iq_id_t *id)
+{
+	static const iq_id_t zero;
+
+	return memcmp(id->b, zero.b, ID_BYTES) == 0;
+}
+
+int id_equal(const iq_id_t *a, const iq_id_t *b)
+{
+	return memcmp(a->b, b->b, ID_BYTES) == 0;
+}

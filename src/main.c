@@ -1,0 +1,56 @@
+/*
+ * inferq: one binary with subcommands, like git. `inferq serve` runs the
+ * queue server; submit, status, wait, cancel, clear and metrics are its
+ * HTTP clients (src/cli).
+ *
+ * SPDX-License-Identifier: MIT
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/cli.h"
+
+int serve_main(int argc, char **argv);
+
+static void usage(FILE *out)
+{
+	fprintf(out, "usage: inferq COMMAND [flags]\n"
+		     "\n"
+		     "A durable job queue for asynchronous model inference.\n"
+		     "\n"
+		     "commands:\n"
+		     "  serve     run the queue server (inferq serve --help for its flags)\n");
+	cli_print_commands(out);
+	fprintf(out, "  version   print the version\n"
+		     "  help      print this help\n"
+		     "\n"
+		     "Run `inferq COMMAND --help` for the flags of a command; client commands\n"
+		     "take --server URL (default $INFERQ_URL, then http://127.0.0.1:8080) and an\n"
+		     "API key from $INFERQ_API_KEY, then $TOGETHER_API_KEY, then --key-file.\n"
+		     "\n");
+	cli_print_exit_codes(out);
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2) {
+		usage(stderr);
+		return 2;
+	}
+	if (strcmp(argv[1], "serve") == 0)
+		return serve_main(argc - 1, argv + 1);
+	if (cli_is_command(argv[1]))
+		return cli_main(argc - 1, argv + 1);
+	if (strcmp(argv[1], "version") == 0 || strcmp(argv[1], "--version") == 0) {
+		printf("inferq %s\n", INFERQ_VERSION);
+		return 0;
+	}
+	if (strcmp(argv[1], "help") == 0 || strcmp(argv[1], "--help") == 0 ||
+	    strcmp(argv[1], "-h") == 0) {
+		usage(stdout);
+		return 0;
+	}
+	fprintf(stderr, "inferq: unknown command \"%s\"\n", argv[1]);
+	usage(stderr);
+	return 2;
+}

@@ -1,0 +1,147 @@
+/*
+ * Claims and long-poll waiters. A claim that finds no pending job and asks
+ * to wait parks on its model's waiter list (oldest first) with one timer;
+ * whenever a job becomes pending (submit, lease expiry, release, undo) the
+ * oldest waiter gets it. No polling.
+ *
+ * SPDX-License-Identifier: MIT
+ */
+#include <stdlib.h>
+
+#include "alloc.h"
+#include "inferq_error.h"
+#include "log.h"
+#include "render.h"
+#include "server.h"
+
+struct waiter {
+	waiter_t *prev, *next;
+	server_t *server;
+	queue_model_t *model;
+	http_request_t *req;
+	claim_params_t params;
+	uv_timer_t timer; /* fires when the wait is over */
+};
+
+int claim_next(server_t *s, queue_model_t *m, const claim_params_t *p, http_request_t *req,
+	       const buf_t *warnings)
+{
+	queue_time_t now = server_now();
+	job_t *job = queue_peek(m);
+	job_t *claimed;
+	buf_t body = BUF_INIT;
+
+	if (job == NULL)
+		return 0;
+	engine_touch(s, job);
+	claimed = queue_claim(s->queue, m, p->claim_timeout, p->worker, now);
+	IQ_ASSERT(claimed == job);
+	engine_record_update(s, job, JOB_PENDING);
+	render_claim(&body, &job->rec);
+	if (warnings && warnings->len)
+		render_add_raw_field(&body, "warnings", warnings->data, warnings->len);
+	engine_reply_after_commit(s, req, 200, &body);
+	engine_arm_lease_timer(s);
+	if (log_enabled(LOG_DEBUG)) {
+		char id[ID_TEXT_LEN + 1];
+
+		id_format(&job->rec.id, id);
+		log_debug("queue", "claimed request_id=%s model=%s retries=%u", id,
+			  job->rec.model->data, job->rec.retries);
+	}
+	return 1;
+}
+
+static void unlink_waiter(waiter_t *w)
+{
+	model_state_t *ms = server_model_state(w->model);
+
+	if (w->prev)
+		w->prev->next = w->next;
+	else
+		ms->waiters_head = w->next;
+	if (w->next)
+		w->next->prev = w->prev;
+	else
+		ms->waiters_tail = w->prev;
+	w->prev = w->next = NULL;
+}
+
+static void free_waiter(uv_handle_t *handle)
+{
+	waiter_t *w = handle->data;
+
+	rbuf_unref(w->params.worker);
+	free(w);
+}
+
+static void close_waiter(waiter_t *w)
+{
+	uv_timer_stop(&w->timer);
+	uv_close((uv_handle_t *)&w->timer, free_waiter);
+}
+
+static void on_wait_over(uv_timer_t *timer)
+{
+	waiter_t *w = timer->data;
+
+	unlink_waiter(w);
+	http_respond(w->req, 204, NULL, NULL, "", 0);
+	close_waiter(w);
+}
+
+void claim_wait(server_t *s, queue_model_t *m, claim_params_t *p, int64_t wait_ms,
+		http_request_t *req)
+{
+	model_state_t *ms = server_model_state(m);
+	waiter_t *w = xcalloc(1, sizeof(*w));
+
+	w->server = s;
+	w->model = m;
+	w->req = req;
+	w->params = *p;
+	p->worker = NULL;
+	w->prev = ms->waiters_tail;
+	if (ms->waiters_tail)
+		ms->waiters_tail->next = w;
+	else
+		ms->waiters_head = w;
+	ms->waiters_tail = w;
+	uv_timer_init(s->loop, &w->timer);
+	w->timer.data = w;
+	uv_timer_start(&w->timer, on_wait_over, (uint64_t)wait_ms, 0);
+}
+
+void claim_dispatch_waiters(server_t *s, queue_model_t *m)
+{
+	model_state_t *ms = m->user;
+
+	while (ms && ms->waiters_head && queue_peek(m)) {
+		waiter_t *w = ms->waiters_head;
+
+		unlink_waiter(w);
+		if (http_request_is_orphaned(w->req))
+			http_respond(w->req, 204, NULL, NULL, "", 0);
+		else
+			claim_next(s, m, &w->params, w->req, NULL);
+		close_waiter(w);
+	}
+}
+
+static void flush_model(queue_model_t *m, void *ctx)
+{
+	model_state_t *ms = m->user;
+
+	while (ms && ms->waiters_head) {
+		waiter_t *w = ms->waiters_head;
+
+		unlink_waiter(w);
+		http_respond(w->req, 204, NULL, NULL, "", 0);
+		close_waiter(w);
+	}
+}
+
+void claim_flush_waiters(server_t *s)
+{
+	queue_model_each(s->queue, flush_model, s);
+}

@@ -1,0 +1,264 @@
+/*
+ * Flag parsing for `inferq serve` (see config.h). Durations accept a unit
+ * ("500ms", "30s", "5m", "2h", "7d"); sizes accept "K", "M" or "G" binary
+ * suffixes. Out-of-range values are errors, never silently clamped.
+ *
+ * SPDX-License-Identifier: MIT
+ */
+#include "config.h"
+
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "clock.h"
+#include "inferq_error.h"
+
+enum {
+	OPT_LISTEN = 1000,
+	OPT_DATA_DIR,
+	OPT_CLAIM_TIMEOUT,
+	OPT_MAX_RETRIES,
+	OPT_RETENTION,
+	OPT_MAX_BODY,
+	OPT_MAX_HEADER,
+	OPT_MAX_INFO,
+	OPT_MAX_MODEL,
+	OPT_MAX_DEPTH,
+	OPT_REQUEST_TIMEOUT,
+	OPT_IDLE_TIMEOUT,
+	OPT_MAX_CONNECTIONS,
+	OPT_LOG_LEVEL,
+	OPT_HELP,
+};
+
+static const struct option options[] = {
+	{"listen", required_argument, NULL, OPT_LISTEN},
+	{"data-dir", required_argument, NULL, OPT_DATA_DIR},
+	{"claim-timeout", required_argument, NULL, OPT_CLAIM_TIMEOUT},
+	{"max-retries", required_argument, NULL, OPT_MAX_RETRIES},
+	{"retention", required_argument, NULL, OPT_RETENTION},
+	{"max-body-bytes", required_argument, NULL, OPT_MAX_BODY},
+	{"max-header-bytes", required_argument, NULL, OPT_MAX_HEADER},
+	{"max-info-bytes", required_argument, NULL, OPT_MAX_INFO},
+	{"max-model-length", required_argument, NULL, OPT_MAX_MODEL},
+	{"max-json-depth", required_argument, NULL, OPT_MAX_DEPTH},
+	{"request-timeout", required_argument, NULL, OPT_REQUEST_TIMEOUT},
+	{"idle-timeout", required_argument, NULL, OPT_IDLE_TIMEOUT},
+	{"max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS},
+	{"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+	{"help", no_argument, NULL, OPT_HELP},
+	{NULL, 0, NULL, 0},
+};
+
+void config_defaults(serve_config_t *c)
+{
+	memset(c, 0, sizeof(*c));
+	snprintf(c->listen, sizeof(c->listen), "127.0.0.1:8080");
+	snprintf(c->data_dir, sizeof(c->data_dir), "./inferq-data");
+	c->claim_timeout = 300;
+	c->max_retries = 3;
+	c->retention_ms = 7LL * 86400 * 1000;
+	c->max_body_bytes = 10u << 20;
+	c->max_header_bytes = 16u << 10;
+	c->max_info_bytes = 64u << 10;
+	c->max_model_length = 128;
+	c->max_json_depth = 64;
+	c->request_timeout_ms = 30000;
+	c->idle_timeout_ms = 60000;
+	c->max_connections = 10000;
+	c->log_level = LOG_INFO;
+}
+
+void config_usage(void)
+{
+	printf("usage: inferq serve [flags]\n"
+	       "\n"
+	       "Runs the inferq queue server.\n"
+	       "\n"
+	       "  --listen HOST:PORT        address to listen on; port 0 picks a free port\n"
+	       "                            (default 127.0.0.1:8080)\n"
+	       "  --data-dir DIR            directory of the SQLite store (default ./inferq-data)\n"
+	       "  --claim-timeout SECONDS   lease of a claim that sets no claim_timeout,\n"
+	       "                            1 to 86400 (default 300)\n"
+	       "  --max-retries N           lease expiries retried before a job fails,\n"
+	       "                            0 to 1000 (default 3)\n"
+	       "  --retention DURATION      how long finished jobs stay readable, e.g. 7d, 12h,\n"
+	       "                            30s (default 7d)\n"
+	       "  --max-body-bytes BYTES    request body limit; K, M, G suffixes (default 10M)\n"
+	       "  --max-header-bytes BYTES  request line and headers limit (default 16K)\n"
+	       "  --max-info-bytes BYTES    size limit of a job's info (default 64K)\n"
+	       "  --max-model-length N      longest model name in characters (default 128)\n"
+	       "  --max-json-depth N        deepest JSON nesting accepted (default 64)\n"
+	       "  --request-timeout DURATION  time allowed to receive one request (default 30s)\n"
+	       "  --idle-timeout DURATION   idle keep-alive connections close after it (default 60s)\n"
+	       "  --max-connections N       open connections at most (default 10000)\n"
+	       "  --log-level LEVEL         debug, info, warn or error (default info)\n"
+	       "  --help                    print this help\n");
+}
+
+static int flag_error(const char *flag, const char *value, const char *expected)
+{
+	fprintf(stderr, "inferq serve: invalid value \"%s\" for --%s: expected %s\n", value, flag,
+		expected);
+	return INFERQ_EINVAL;
+}
+
+static int parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
+{
+	char *end;
+	unsigned long long v;
+
+	if (*s == '\0' || *s == '-' || *s == '+')
+		return INFERQ_EINVAL;
+	v = strtoull(s, &end, 10);
+	if (*end != '\0' || v < min || v > max)
+		return INFERQ_EINVAL;
+	*out = v;
+	return 0;
+}
+
+static int parse_size(const char *s, uint64_t min, uint64_t max, uint64_t *out)
+{
+	char digits[32];
+	size_t len = strlen(s);
+	uint64_t scale = 1, v;
+	char last = len ? s[len - 1] : '\0';
+
+	if (last == 'K' || last == 'k')
+		scale = 1u << 10;
+	else if (last == 'M' || last == 'm')
+		scale = 1u << 20;
+	else if (last == 'G' || last == 'g')
+		scale = 1u << 30;
+	if (scale > 1)
+		len--;
+	if (len == 0 || len >= sizeof(digits))
+		return INFERQ_EINVAL;
+	memcpy(digits, s, len);
+	digits[len] = '\0';
+	if (parse_u64(digits, 0, UINT64_MAX / scale, &v) != 0)
+		return INFERQ_EINVAL;
+	v *= scale;
+	if (v < min || v > max)
+		return INFERQ_EINVAL;
+	*out = v;
+	return 0;
+}
+
+static int parse_duration(const char *s, int64_t min_ms, int64_t max_ms, int64_t *out)
+{
+	int64_t ms;
+
+	if (clock_parse_duration(s, strlen(s), 1000, &ms) != 0 || ms < min_ms || ms > max_ms)
+		return INFERQ_EINVAL;
+	*out = ms;
+	return 0;
+}
+
+static int copy_string(char *dst, size_t size, const char *flag, const char *value)
+{
+	if (value[0] == '\0' || strlen(value) >= size)
+		return flag_error(flag, value, "a non-empty value shorter than 1 KiB");
+	snprintf(dst, size, "%s", value);
+	return 0;
+}
+
+static int apply(serve_config_t *c, int opt, const char *v)
+{
+	uint64_t n;
+
+	switch (opt) {
+	case OPT_LISTEN:
+		return copy_string(c->listen, sizeof(c->listen), "listen", v);
+	case OPT_DATA_DIR:
+		return copy_string(c->data_dir, sizeof(c->data_dir), "data-dir", v);
+	case OPT_CLAIM_TIMEOUT:
+		if (parse_u64(v, 1, 86400, &n) != 0)
+			return flag_error("claim-timeout", v, "whole seconds from 1 to 86400");
+		c->claim_timeout = (uint32_t)n;
+		return 0;
+	case OPT_MAX_RETRIES:
+		if (parse_u64(v, 0, 1000, &n) != 0)
+			return flag_error("max-retries", v, "a whole number from 0 to 1000");
+		c->max_retries = (uint32_t)n;
+		return 0;
+	case OPT_RETENTION:
+		if (parse_duration(v, 1000, 3650LL * 86400 * 1000, &c->retention_ms) != 0)
+			return flag_error("retention", v, "a duration from 1s to 3650d, e.g. 7d");
+		return 0;
+	case OPT_MAX_BODY:
+		if (parse_size(v, 64, 1u << 30, &n) != 0)
+			return flag_error("max-body-bytes", v, "bytes from 64 to 1G, e.g. 10M");
+		c->max_body_bytes = (size_t)n;
+		return 0;
+	case OPT_MAX_HEADER:
+		if (parse_size(v, 256, 1u << 20, &n) != 0)
+			return flag_error("max-header-bytes", v, "bytes from 256 to 1M, e.g. 16K");
+		c->max_header_bytes = (size_t)n;
+		return 0;
+	case OPT_MAX_INFO:
+		if (parse_size(v, 2, 1u << 30, &n) != 0)
+			return flag_error("max-info-bytes", v, "bytes from 2 to 1G, e.g. 64K");
+		c->max_info_bytes = (size_t)n;
+		return 0;
+	case OPT_MAX_MODEL:
+		if (parse_u64(v, 1, 1024, &n) != 0)
+			return flag_error("max-model-length", v, "a whole number from 1 to 1024");
+		c->max_model_length = (size_t)n;
+		return 0;
+	case OPT_MAX_DEPTH:
+		if (parse_u64(v, 2, 1000, &n) != 0)
+			return flag_error("max-json-depth", v, "a whole number from 2 to 1000");
+		c->max_json_depth = (int)n;
+		return 0;
+	case OPT_REQUEST_TIMEOUT:
+		if (parse_duration(v, 100, 3600000, &c->request_timeout_ms) != 0)
+			return flag_error("request-timeout", v, "a duration from 100ms to 1h");
+		return 0;
+	case OPT_IDLE_TIMEOUT:
+		if (parse_duration(v, 100, 86400000, &c->idle_timeout_ms) != 0)
+			return flag_error("idle-timeout", v, "a duration from 100ms to 1d");
+		return 0;
+	case OPT_MAX_CONNECTIONS:
+		if (parse_u64(v, 1, 1000000, &n) != 0)
+			return flag_error("max-connections", v, "a whole number from 1 to 1000000");
+		c->max_connections = (uint32_t)n;
+		return 0;
+	case OPT_LOG_LEVEL:
+		if (log_parse_level(v, &c->log_level) != 0)
+			return flag_error("log-level", v, "debug, info, warn or error");
+		return 0;
+	}
+	return INFERQ_EINVAL;
+}
+
+int config_parse(serve_config_t *c, int argc, char **argv)
+{
+	int opt;
+
+	optind = 1;
+	opterr = 0;
+	while ((opt = getopt_long(argc, argv, "", options, NULL)) != -1) {
+		if (opt == OPT_HELP) {
+			config_usage();
+			return 1;
+		}
+		if (opt == '?' || opt == ':') {
+			fprintf(stderr, "inferq serve: unknown flag or missing value: %s\n"
+					"run 'inferq serve --help' for the flags\n",
+				argv[optind - 1]);
+			return INFERQ_EINVAL;
+		}
+		if (apply(c, opt, optarg) != 0)
+			return INFERQ_EINVAL;
+	}
+	if (optind < argc) {
+		fprintf(stderr, "inferq serve: unexpected argument \"%s\"\n"
+				"run 'inferq serve --help' for the flags\n",
+			argv[optind]);
+		return INFERQ_EINVAL;
+	}
+	return 0;
+}

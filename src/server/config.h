@@ -1,0 +1,45 @@
+/*
+ * Settings of `inferq serve`, from its command-line flags. Every limit the
+ * server enforces is here, with its default.
+ *
+ * SPDX-License-Identifier: MIT
+ */
+#ifndef INFERQ_CONFIG_H
+#define INFERQ_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "log.h"
+
+typedef struct {
+	char listen[256];           /* "host:port" */
+	char data_dir[1024];
+	uint32_t claim_timeout;     /* s, default lease of a claim */
+	uint32_t max_retries;       /* lease expiries retried before a job fails */
+	int64_t retention_ms;       /* how long finished jobs are kept */
+	size_t max_body_bytes;
+	size_t max_header_bytes;
+	size_t max_info_bytes;
+	size_t max_model_length;    /* characters (all ASCII) */
+	int max_json_depth;
+	int64_t request_timeout_ms; /* first byte of a request to its last */
+	int64_t idle_timeout_ms;    /* idle keep-alive connection */
+	uint32_t max_connections;
+	log_level_t log_level;
+} serve_config_t;
+
+/* Fills c with the defaults. */
+void config_defaults(serve_config_t *c);
+
+/*
+ * Parses the flags of `inferq serve` (argv[0] is "serve"). Returns 0, 1 when
+ * --help was printed, or INFERQ_EINVAL after printing an error that names
+ * the flag, the value and the accepted range to stderr.
+ */
+int config_parse(serve_config_t *c, int argc, char **argv);
+
+/* Prints the usage of `inferq serve` to stdout. */
+void config_usage(void);
+
+#endif

@@ -1,0 +1,415 @@
+/*
+ * The commit pipeline: group commit of queue changes to the store.
+ *
+ * Two batches alternate. The collecting batch gathers the store operations
+ * and the pending responses of one loop pass; a uv_check hook hands it to the
+ * store when no batch is in flight, and the store's callback sends its
+ * responses, then hands over the next batch at once. One fsync so covers
+ * every request that arrived while the previous commit was on disk.
+ *
+ * Undo: before its first uncommitted change a job keeps a copy of its
+ * committed record (job->committed). When a commit fails, every change not
+ * yet committed (the failed batch and the collecting one) is rolled back
+ * from those copies, newest first, and the requests get 503. Status reads
+ * use the same copies, so they never show an uncommitted change.
+ *
+ * SPDX-License-Identifier: MIT
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "alloc.h"
+#include "clock.h"
+#include "error.h"
+#include "inferq_error.h"
+#include "log.h"
+#include "server.h"
+
+#define STATE_NONE JOB_STATE_COUNT /* prev_state of an insert */
+#define PURGE_LIMIT 10000          /* rows one retention pass deletes */
+
+struct reply {
+	reply_t *next;
+	http_request_t *req;
+	int status;
+	buf_t body;
+};
+
+static void flush(server_t *s);
+static void on_commit(store_batch_t *batch, void *ctx);
+
+queue_time_t server_now(void)
+{
+	queue_time_t now = {clock_wall_ms(), clock_mono_ms()};
+
+	return now;
+}
+
+model_state_t *server_model_state(queue_model_t *m)
+{
+	if (m->user == NULL)
+		m->user = xcalloc(1, sizeof(model_state_t));
+	return m->user;
+}
+
+static int batch_empty(const pending_batch_t *pb)
+{
+	return pb->batch.count == 0 && pb->replies_head == NULL;
+}
+
+int engine_busy(const server_t *s)
+{
+	return s->inflight != NULL || !batch_empty(s->collecting);
+}
+
+void engine_touch(server_t *s, job_t *job)
+{
+	if (job->uncommitted_insert || job->committed)
+		return;
+	job->committed = xmalloc(sizeof(*job->committed));
+	job_record_copy(job->committed, &job->rec);
+}
+
+static store_op_t *add_op(server_t *s, job_t *job, store_op_kind_t kind, job_state_t prev)
+{
+	store_op_t *op = store_batch_add(&s->collecting->batch, kind);
+
+	job_record_copy(&op->rec, &job->rec);
+	op->owner = job;
+	op->prev_state = prev;
+	job->dirty_batch = s->collecting->batch.id;
+	return op;
+}
+
+void engine_record_insert(server_t *s, job_t *job)
+{
+	job->uncommitted_insert = 1;
+	add_op(s, job, STORE_OP_INSERT, STATE_NONE);
+}
+
+void engine_record_update(server_t *s, job_t *job, job_state_t prev)
+{
+	add_op(s, job, STORE_OP_UPDATE, prev);
+}
+
+void engine_untouch(server_t *s, job_t *job)
+{
+	if (job->dirty_batch == 0 && job->committed) {
+		job_record_clear(job->committed);
+		free(job->committed);
+		job->committed = NULL;
+	}
+}
+
+const job_record_t *engine_committed_record(const job_t *job)
+{
+	if (job->uncommitted_insert)
+		return NULL;
+	return job->committed ? job->committed : &job->rec;
+}
+
+void engine_reply_after_commit(server_t *s, http_request_t *req, int status, buf_t *body)
+{
+	reply_t *r = xcalloc(1, sizeof(*r));
+	pending_batch_t *pb = s->collecting;
+
+	r->req = req;
+	r->status = status;
+	r->body = *body;
+	buf_init(body);
+	if (pb->replies_tail)
+		pb->replies_tail->next = r;
+	else
+		pb->replies_head = r;
+	pb->replies_tail = r;
+}
+
+/* Sends each reply of pb, or 503 to each when failed is set. */
+static void send_replies(pending_batch_t *pb, const char *failure)
+{
+	reply_t *r = pb->replies_head;
+
+	while (r) {
+		reply_t *next = r->next;
+
+		if (failure) {
+			buf_t body = BUF_INIT;
+
+			error_body(&body, 503, "store_unavailable", NULL,
+				   "the change was not saved because the store failed (%s); nothing "
+				   "was applied, retry the request later",
+				   failure);
+			http_respond(r->req, 503, NULL, "Retry-After: 1\r\n", body.data, body.len);
+			buf_free(&body);
+		} else {
+			http_respond(r->req, r->status, NULL, NULL, r->body.data ? r->body.data : "",
+				     r->body.len);
+		}
+		buf_free(&r->body);
+		free(r);
+		r = next;
+	}
+	pb->replies_head = pb->replies_tail = NULL;
+}
+
+static void count_committed(job_t *job, const store_op_t *op)
+{
+	model_state_t *ms = server_model_state(job->model);
+
+	if (op->prev_state <= JOB_RUNNING)
+		ms->committed[op->prev_state]--;
+	if (op->rec.state <= JOB_RUNNING)
+		ms->committed[op->rec.state]++;
+}
+
+static void clear_committed(job_t *job)
+{
+	if (job->committed) {
+		job_record_clear(job->committed);
+		free(job->committed);
+		job->committed = NULL;
+	}
+}
+
+static void schedule_purge(server_t *s);
+
+static void commit_succeeded(server_t *s, pending_batch_t *pb)
+{
+	store_batch_t *b = &pb->batch;
+	size_t i;
+
+	/* Counts, and committed images of jobs changed again in the next batch. */
+	for (i = 0; i < b->count; i++) {
+		store_op_t *op = &b->ops[i];
+		job_t *job = op->owner;
+
+		if (op->kind == STORE_OP_PURGE) {
+			if (op->purged > 0)
+				log_info("retention", "deleted %lld finished jobs",
+					 (long long)op->purged);
+			if (op->purged >= (int64_t)op->purge_limit)
+				schedule_purge(s);
+			continue;
+		}
+		count_committed(job, op);
+		if (job->dirty_batch > b->id) {
+			if (job->committed)
+				job_record_clear(job->committed);
+			else
+				job->committed = xmalloc(sizeof(*job->committed));
+			job_record_copy(job->committed, &op->rec);
+			job->uncommitted_insert = 0;
+		}
+	}
+
+	/* Jobs whose last change was in this batch are clean now. */
+	for (i = 0; i < b->count; i++) {
+		job_t *job = b->ops[i].owner;
+
+		if (job && job->dirty_batch == b->id) {
+			clear_committed(job);
+			job->uncommitted_insert = 0;
+			job->dirty_batch = 0;
+		}
+	}
+
+	/*
+	 * A terminal change is the last change of its job, so no later op of
+	 * this batch or the next one refers to the job: drop it from memory;
+	 * status reads find it in the store.
+	 */
+	for (i = 0; i < b->count; i++) {
+		store_op_t *op = &b->ops[i];
+
+		if (op->owner && job_state_is_terminal(op->rec.state))
+			queue_drop(s->queue, op->owner);
+	}
+	send_replies(pb, NULL);
+	store_batch_reset(b);
+}
+
+/* Rolls back the changes of pb, newest first. */
+static void undo_batch(server_t *s, pending_batch_t *pb, queue_time_t now)
+{
+	store_batch_t *b = &pb->batch;
+
+	for (size_t i = b->count; i-- > 0;) {
+		store_op_t *op = &b->ops[i];
+		job_t *job = op->owner;
+
+		if (job == NULL)
+			continue;
+		if (job->uncommitted_insert) {
+			if (op->kind == STORE_OP_INSERT)
+				queue_drop(s->queue, job);
+			continue;
+		}
+		if (job->committed) {
+			queue_restore(s->queue, job, job->committed, now);
+			free(job->committed);
+			job->committed = NULL;
+			job->dirty_batch = 0;
+		}
+	}
+}
+
+static void dispatch_model(queue_model_t *m, void *ctx)
+{
+	claim_dispatch_waiters(ctx, m);
+}
+
+static void commit_failed(server_t *s, pending_batch_t *pb)
+{
+	queue_time_t now = server_now();
+	pending_batch_t *next = s->collecting;
+
+	log_warn("store", "commit of %zu changes failed, %zu more rolled back: %s",
+		 pb->batch.count, next->batch.count, pb->batch.error);
+	undo_batch(s, next, now);
+	undo_batch(s, pb, now);
+	send_replies(pb, pb->batch.error);
+	send_replies(next, pb->batch.error);
+	store_batch_reset(&pb->batch);
+	store_batch_reset(&next->batch);
+
+	/* Restored jobs may be claimable again, and leases may have moved. */
+	queue_model_each(s->queue, dispatch_model, s);
+	engine_arm_lease_timer(s);
+}
+
+static void on_commit(store_batch_t *batch, void *ctx)
+{
+	server_t *s = ctx;
+	pending_batch_t *pb = s->inflight;
+
+	IQ_ASSERT(pb != NULL && &pb->batch == batch);
+	s->inflight = NULL;
+	if (batch->result == 0)
+		commit_succeeded(s, pb);
+	else
+		commit_failed(s, pb);
+	flush(s);
+}
+
+static void flush(server_t *s)
+{
+	pending_batch_t *pb = s->collecting;
+	int rc;
+
+	if (s->inflight || batch_empty(pb))
+		return;
+	if (pb->batch.count == 0) {
+		/* Replies that wait only for earlier commits, all done now. */
+		send_replies(pb, NULL);
+		return;
+	}
+	s->inflight = pb;
+	s->collecting = pb == &s->batches[0] ? &s->batches[1] : &s->batches[0];
+	s->collecting->batch.id = s->next_batch_id++;
+	rc = store_commit(s->store, &pb->batch, on_commit, s);
+	IQ_ASSERT(rc == 0);
+}
+
+static void on_check(uv_check_t *handle)
+{
+	flush(handle->data);
+}
+
+static void on_lease_timer(uv_timer_t *timer)
+{
+	server_t *s = timer->data;
+	queue_time_t now = server_now();
+	job_t *job;
+
+	while ((job = queue_lease_first(s->queue)) != NULL && job->lease_mono <= now.mono_ms) {
+		char id[ID_TEXT_LEN + 1];
+		job_t *expired;
+
+		engine_touch(s, job);
+		expired = queue_expire_next(s->queue, now);
+		IQ_ASSERT(expired == job);
+		engine_record_update(s, job, JOB_RUNNING);
+		id_format(&job->rec.id, id);
+		if (job->rec.state == JOB_PENDING) {
+			log_info("lease", "lease expired, job back to pending request_id=%s model=%s "
+					  "retries=%u",
+				 id, job->rec.model->data, job->rec.retries);
+			claim_dispatch_waiters(s, job->model);
+		} else {
+			log_info("lease", "lease expired after the last retry, job failed "
+					  "request_id=%s model=%s retries=%u",
+				 id, job->rec.model->data, job->rec.retries);
+		}
+	}
+	engine_arm_lease_timer(s);
+}
+
+void engine_arm_lease_timer(server_t *s)
+{
+	int64_t next = queue_next_lease(s->queue);
+	int64_t now = clock_mono_ms();
+
+	if (next < 0) {
+		uv_timer_stop(&s->lease_timer);
+		return;
+	}
+	uv_timer_start(&s->lease_timer, on_lease_timer, (uint64_t)(next > now ? next - now : 0), 0);
+}
+
+static void add_purge(server_t *s)
+{
+	store_op_t *op = store_batch_add(&s->collecting->batch, STORE_OP_PURGE);
+
+	op->purge_before = clock_wall_ms() - s->config.retention_ms;
+	op->purge_limit = PURGE_LIMIT;
+}
+
+static void on_retention_timer(uv_timer_t *timer)
+{
+	add_purge(timer->data);
+}
+
+/* Runs another purge pass soon, because the last one hit its row limit. */
+static void schedule_purge(server_t *s)
+{
+	add_purge(s);
+}
+
+void engine_init(server_t *s)
+{
+	int64_t period = s->config.retention_ms / 2;
+
+	if (period < 1000)
+		period = 1000;
+	if (period > 60000)
+		period = 60000;
+
+	s->next_batch_id = 1;
+	for (int i = 0; i < 2; i++) {
+		memset(&s->batches[i], 0, sizeof(s->batches[i]));
+		store_batch_init(&s->batches[i].batch);
+	}
+	s->collecting = &s->batches[0];
+	s->collecting->batch.id = s->next_batch_id++;
+	s->inflight = NULL;
+
+	uv_check_init(s->loop, &s->flush_check);
+	s->flush_check.data = s;
+	uv_check_start(&s->flush_check, on_check);
+	uv_timer_init(s->loop, &s->lease_timer);
+	s->lease_timer.data = s;
+	uv_timer_init(s->loop, &s->retention_timer);
+	s->retention_timer.data = s;
+	uv_timer_start(&s->retention_timer, on_retention_timer, (uint64_t)period, (uint64_t)period);
+	engine_arm_lease_timer(s);
+}
+
+void engine_close(server_t *s)
+{
+	uv_check_stop(&s->flush_check);
+	uv_close((uv_handle_t *)&s->flush_check, NULL);
+	uv_close((uv_handle_t *)&s->lease_timer, NULL);
+	uv_close((uv_handle_t *)&s->retention_timer, NULL);
+	for (int i = 0; i < 2; i++)
+		store_batch_free(&s->batches[i].batch);
+}

@@ -1,0 +1,270 @@
+/*
+ * Client routes: submit, status, cancel, metrics and clear, with the
+ * fields and status codes of the Together Queue API.
+ *
+ * SPDX-License-Identifier: MIT
+ */
+#include <stdint.h>
+#include <string.h>
+
+#include "clock.h"
+#include "inferq_error.h"
+#include "log.h"
+#include "render.h"
+#include "request.h"
+#include "routes.h"
+
+static int same_model(const job_record_t *rec, const buf_t *model)
+{
+	return rec->model->len == model->len && memcmp(rec->model->data, model->data, model->len) == 0;
+}
+
+static void not_found(http_request_t *req, const iq_id_t *id, const buf_t *model)
+{
+	char text[ID_TEXT_LEN + 1];
+
+	id_format(id, text);
+	respond_error(req, 404, "not_found", "request_id",
+		      "no job %s for model %s; check the id and model, or the job may have been "
+		      "deleted after the retention period",
+		      text, model->data);
+}
+
+static const char *const submit_fields[] = {"model", "payload", "info", "priority", NULL};
+
+void handle_submit(server_t *s, http_request_t *req)
+{
+	queue_time_t now = server_now();
+	body_t b;
+	buf_t model = BUF_INIT;
+	buf_t reply = BUF_INIT;
+	json_span_t payload, info;
+	int has_info = 0;
+	int64_t priority = 0;
+	queue_model_t *m;
+	job_t *job;
+	char id[ID_TEXT_LEN + 1];
+
+	if (body_parse(s, req, submit_fields, &b) != 0)
+		return;
+	if (read_model(s, req, &b, &model) != 0 ||
+	    read_object(s, req, &b, "payload", 1, &payload, NULL) != 0 ||
+	    read_info(s, req, &b, &info, &has_info) != 0 ||
+	    read_int32(req, &b, "priority", INT32_MIN, INT32_MAX, &priority) != 0)
+		goto out;
+
+	m = queue_model_get(s->queue, model.data, model.len, 1);
+	server_model_state(m);
+	job = queue_job_new();
+	id_new_v7(&job->rec.id, now.wall_ms);
+	job->rec.seq = s->next_seq++;
+	job->rec.model = rbuf_ref(m->name);
+	job->rec.priority = (int32_t)priority;
+	job->rec.state = JOB_PENDING;
+	job->rec.created_at = now.wall_ms;
+	job->rec.payload = rbuf_new(payload.start, payload.len);
+	if (has_info)
+		job->rec.info = rbuf_new(info.start, info.len);
+	if (b.warnings.len)
+		job->rec.warnings = rbuf_new(b.warnings.data, b.warnings.len);
+	queue_add(s->queue, job, now);
+	engine_record_insert(s, job);
+
+	id_format(&job->rec.id, id);
+	buf_printf(&reply, "{\"requestId\":\"%s\",\"request_id\":\"%s\"}", id, id);
+	body_add_warnings(&reply, &b);
+	engine_reply_after_commit(s, req, 200, &reply);
+	log_debug("queue", "submitted request_id=%s model=%s priority=%d", id, model.data,
+		  (int)priority);
+	claim_dispatch_waiters(s, m);
+out:
+	body_free(&b);
+	buf_free(&model);
+}
+
+void handle_status(server_t *s, http_request_t *req)
+{
+	iq_id_t id;
+	buf_t model = BUF_INIT;
+	buf_t reply = BUF_INIT;
+	job_record_t row;
+	const job_record_t *rec = NULL;
+	job_t *job;
+	int rc;
+
+	if (read_id_query(req, "request_id", &id) != 0 || read_model_query(s, req, &model) != 0)
+		goto out;
+	job = queue_find(s->queue, &id);
+	if (job) {
+		rec = engine_committed_record(job);
+		if (rec == NULL || !same_model(rec, &model)) {
+			not_found(req, &id, &model);
+			goto out;
+		}
+		render_status(&reply, rec);
+		respond_json(req, 200, &reply);
+		goto out;
+	}
+
+	rc = store_get(s->store, &id, &row);
+	if (rc == INFERQ_ENOTFOUND || (rc == 0 && !same_model(&row, &model))) {
+		not_found(req, &id, &model);
+	} else if (rc != 0) {
+		respond_error(req, 503, "store_unavailable", NULL,
+			      "the store could not be read; retry later");
+	} else {
+		render_status(&reply, &row);
+		respond_json(req, 200, &reply);
+	}
+	if (rc == 0)
+		job_record_clear(&row);
+out:
+	buf_free(&model);
+}
+
+/*
+ * Finds the job of a body's request_id and model for a change. Answers 404
+ * (unknown, other model) or 409 (already terminal, read from the store) and
+ * returns NULL when there is no job to change.
+ */
+job_t *find_job_for_change(server_t *s, http_request_t *req, const iq_id_t *id,
+			   const buf_t *model)
+{
+	job_t *job = queue_find(s->queue, id);
+	job_record_t row;
+	int rc;
+
+	if (job && !job->uncommitted_insert) {
+		if (same_model(&job->rec, model))
+			return job;
+		not_found(req, id, model);
+		return NULL;
+	}
+	rc = store_get(s->store, id, &row);
+	if (rc == 0 && same_model(&row, model) && job_state_is_terminal(row.state)) {
+		respond_conflict(req, "invalid_state", row.state,
+				 "the job is already %s; a finished job cannot change",
+				 job_state_name(row.state));
+	} else if (rc == INFERQ_EIO) {
+		respond_error(req, 503, "store_unavailable", NULL,
+			      "the store could not be read; retry later");
+	} else {
+		not_found(req, id, model);
+	}
+	if (rc == 0)
+		job_record_clear(&row);
+	return NULL;
+}
+
+static const char *const cancel_fields[] = {"model", "request_id", NULL};
+
+void handle_cancel(server_t *s, http_request_t *req)
+{
+	queue_time_t now = server_now();
+	body_t b;
+	buf_t model = BUF_INIT;
+	buf_t reply = BUF_INIT;
+	iq_id_t id;
+	job_t *job;
+
+	if (body_parse(s, req, cancel_fields, &b) != 0)
+		return;
+	if (read_model(s, req, &b, &model) != 0 || read_id(req, &b, "request_id", &id) != 0)
+		goto out;
+	job = find_job_for_change(s, req, &id, &model);
+	if (job == NULL)
+		goto out;
+	if (job->rec.state != JOB_PENDING) {
+		conflict_after_commit(s, req, "invalid_state", job->rec.state,
+				      "only pending jobs can be canceled; this job is %s",
+				      job_state_name(job->rec.state));
+		goto out;
+	}
+	engine_touch(s, job);
+	IQ_ASSERT(queue_cancel(s->queue, job, now) == 0);
+	engine_record_update(s, job, JOB_PENDING);
+	render_state(&reply, &job->rec);
+	body_add_warnings(&reply, &b);
+	engine_reply_after_commit(s, req, 200, &reply);
+out:
+	body_free(&b);
+	buf_free(&model);
+}
+
+void handle_metrics(server_t *s, http_request_t *req)
+{
+	buf_t model = BUF_INIT;
+	buf_t reply = BUF_INIT;
+	queue_model_t *m;
+	uint64_t waiting = 0, running = 0;
+
+	if (read_model_query(s, req, &model) != 0)
+		goto out;
+	m = queue_model_get(s->queue, model.data, model.len, 0);
+	if (m && m->user) {
+		model_state_t *ms = m->user;
+
+		waiting = ms->committed[JOB_PENDING];
+		running = ms->committed[JOB_RUNNING];
+	}
+	buf_printf(&reply,
+		   "{\"messages_waiting\":%llu,\"messages_running\":%llu,\"total_jobs\":%llu}",
+		   (unsigned long long)waiting, (unsigned long long)running,
+		   (unsigned long long)(waiting + running));
+	respond_json(req, 200, &reply);
+out:
+	buf_free(&model);
+}
+
+static const char *const clear_fields[] = {"model", NULL};
+
+void handle_clear(server_t *s, http_request_t *req)
+{
+	queue_time_t now = server_now();
+	body_t b;
+	buf_t model = BUF_INIT;
+	buf_t reply = BUF_INIT;
+	queue_model_t *m;
+	job_t *job;
+	uint64_t count = 0;
+
+	if (body_parse(s, req, clear_fields, &b) != 0)
+		return;
+	if (read_model(s, req, &b, &model) != 0)
+		goto out;
+	m = queue_model_get(s->queue, model.data, model.len, 0);
+	while (m && (job = queue_peek(m)) != NULL) {
+		engine_touch(s, job);
+		IQ_ASSERT(queue_cancel(s->queue, job, now) == 0);
+		engine_record_update(s, job, JOB_PENDING);
+		count++;
+	}
+	if (count)
+		log_info("queue", "cleared %llu pending jobs model=%s", (unsigned long long)count,
+			 model.data);
+	buf_printf(&reply, "{\"canceled_count\":%llu}", (unsigned long long)count);
+	body_add_warnings(&reply, &b);
+	engine_reply_after_commit(s, req, 200, &reply);
+out:
+	body_free(&b);
+	buf_free(&model);
+}
+
+void handle_healthz(server_t *s, http_request_t *req)
+{
+	static const char body[] = "{\"status\":\"ok\"}";
+
+	http_respond(req, 200, NULL, NULL, body, sizeof(body) - 1);
+}
+
+void handle_readyz(server_t *s, http_request_t *req)
+{
+	static const char body[] = "{\"status\":\"ready\"}";
+	char err[256];
+
+	if (store_check(s->store, err, sizeof(err)) != 0) {
+		respond_error(req, 503, "store_unavailable", NULL, "not ready: %s", err);
+		return;
+	}
+	http_respond(req, 200, NULL, NULL, body, sizeof(body) - 1);
+}

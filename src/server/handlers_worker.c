@@ -1,0 +1,234 @@
+/*
+ * Worker routes: claim (with long-poll), heartbeat, complete, fail and
+ * release. Every call after the claim is fenced by claim_id: the queue
+ * engine decides whether the caller still holds the job.
+ *
+ * SPDX-License-Identifier: MIT
+ */
+#include <math.h>
+#include <string.h>
+
+#include "inferq_error.h"
+#include "log.h"
+#include "render.h"
+#include "request.h"
+#include "routes.h"
+
+#define MAX_WORKER_NAME 128 /* bytes */
+#define MAX_WAIT_S 60
+
+static const char *const claim_fields[] = {"model", "claim_timeout", "wait", "worker", NULL};
+
+void handle_claim(server_t *s, http_request_t *req)
+{
+	body_t b;
+	buf_t model = BUF_INIT;
+	buf_t worker = BUF_INIT;
+	int64_t timeout = s->config.claim_timeout;
+	double wait = 0;
+	int has_worker = 0;
+	claim_params_t params = {0, NULL};
+	queue_model_t *m;
+
+	if (body_parse(s, req, claim_fields, &b) != 0)
+		return;
+	if (read_model(s, req, &b, &model) != 0 ||
+	    read_int32(req, &b, "claim_timeout", 1, 86400, &timeout) != 0 ||
+	    read_seconds(req, &b, "wait", 0, MAX_WAIT_S, &wait) != 0 ||
+	    read_string(req, &b, "worker", 0, MAX_WORKER_NAME, &worker, &has_worker) != 0)
+		goto out;
+
+	params.claim_timeout = (uint32_t)timeout;
+	if (has_worker)
+		params.worker = rbuf_new(worker.data ? worker.data : "", worker.len);
+	m = queue_model_get(s->queue, model.data, model.len, 1);
+	server_model_state(m);
+	if (claim_next(s, m, &params, req, &b.warnings))
+		goto out;
+	if (wait > 0 && !s->stopping) {
+		claim_wait(s, m, &params, (int64_t)ceil(wait * 1000), req);
+		goto out;
+	}
+	http_respond(req, 204, NULL, NULL, "", 0);
+out:
+	rbuf_unref(params.worker);
+	body_free(&b);
+	buf_free(&model);
+	buf_free(&worker);
+}
+
+/* What one fenced worker call asks for, read from its body. */
+typedef struct {
+	body_t body;
+	buf_t model;
+	iq_id_t id;
+	iq_id_t claim_id;
+	json_span_t info;
+	int has_info;
+	job_t *job;
+} fenced_t;
+
+/* Reads model, request_id, claim_id and info; finds the job. Returns 0 or answers. */
+static int fenced_begin(server_t *s, http_request_t *req, const char *const *fields, fenced_t *f)
+{
+	memset(f, 0, sizeof(*f));
+	if (body_parse(s, req, fields, &f->body) != 0)
+		return INFERQ_EINVAL;
+	if (read_model(s, req, &f->body, &f->model) != 0 ||
+	    read_id(req, &f->body, "request_id", &f->id) != 0 ||
+	    read_id(req, &f->body, "claim_id", &f->claim_id) != 0 ||
+	    read_info(s, req, &f->body, &f->info, &f->has_info) != 0)
+		return INFERQ_EINVAL;
+	f->job = find_job_for_change(s, req, &f->id, &f->model);
+	return f->job ? 0 : INFERQ_ENOTFOUND;
+}
+
+static void fenced_end(fenced_t *f)
+{
+	body_free(&f->body);
+	buf_free(&f->model);
+}
+
+/*
+ * Finishes a fenced call after the queue engine returned rc: records the
+ * change and queues the reply, or answers the conflict or limit error.
+ */
+static void fenced_finish(server_t *s, http_request_t *req, fenced_t *f, int rc,
+			  job_state_t prev, buf_t *reply)
+{
+	job_t *job = f->job;
+
+	if (rc == INFERQ_ECONFLICT) {
+		engine_untouch(s, job);
+		if (job_state_is_terminal(job->rec.state))
+			conflict_after_commit(s, req, "invalid_state", job->rec.state,
+					      "the job is already %s; a finished job cannot change",
+					      job_state_name(job->rec.state));
+		else
+			conflict_after_commit(
+				s, req, "claim_mismatch", job->rec.state,
+				"claim_id is not the job's current claim: its lease expired and "
+				"another worker claimed it, or it was released; stop working on "
+				"this job");
+		buf_free(reply);
+		return;
+	}
+	if (rc == INFERQ_ELIMIT) {
+		engine_untouch(s, job);
+		respond_error(req, 400, "too_large", "info",
+			      "info would be over %zu bytes or %d levels deep after this merge; "
+			      "send a smaller info or raise --max-info-bytes",
+			      s->config.max_info_bytes, s->config.max_json_depth);
+		buf_free(reply);
+		return;
+	}
+	IQ_ASSERT(rc == 0);
+	engine_record_update(s, job, prev);
+	if (reply->len == 0)
+		render_state(reply, &job->rec);
+	body_add_warnings(reply, &f->body);
+	engine_reply_after_commit(s, req, 200, reply);
+	engine_arm_lease_timer(s);
+	if (job->rec.state == JOB_PENDING)
+		claim_dispatch_waiters(s, job->model);
+}
+
+static const char *const heartbeat_fields[] = {"model", "request_id", "claim_id", "info", NULL};
+
+void handle_heartbeat(server_t *s, http_request_t *req)
+{
+	fenced_t f;
+	buf_t reply = BUF_INIT;
+	job_state_t prev;
+	int rc;
+
+	if (fenced_begin(s, req, heartbeat_fields, &f) != 0)
+		goto out;
+	prev = f.job->rec.state;
+	engine_touch(s, f.job);
+	rc = queue_heartbeat(s->queue, f.job, &f.claim_id, f.has_info ? &f.info : NULL,
+			     server_now());
+	if (rc == 0) {
+		buf_puts(&reply, "{\"status\":\"running\"");
+		render_time_field(&reply, "lease_expires_at", f.job->rec.lease_expires_at);
+		buf_putc(&reply, '}');
+	}
+	fenced_finish(s, req, &f, rc, prev, &reply);
+out:
+	fenced_end(&f);
+}
+
+static const char *const complete_fields[] = {"model", "request_id", "claim_id", "outputs",
+					      "info", NULL};
+
+void handle_complete(server_t *s, http_request_t *req)
+{
+	fenced_t f;
+	buf_t reply = BUF_INIT;
+	json_span_t outputs;
+	rbuf_t *raw;
+	job_state_t prev;
+	int rc;
+
+	if (fenced_begin(s, req, complete_fields, &f) != 0)
+		goto out;
+	if (read_object(s, req, &f.body, "outputs", 1, &outputs, NULL) != 0)
+		goto out;
+	prev = f.job->rec.state;
+	raw = rbuf_new(outputs.start, outputs.len);
+	engine_touch(s, f.job);
+	rc = queue_complete(s->queue, f.job, &f.claim_id, raw, f.has_info ? &f.info : NULL,
+			    server_now());
+	rbuf_unref(raw);
+	fenced_finish(s, req, &f, rc, prev, &reply);
+out:
+	fenced_end(&f);
+}
+
+static const char *const fail_fields[] = {"model", "request_id", "claim_id", "error", "info",
+					  NULL};
+
+void handle_fail(server_t *s, http_request_t *req)
+{
+	fenced_t f;
+	buf_t reply = BUF_INIT;
+	buf_t error = BUF_INIT;
+	rbuf_t *text;
+	job_state_t prev;
+	int rc;
+
+	if (fenced_begin(s, req, fail_fields, &f) != 0)
+		goto out;
+	if (read_string(req, &f.body, "error", 1, s->config.max_info_bytes, &error, NULL) != 0)
+		goto out;
+	prev = f.job->rec.state;
+	text = rbuf_new(error.data ? error.data : "", error.len);
+	engine_touch(s, f.job);
+	rc = queue_fail(s->queue, f.job, &f.claim_id, text, f.has_info ? &f.info : NULL,
+			server_now());
+	rbuf_unref(text);
+	fenced_finish(s, req, &f, rc, prev, &reply);
+out:
+	buf_free(&error);
+	fenced_end(&f);
+}
+
+static const char *const release_fields[] = {"model", "request_id", "claim_id", "info", NULL};
+
+void handle_release(server_t *s, http_request_t *req)
+{
+	fenced_t f;
+	buf_t reply = BUF_INIT;
+	job_state_t prev;
+	int rc;
+
+	if (fenced_begin(s, req, release_fields, &f) != 0)
+		goto out;
+	prev = f.job->rec.state;
+	engine_touch(s, f.job);
+	rc = queue_release(s->queue, f.job, &f.claim_id, f.has_info ? &f.info : NULL,
+			   server_now());
+	fenced_finish(s, req, &f, rc, prev, &reply);
+out:
+	fenced_end(&f);
+}

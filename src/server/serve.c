@@ -1,0 +1,210 @@
+/*
+ * `inferq serve`: opens the store, rebuilds the in-memory queue from it,
+ * listens, and runs the loop until SIGINT or SIGTERM. A stop is graceful:
+ * no new connections, long-poll waiters answered 204, every request already
+ * received answered after its commit, then the store is closed cleanly.
+ * A second signal during the stop exits at once; nothing acknowledged is
+ * lost by that, because acknowledged changes are already committed.
+ *
+ * SPDX-License-Identifier: MIT
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "alloc.h"
+#include "clock.h"
+#include "inferq_error.h"
+#include "log.h"
+#include "routes.h"
+#include "server.h"
+
+int serve_main(int argc, char **argv);
+
+typedef struct {
+	server_t *server;
+	queue_time_t now;
+	uint64_t jobs;
+} load_ctx_t;
+
+static int load_job(void *ctx, job_record_t *rec)
+{
+	load_ctx_t *lc = ctx;
+	server_t *s = lc->server;
+	queue_model_t *m = queue_model_get(s->queue, rec->model->data, rec->model->len, 1);
+	model_state_t *ms = server_model_state(m);
+	job_t *job = queue_job_new();
+
+	job->rec = *rec;
+	rbuf_unref(job->rec.model);
+	job->rec.model = rbuf_ref(m->name);
+	queue_add(s->queue, job, lc->now);
+	ms->committed[job->rec.state]++;
+	lc->jobs++;
+	return 0;
+}
+
+static int load_queue(server_t *s)
+{
+	load_ctx_t lc = {s, server_now(), 0};
+	uint64_t max_seq = 0;
+	int64_t started = clock_mono_ms();
+	int rc;
+
+	rc = store_load(s->store, load_job, &lc, &max_seq);
+	if (rc != 0) {
+		log_error("store", "could not load the jobs from %s/inferq.db: %s",
+			  s->config.data_dir, inferq_strerror(rc));
+		return rc;
+	}
+	s->next_seq = max_seq + 1;
+	log_info("store", "loaded %llu pending and running jobs in %lld ms",
+		 (unsigned long long)lc.jobs, (long long)(clock_mono_ms() - started));
+	return 0;
+}
+
+static void free_model_state(queue_model_t *m, void *ctx)
+{
+	free(m->user);
+	m->user = NULL;
+}
+
+static void on_drain_timer(uv_timer_t *timer)
+{
+	server_t *s = timer->data;
+
+	if (engine_busy(s))
+		return;
+	uv_timer_stop(timer);
+	uv_close((uv_handle_t *)timer, NULL);
+	store_close(s->store);
+	s->store = NULL;
+	engine_close(s);
+	uv_close((uv_handle_t *)&s->sigint, NULL);
+	uv_close((uv_handle_t *)&s->sigterm, NULL);
+}
+
+static uv_timer_t drain_timer;
+
+/* Every connection is closed: commit what is left, then close the store. */
+static void on_http_closed(void *ctx)
+{
+	server_t *s = ctx;
+
+	s->http = NULL;
+	uv_timer_stop(&s->lease_timer);
+	uv_timer_stop(&s->retention_timer);
+	uv_timer_init(s->loop, &drain_timer);
+	drain_timer.data = s;
+	uv_timer_start(&drain_timer, on_drain_timer, 0, 5);
+}
+
+static void on_signal(uv_signal_t *handle, int signum)
+{
+	server_t *s = handle->data;
+
+	if (s->stopping) {
+		log_warn("server", "second %s during the stop, exiting now", strsignal(signum));
+		exit(1);
+	}
+	s->stopping = 1;
+	log_info("server", "%s received, stopping: answering open requests", strsignal(signum));
+	claim_flush_waiters(s);
+	http_server_close(s->http, on_http_closed, s);
+}
+
+static int start_listening(server_t *s)
+{
+	http_limits_t limits = {
+		.max_header_bytes = s->config.max_header_bytes,
+		.max_body_bytes = s->config.max_body_bytes,
+		.idle_timeout_ms = (uint64_t)s->config.idle_timeout_ms,
+		.request_timeout_ms = (uint64_t)s->config.request_timeout_ms,
+		.max_connections = s->config.max_connections,
+		.max_pipelined = 64,
+	};
+	char err[256];
+	char host[256];
+	char *colon;
+
+	if (http_server_start(s->loop, s->config.listen, &limits, routes_dispatch, s, &s->http,
+			      err, sizeof(err)) != 0) {
+		log_error("server", "cannot listen on %s: %s", s->config.listen, err);
+		return INFERQ_EIO;
+	}
+	snprintf(host, sizeof(host), "%s", s->config.listen);
+	colon = strrchr(host, ':');
+	if (colon)
+		*colon = '\0';
+	log_info("server", "listening on %s:%d", host, http_server_port(s->http));
+	return 0;
+}
+
+static void log_config(const serve_config_t *c)
+{
+	log_info("server",
+		 "config: data_dir=%s claim_timeout=%us max_retries=%u retention=%llds "
+		 "max_body_bytes=%zu max_header_bytes=%zu max_info_bytes=%zu "
+		 "max_model_length=%zu max_json_depth=%d request_timeout=%lldms "
+		 "idle_timeout=%lldms max_connections=%u",
+		 c->data_dir, c->claim_timeout, c->max_retries, (long long)(c->retention_ms / 1000),
+		 c->max_body_bytes, c->max_header_bytes, c->max_info_bytes, c->max_model_length,
+		 c->max_json_depth, (long long)c->request_timeout_ms,
+		 (long long)c->idle_timeout_ms, c->max_connections);
+}
+
+int serve_main(int argc, char **argv)
+{
+	static server_t server;
+	server_t *s = &server;
+	queue_config_t qc;
+	store_config_t sc;
+	char err[512];
+	int rc;
+
+	config_defaults(&s->config);
+	rc = config_parse(&s->config, argc, argv);
+	if (rc != 0)
+		return rc > 0 ? 0 : 2;
+	log_set_level(s->config.log_level);
+	signal(SIGPIPE, SIG_IGN);
+	log_info("server", "inferq %s starting", INFERQ_VERSION);
+	log_config(&s->config);
+
+	s->loop = uv_default_loop();
+	qc.max_retries = s->config.max_retries;
+	qc.max_info_bytes = s->config.max_info_bytes;
+	qc.max_depth = s->config.max_json_depth;
+	s->queue = queue_new(&qc);
+
+	sc.loop = s->loop;
+	sc.data_dir = s->config.data_dir;
+	if (store_open(&sc, &s->store, err, sizeof(err)) != 0) {
+		log_error("store", "cannot open the store: %s", err);
+		queue_free(s->queue);
+		return 1;
+	}
+	if (load_queue(s) != 0 || start_listening(s) != 0) {
+		store_close(s->store);
+		uv_run(s->loop, UV_RUN_NOWAIT);
+		queue_model_each(s->queue, free_model_state, NULL);
+		queue_free(s->queue);
+		return 1;
+	}
+	engine_init(s);
+
+	uv_signal_init(s->loop, &s->sigint);
+	uv_signal_init(s->loop, &s->sigterm);
+	s->sigint.data = s->sigterm.data = s;
+	uv_signal_start(&s->sigint, on_signal, SIGINT);
+	uv_signal_start(&s->sigterm, on_signal, SIGTERM);
+
+	uv_run(s->loop, UV_RUN_DEFAULT);
+
+	queue_model_each(s->queue, free_model_state, NULL);
+	queue_free(s->queue);
+	uv_loop_close(s->loop);
+	log_info("server", "stopped");
+	return s->exit_code;
+}

@@ -1,0 +1,131 @@
+/*
+ * The server context shared by the route handlers and the commit engine.
+ * One loop thread owns all of it; the store's writer thread sees only the
+ * batches handed to it.
+ *
+ * Commit rule: a handler applies its change to the in-memory queue at once
+ * (so the next request sees it and two claims never take the same job),
+ * records a store operation in the collecting batch, and registers its
+ * response with engine_reply_after_commit(). Responses are sent only after
+ * the batch commits; if a commit fails, every uncommitted change is undone
+ * and those requests get 503. Reads show committed state only: a job with
+ * an uncommitted change is read from its committed image.
+ *
+ * SPDX-License-Identifier: MIT
+ */
+#ifndef INFERQ_SERVER_H
+#define INFERQ_SERVER_H
+
+#include <stdint.h>
+#include <uv.h>
+
+#include "buf.h"
+#include "config.h"
+#include "http.h"
+#include "queue.h"
+#include "store.h"
+
+typedef struct reply reply_t;
+typedef struct waiter waiter_t;
+
+/* Per-model state of the server, hung on queue_model_t.user. */
+typedef struct {
+	uint64_t committed[JOB_STATE_COUNT]; /* committed jobs in memory by state (pending, running) */
+	waiter_t *waiters_head;               /* long-poll claims, oldest first */
+	waiter_t *waiters_tail;
+} model_state_t;
+
+/* A store batch with the responses that wait for its commit. */
+typedef struct {
+	store_batch_t batch;
+	reply_t *replies_head;
+	reply_t *replies_tail;
+} pending_batch_t;
+
+typedef struct server {
+	uv_loop_t *loop;
+	serve_config_t config;
+	queue_t *queue;
+	store_t *store;
+	http_server_t *http;
+
+	uint64_t next_seq;      /* seq of the next submitted job */
+	uint64_t next_batch_id; /* id of the next collecting batch; starts at 1 */
+	pending_batch_t batches[2];
+	pending_batch_t *collecting; /* changes of this loop pass */
+	pending_batch_t *inflight;   /* handed to the store, or NULL */
+
+	uv_check_t flush_check;
+	uv_timer_t lease_timer;
+	uv_timer_t retention_timer;
+	uv_signal_t sigint, sigterm;
+	int stopping;
+	int exit_code;
+} server_t;
+
+/* The time now on both clocks. */
+queue_time_t server_now(void);
+
+/* Returns the server state of model m, creating it on first use. */
+model_state_t *server_model_state(queue_model_t *m);
+
+/* engine.c: the commit pipeline. */
+
+/* Sets up the batches, the flush hook and the timers. Loop thread. */
+void engine_init(server_t *s);
+/* Closes the engine's handles; the loop must run afterwards to finish. */
+void engine_close(server_t *s);
+
+/*
+ * Records the committed image of job before its first uncommitted change.
+ * Call before every queue_* call that mutates job.
+ */
+void engine_touch(server_t *s, job_t *job);
+/* Forgets the image engine_touch took when the change did not happen after all. */
+void engine_untouch(server_t *s, job_t *job);
+/* Records that a new job was added to the queue: its insert goes into the batch. */
+void engine_record_insert(server_t *s, job_t *job);
+/* Records a change of job (made after engine_touch) whose state before was prev. */
+void engine_record_update(server_t *s, job_t *job, job_state_t prev);
+
+/*
+ * Sends status and body (taken over) to req once every change recorded so far
+ * is committed; if the commit fails, sends 503 instead.
+ */
+void engine_reply_after_commit(server_t *s, http_request_t *req, int status, buf_t *body);
+
+/* Returns the committed record of job, or NULL when its insert is not committed. */
+const job_record_t *engine_committed_record(const job_t *job);
+
+/* Re-arms the lease timer for the earliest lease. */
+void engine_arm_lease_timer(server_t *s);
+
+/* Returns 1 while a batch is in flight or changes wait to be committed. */
+int engine_busy(const server_t *s);
+
+/* claim.c: claims, shared by the claim route and the long-poll waiters. */
+
+typedef struct {
+	uint32_t claim_timeout; /* s */
+	rbuf_t *worker;         /* or NULL */
+} claim_params_t;
+
+/*
+ * Claims the next job of m for req and queues the 200 response for after the
+ * commit, with warnings (a JSON array, or NULL) added to it. Returns 1 when a
+ * job was claimed, 0 when none is pending.
+ */
+int claim_next(server_t *s, queue_model_t *m, const claim_params_t *p, http_request_t *req,
+	       const buf_t *warnings);
+
+/* Parks req as a long-poll waiter on m for wait_ms; it takes over p->worker. */
+void claim_wait(server_t *s, queue_model_t *m, claim_params_t *p, int64_t wait_ms,
+		http_request_t *req);
+
+/* Hands pending jobs of m to its long-poll waiters, oldest waiter first. */
+void claim_dispatch_waiters(server_t *s, queue_model_t *m);
+
+/* Answers every long-poll waiter with 204 (used when stopping). */
+void claim_flush_waiters(server_t *s);
+
+#endif

@@ -1,0 +1,524 @@
+/*
+ * The local store backend: one SQLite file, DATA_DIR/inferq.db, in WAL mode
+ * with synchronous=FULL, so a commit that succeeded is on disk. A writer
+ * thread with its own connection runs each batch as one BEGIN IMMEDIATE
+ * transaction, then wakes the loop through a uv_async_t. The loop thread
+ * reads committed rows on a second, read-only connection. In WAL mode that
+ * connection reads its own snapshot instead of waiting for the writer.
+ * An exclusive flock on DATA_DIR/inferq.lock keeps a second server out.
+ * This file has the data dir, the lock, the read connection and the
+ * loop-thread side; sqlite_writer.c has the schema and the writer thread.
+ *
+ * Invariants: at most one batch is between store_commit and its callback.
+ * While the writer thread runs, only it touches the write connection. The
+ * mutex guards only the hand-over fields (queued, finished, stop).
+ *
+ * SPDX-License-Identifier: MIT
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "alloc.h"
+#include "inferq_error.h"
+#include "log.h"
+#include "sqlite_store.h"
+
+#define DB_FILE   "inferq.db"
+#define LOCK_FILE "inferq.lock"
+/*
+ * A WAL reader gets SQLITE_BUSY only in brief cases, such as while another
+ * connection recovers the WAL index. A longer wait would stall the loop.
+ */
+#define READER_BUSY_TIMEOUT_MS 100
+
+static const char sql_get[] = "SELECT " JOB_COLUMNS " FROM jobs WHERE id = ?1";
+static const char sql_load[] =
+    "SELECT " JOB_COLUMNS " FROM jobs WHERE state IN ('pending', 'running') ORDER BY seq";
+static const char sql_max_seq[] =
+    "SELECT max(coalesce((SELECT max(seq) FROM jobs), 0), "
+    "coalesce((SELECT value FROM store_meta WHERE name = 'max_seq'), 0))";
+
+static char *path_join(const char *dir, const char *name)
+{
+	size_t n = strlen(dir) + 1 + strlen(name) + 1;
+	char *p = xmalloc(n);
+
+	snprintf(p, n, "%s/%s", dir, name);
+	return p;
+}
+
+int local_query_int(sqlite3 *db, const char *sql, int64_t *out)
+{
+	sqlite3_stmt *st = NULL;
+	int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
+
+	if (rc == SQLITE_OK) {
+		rc = sqlite3_step(st);
+		if (rc == SQLITE_ROW) {
+			*out = sqlite3_column_int64(st, 0);
+			rc = SQLITE_OK;
+		}
+	}
+	sqlite3_finalize(st);
+	return rc;
+}
+
+/* Creates dir and its missing parents with mode 0700, like mkdir -p. */
+static int make_dirs(const char *dir, char *err, size_t errlen)
+{
+	char *p = xstrdup(dir);
+	int ret = 0;
+
+	for (char *c = p + 1;; c++) {
+		char saved = *c;
+
+		if (saved != '/' && saved != '\0')
+			continue;
+		*c = '\0';
+		if (mkdir(p, 0700) != 0 && errno != EEXIST) {
+			snprintf(err, errlen,
+			         "cannot create data dir %s: %s%s%s; create it by hand or choose "
+			         "another --data-dir",
+			         dir, strerror(errno), saved ? " at " : "", saved ? p : "");
+			ret = INFERQ_EIO;
+		}
+		*c = saved;
+		if (ret < 0 || saved == '\0')
+			break;
+	}
+	free(p);
+	return ret;
+}
+
+static int prepare_dir(const char *dir, char *err, size_t errlen)
+{
+	struct stat st;
+
+	if (make_dirs(dir, err, errlen) < 0)
+		return INFERQ_EIO;
+	if (stat(dir, &st) != 0) {
+		snprintf(err, errlen, "cannot read data dir %s: %s", dir, strerror(errno));
+		return INFERQ_EIO;
+	}
+	if (!S_ISDIR(st.st_mode)) {
+		snprintf(err, errlen,
+		         "data dir %s is not a directory: choose a directory path for --data-dir",
+		         dir);
+		return INFERQ_EINVAL;
+	}
+	if (access(dir, W_OK | X_OK) != 0) {
+		snprintf(err, errlen,
+		         "data dir %s is not writable (%s): give this user write access to it or "
+		         "choose another --data-dir",
+		         dir, strerror(errno));
+		return INFERQ_EIO;
+	}
+	return 0;
+}
+
+/* Writes " (pid N)" for the process named in the lock file, or "" when it names none. */
+static void read_lock_owner(int fd, char *out, size_t outlen)
+{
+	char text[24];
+	ssize_t n = pread(fd, text, sizeof(text) - 1, 0);
+	long pid;
+
+	out[0] = '\0';
+	if (n <= 0)
+		return;
+	text[n] = '\0';
+	pid = strtol(text, NULL, 10);
+	if (pid > 0)
+		snprintf(out, outlen, " (pid %ld)", pid);
+}
+
+static int take_lock(local_store_t *s, char *err, size_t errlen)
+{
+	char *path = path_join(s->dir, LOCK_FILE);
+	char owner[40];
+	char pid[24];
+	int fd, ret = 0;
+
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		snprintf(err, errlen, "cannot open lock file %s: %s", path, strerror(errno));
+		ret = INFERQ_EIO;
+		goto out;
+	}
+	if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+		if (errno == EWOULDBLOCK) {
+			read_lock_owner(fd, owner, sizeof(owner));
+			snprintf(err, errlen,
+			         "data dir %s is locked (%s): another inferq process%s is probably "
+			         "using it; stop it or choose another --data-dir",
+			         s->dir, path, owner);
+		} else {
+			snprintf(err, errlen, "cannot lock %s: %s", path, strerror(errno));
+		}
+		close(fd);
+		ret = INFERQ_EIO;
+		goto out;
+	}
+
+	/* Only the error message above reads the pid, so a failed write is harmless. */
+	snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
+	if (ftruncate(fd, 0) == 0) {
+		ssize_t written = pwrite(fd, pid, strlen(pid), 0);
+
+		(void)written;
+	}
+	s->lock_fd = fd;
+out:
+	free(path);
+	return ret;
+}
+
+static int open_reader(local_store_t *s, char *err, size_t errlen)
+{
+	int flags = SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX;
+	int rc;
+
+	rc = sqlite3_open_v2(s->db_path, &s->rdb, flags, NULL);
+	if (rc == SQLITE_OK) {
+		sqlite3_extended_result_codes(s->rdb, 1);
+		sqlite3_busy_timeout(s->rdb, READER_BUSY_TIMEOUT_MS);
+		rc = local_prepare(s->rdb, sql_get, &s->get);
+	}
+	if (rc != SQLITE_OK) {
+		snprintf(err, errlen, "cannot open database %s for reading: %s", s->db_path,
+		         s->rdb ? sqlite3_errmsg(s->rdb) : sqlite3_errstr(rc));
+		return INFERQ_EIO;
+	}
+	return 0;
+}
+
+static void close_reader(local_store_t *s)
+{
+	sqlite3_finalize(s->get);
+	s->get = NULL;
+	sqlite3_close_v2(s->rdb);
+	s->rdb = NULL;
+}
+
+static rbuf_t *column_bytes(sqlite3_stmt *st, int col)
+{
+	const unsigned char *text;
+
+	if (sqlite3_column_type(st, col) == SQLITE_NULL)
+		return NULL;
+	text = sqlite3_column_text(st, col);
+	return rbuf_new(text ? (const char *)text : "", (size_t)sqlite3_column_bytes(st, col));
+}
+
+static int column_id(sqlite3_stmt *st, int col, iq_id_t *out)
+{
+	const unsigned char *text = sqlite3_column_text(st, col);
+
+	if (!text)
+		return INFERQ_EIO;
+	return id_parse((const char *)text, (size_t)sqlite3_column_bytes(st, col), out) == 0
+	           ? 0
+	           : INFERQ_EIO;
+}
+
+/* Fills r from the current row. Returns 0, or INFERQ_EIO for a row inferq did not write. */
+static int read_row(sqlite3_stmt *st, job_record_t *r)
+{
+	const unsigned char *state = sqlite3_column_text(st, COL_STATE);
+
+	memset(r, 0, sizeof(*r));
+	if (column_id(st, COL_ID, &r->id) < 0)
+		return INFERQ_EIO;
+	if (!state || job_state_parse((const char *)state, &r->state) < 0)
+		return INFERQ_EIO;
+	if (sqlite3_column_type(st, COL_CLAIM_ID) != SQLITE_NULL &&
+	    column_id(st, COL_CLAIM_ID, &r->claim_id) < 0)
+		return INFERQ_EIO;
+
+	r->seq = (uint64_t)sqlite3_column_int64(st, COL_SEQ);
+	r->priority = (int32_t)sqlite3_column_int64(st, COL_PRIORITY);
+	r->retries = (uint32_t)sqlite3_column_int64(st, COL_RETRIES);
+	r->created_at = sqlite3_column_int64(st, COL_CREATED_AT);
+	r->claimed_at = sqlite3_column_int64(st, COL_CLAIMED_AT);
+	r->done_at = sqlite3_column_int64(st, COL_DONE_AT);
+	r->lease_expires_at = sqlite3_column_int64(st, COL_LEASE_EXPIRES_AT);
+	r->claim_timeout = (uint32_t)sqlite3_column_int64(st, COL_CLAIM_TIMEOUT);
+	r->model = column_bytes(st, COL_MODEL);
+	r->worker = column_bytes(st, COL_WORKER);
+	r->payload = column_bytes(st, COL_PAYLOAD);
+	r->info = column_bytes(st, COL_INFO);
+	r->outputs = column_bytes(st, COL_OUTPUTS);
+	r->error = column_bytes(st, COL_ERROR);
+	r->warnings = column_bytes(st, COL_WARNINGS);
+	return 0;
+}
+
+static void deliver(local_store_t *s, store_batch_t *b)
+{
+	store_commit_cb cb = s->cb;
+	void *ctx = s->cb_ctx;
+
+	IQ_ASSERT(b == s->in_flight);
+	s->in_flight = NULL;
+	s->cb = NULL;
+	s->cb_ctx = NULL;
+	uv_unref((uv_handle_t *)&s->async);
+	if (b->count > 0) {
+		s->last_result = b->result;
+		memcpy(s->last_error, b->error, sizeof(s->last_error));
+	}
+	cb(b, ctx);
+}
+
+static void on_async(uv_async_t *handle)
+{
+	local_store_t *s = handle->data;
+	store_batch_t *b;
+
+	pthread_mutex_lock(&s->mu);
+	b = s->finished;
+	s->finished = NULL;
+	pthread_mutex_unlock(&s->mu);
+	if (b)
+		deliver(s, b);
+}
+
+static int start_writer(local_store_t *s, char *err, size_t errlen)
+{
+	sigset_t all, old;
+	int rc;
+
+	/* Block every signal in the writer, so the kernel delivers them to other threads. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	rc = pthread_create(&s->thread, NULL, local_writer_main, s);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (rc != 0) {
+		snprintf(err, errlen, "cannot start the store writer thread: %s", strerror(rc));
+		return INFERQ_EIO;
+	}
+	s->writer_running = 1;
+
+	rc = uv_async_init(s->loop, &s->async, on_async);
+	if (rc != 0) {
+		snprintf(err, errlen, "cannot create the store's wake-up handle: %s",
+		         uv_strerror(rc));
+		return INFERQ_EIO;
+	}
+	s->async.data = s;
+	/* The handle keeps the loop alive only while a batch is in flight. */
+	uv_unref((uv_handle_t *)&s->async);
+	return 0;
+}
+
+static void stop_writer(local_store_t *s)
+{
+	if (!s->writer_running)
+		return;
+	pthread_mutex_lock(&s->mu);
+	s->stop = 1;
+	pthread_cond_signal(&s->wake);
+	pthread_mutex_unlock(&s->mu);
+	pthread_join(s->thread, NULL);
+	s->writer_running = 0;
+}
+
+static void free_store(local_store_t *s)
+{
+	pthread_cond_destroy(&s->done);
+	pthread_cond_destroy(&s->wake);
+	pthread_mutex_destroy(&s->mu);
+	free(s->db_path);
+	free(s->dir);
+	free(s);
+}
+
+static void on_async_closed(uv_handle_t *handle)
+{
+	free_store(handle->data);
+}
+
+/* Stops the thread, closes both connections and releases the lock. */
+static void shut_down(local_store_t *s)
+{
+	stop_writer(s);
+	close_reader(s);
+	local_writer_close(s);
+	if (s->lock_fd >= 0) {
+		close(s->lock_fd);
+		s->lock_fd = -1;
+	}
+}
+
+static int local_open(const store_config_t *config, void **out, char *err, size_t errlen)
+{
+	local_store_t *s;
+	int ret;
+
+	if (!config || !config->loop || !config->data_dir || !config->data_dir[0]) {
+		snprintf(err, errlen,
+		         "the local store needs a loop and a data dir: pass --data-dir with a "
+		         "directory path");
+		return INFERQ_EINVAL;
+	}
+	if (!sqlite3_threadsafe()) {
+		snprintf(err, errlen,
+		         "SQLite %s was built without thread support, which the store's writer "
+		         "thread needs: install a threadsafe libsqlite3",
+		         sqlite3_libversion());
+		return INFERQ_EIO;
+	}
+	s = xcalloc(1, sizeof(*s));
+	s->loop = config->loop;
+	s->lock_fd = -1;
+	s->dir = xstrdup(config->data_dir);
+	s->db_path = path_join(s->dir, DB_FILE);
+	pthread_mutex_init(&s->mu, NULL);
+	pthread_cond_init(&s->wake, NULL);
+	pthread_cond_init(&s->done, NULL);
+
+	ret = prepare_dir(s->dir, err, errlen);
+	if (ret == 0)
+		ret = take_lock(s, err, errlen);
+	if (ret == 0)
+		ret = local_writer_open(s, err, errlen);
+	if (ret == 0)
+		ret = open_reader(s, err, errlen);
+	if (ret == 0)
+		ret = start_writer(s, err, errlen);
+	if (ret < 0) {
+		/* The async handle is initialized last, so no failure leaves it open. */
+		shut_down(s);
+		free_store(s);
+		return ret;
+	}
+	*out = s;
+	return 0;
+}
+
+static void local_close(void *state)
+{
+	local_store_t *s = state;
+	store_batch_t *b;
+
+	/* A callback may commit the next batch, so wait until none is in flight. */
+	while (s->in_flight) {
+		pthread_mutex_lock(&s->mu);
+		while (!s->finished)
+			pthread_cond_wait(&s->done, &s->mu);
+		b = s->finished;
+		s->finished = NULL;
+		pthread_mutex_unlock(&s->mu);
+		deliver(s, b);
+	}
+	shut_down(s);
+	uv_close((uv_handle_t *)&s->async, on_async_closed);
+}
+
+static int local_commit(void *state, store_batch_t *batch, store_commit_cb cb, void *ctx)
+{
+	local_store_t *s = state;
+
+	if (s->in_flight)
+		return INFERQ_EBUSY;
+	s->in_flight = batch;
+	s->cb = cb;
+	s->cb_ctx = ctx;
+	uv_ref((uv_handle_t *)&s->async);
+
+	pthread_mutex_lock(&s->mu);
+	s->queued = batch;
+	pthread_cond_signal(&s->wake);
+	pthread_mutex_unlock(&s->mu);
+	return 0;
+}
+
+static int local_get(void *state, const iq_id_t *id, job_record_t *out)
+{
+	local_store_t *s = state;
+	char text[ID_TEXT_LEN + 1];
+	int rc, ret;
+
+	memset(out, 0, sizeof(*out));
+	id_format(id, text);
+	rc = sqlite3_bind_text(s->get, 1, text, ID_TEXT_LEN, SQLITE_STATIC);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_step(s->get);
+	if (rc == SQLITE_ROW)
+		ret = read_row(s->get, out);
+	else if (rc == SQLITE_DONE)
+		ret = INFERQ_ENOTFOUND;
+	else
+		ret = INFERQ_EIO;
+
+	/* Resetting ends the read transaction, so the snapshot does not hold back checkpoints. */
+	sqlite3_reset(s->get);
+	sqlite3_clear_bindings(s->get);
+	if (ret < 0)
+		job_record_clear(out);
+	return ret;
+}
+
+static int local_load(void *state, int (*fn)(void *ctx, job_record_t *rec), void *ctx,
+                      uint64_t *max_seq)
+{
+	local_store_t *s = state;
+	sqlite3_stmt *st = NULL;
+	job_record_t rec;
+	int64_t max = 0;
+	int rc, ret = 0;
+
+	*max_seq = 0;
+	if (local_query_int(s->rdb, sql_max_seq, &max) != SQLITE_OK)
+		return INFERQ_EIO;
+	*max_seq = (uint64_t)max;
+
+	if (sqlite3_prepare_v2(s->rdb, sql_load, -1, &st, NULL) != SQLITE_OK)
+		return INFERQ_EIO;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		ret = read_row(st, &rec);
+		if (ret < 0)
+			break;
+		ret = fn(ctx, &rec);
+		if (ret != 0)
+			break;
+	}
+	if (ret == 0 && rc != SQLITE_DONE)
+		ret = INFERQ_EIO;
+	sqlite3_finalize(st);
+	return ret;
+}
+
+static int local_check(void *state, char *err, size_t errlen)
+{
+	local_store_t *s = state;
+
+	if (s->last_result < 0) {
+		snprintf(err, errlen, "the last commit failed: %s", s->last_error);
+		return INFERQ_EIO;
+	}
+	if (access(s->db_path, W_OK) != 0) {
+		snprintf(err, errlen,
+		         "database %s is not writable (%s): give this user write access to it",
+		         s->db_path, strerror(errno));
+		return INFERQ_EIO;
+	}
+	return 0;
+}
+
+const store_backend_t store_backend_local = {
+    .name = "local",
+    .open = local_open,
+    .close = local_close,
+    .load = local_load,
+    .commit = local_commit,
+    .get = local_get,
+    .check = local_check,
+};

@@ -1,0 +1,104 @@
+/*
+ * Internals of the local store backend, shared by sqlite.c (data dir, lock,
+ * read connection, the loop-thread side) and sqlite_writer.c (schema, write
+ * connection, writer thread). Nothing outside src/store includes this file.
+ *
+ * SPDX-License-Identifier: MIT
+ */
+#ifndef INFERQ_SQLITE_STORE_H
+#define INFERQ_SQLITE_STORE_H
+
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "store.h"
+
+/* Columns of jobs in the order of JOB_COLUMNS. Statement parameter ?N binds column N - 1. */
+enum {
+	COL_SEQ,
+	COL_ID,
+	COL_MODEL,
+	COL_PRIORITY,
+	COL_STATE,
+	COL_RETRIES,
+	COL_CREATED_AT,
+	COL_CLAIMED_AT,
+	COL_DONE_AT,
+	COL_LEASE_EXPIRES_AT,
+	COL_CLAIM_TIMEOUT,
+	COL_CLAIM_ID,
+	COL_WORKER,
+	COL_PAYLOAD,
+	COL_INFO,
+	COL_OUTPUTS,
+	COL_ERROR,
+	COL_WARNINGS,
+};
+
+#define PARAM(col) ((col) + 1)
+
+#define JOB_COLUMNS                                                                                \
+	"seq, id, model, priority, state, retries, created_at, claimed_at, done_at, "              \
+	"lease_expires_at, claim_timeout, claim_id, worker, payload, info, outputs, error, "       \
+	"warnings"
+
+typedef struct {
+	sqlite3 *db;
+	sqlite3_stmt *begin, *commit, *rollback;
+	sqlite3_stmt *insert, *update, *purge, *keep_max_seq;
+	/* Id texts bound with SQLITE_STATIC, valid until the statement is reset. */
+	char id_text[ID_TEXT_LEN + 1];
+	char claim_text[ID_TEXT_LEN + 1];
+} writer_t;
+
+typedef struct {
+	uv_loop_t *loop;
+	char *dir;
+	char *db_path;
+	int lock_fd; /* file with the flock on it; -1 when not taken */
+
+	sqlite3 *rdb;      /* read connection, loop thread */
+	sqlite3_stmt *get; /* on rdb */
+	writer_t w;        /* used by the writer thread only, while it runs */
+
+	pthread_t thread;
+	int writer_running;
+	pthread_mutex_t mu;
+	pthread_cond_t wake;     /* to the writer: a batch was queued, or stop */
+	pthread_cond_t done;     /* to the loop thread: a batch finished */
+	store_batch_t *queued;   /* mu: handed over, not yet taken by the writer */
+	store_batch_t *finished; /* mu: executed, callback not yet run */
+	int stop;                /* mu: the writer exits once nothing is queued */
+	uv_async_t async;        /* writer to loop: finished is set */
+
+	/* Loop thread only. */
+	store_batch_t *in_flight;
+	store_commit_cb cb;
+	void *cb_ctx;
+	int last_result; /* result of the last non-empty batch */
+	char last_error[sizeof(((store_batch_t *)0)->error)];
+} local_store_t;
+
+static inline int local_prepare(sqlite3 *db, const char *sql, sqlite3_stmt **out)
+{
+	return sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, out, NULL);
+}
+
+/* Runs sql, which returns one integer, into *out. Returns a SQLite result code. */
+int local_query_int(sqlite3 *db, const char *sql, int64_t *out);
+
+/*
+ * Opens the write connection on s->db_path, checks the schema version, sets
+ * WAL mode and the PRAGMAs, migrates and prepares the writer's statements.
+ * Returns 0, or INFERQ_EIO with the cause in err. Loop thread, before the
+ * writer thread starts.
+ */
+int local_writer_open(local_store_t *s, char *err, size_t errlen);
+/* Checkpoints the WAL into the database file and closes. The thread must be stopped. */
+void local_writer_close(local_store_t *s);
+/* Runs the writer thread (arg is the store): each queued batch, until stop with none queued. */
+void *local_writer_main(void *arg);
+
+#endif

@@ -1,0 +1,140 @@
+/*
+ * The store: the durable truth behind the in-memory queue. The loop thread
+ * collects the mutations of one loop pass into a store_batch_t and hands it
+ * to store_commit(); the backend executes the whole batch as one
+ * transaction off the loop thread, and calls back on the loop thread once
+ * it is durable (or has failed and left nothing behind). At most one batch
+ * is in flight; the caller collects the next one meanwhile.
+ *
+ * Backends: "local" (SQLite in WAL mode with synchronous=FULL, one writer
+ * thread, a read connection for the loop thread). Every backend implements
+ * exactly the functions below.
+ *
+ * SPDX-License-Identifier: MIT
+ */
+#ifndef INFERQ_STORE_H
+#define INFERQ_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "job.h"
+
+typedef struct store store_t;
+
+typedef enum {
+	STORE_OP_INSERT, /* a new job: every field of rec */
+	STORE_OP_UPDATE, /* rec.id plus its mutable fields: state, retries, claimed_at,
+			    done_at, lease_expires_at, claim_timeout, claim_id, worker,
+			    info, outputs, error */
+	STORE_OP_PURGE,  /* delete terminal jobs with done_at < purge_before */
+} store_op_kind_t;
+
+typedef struct {
+	store_op_kind_t kind;
+	job_record_t rec;     /* INSERT, UPDATE: holds references until the op is freed */
+	int64_t purge_before; /* PURGE: ms since epoch */
+	uint32_t purge_limit; /* PURGE: delete at most this many rows */
+	int64_t purged;       /* PURGE: rows deleted, set by the backend */
+	void *owner;          /* free for the caller (the job this op changes) */
+	job_state_t prev_state; /* free for the caller (state before this op) */
+} store_op_t;
+
+typedef struct store_batch {
+	store_op_t *ops;
+	size_t count, cap;
+	uint64_t id;         /* caller's batch number */
+	int result;          /* set by the backend: 0, INFERQ_EIO or INFERQ_EBUSY */
+	char error[256];     /* set by the backend on failure: cause and remedy */
+	void *user;          /* free for the caller */
+} store_batch_t;
+
+typedef void (*store_commit_cb)(store_batch_t *batch, void *ctx);
+
+typedef struct {
+	uv_loop_t *loop;      /* the loop that receives commit callbacks */
+	const char *data_dir; /* local store: directory of inferq.db; created 0700 if missing */
+} store_config_t;
+
+/*
+ * Opens (creating or migrating as needed) the store. On failure returns
+ * INFERQ_EIO or INFERQ_EINVAL and writes the cause into err[0..errlen).
+ */
+int store_open(const store_config_t *config, store_t **out, char *err, size_t errlen);
+
+/*
+ * Waits for the batch in flight and runs its callback from inside
+ * store_close (a batch that callback commits is waited for too), stops the
+ * writer, checkpoints and closes. The loop is not run meanwhile. The store's
+ * uv_async_t handle is closed with uv_close(), so the caller must run the
+ * loop afterwards (uv_run) to finish closing it; the store's memory is freed
+ * then. Loop thread. Accepts NULL.
+ */
+void store_close(store_t *s);
+
+/*
+ * Reads every pending and running job in seq order, calling fn once per job
+ * with a record whose references fn takes over; fn returns 0 to go on.
+ * Sets *max_seq to the largest seq of any job ever stored (0 when empty),
+ * so new jobs continue the order. Called once at start, before any commit.
+ * Returns 0, INFERQ_EIO, or the first non-zero value fn returned.
+ */
+int store_load(store_t *s, int (*fn)(void *ctx, job_record_t *rec), void *ctx, uint64_t *max_seq);
+
+/*
+ * Hands batch to the writer. cb(batch, ctx) runs on the loop thread when
+ * the transaction committed (batch->result 0) or failed (negative, nothing
+ * of the batch applied, batch->error says why). The caller keeps ownership
+ * of batch and must not touch it until cb. Returns 0, or INFERQ_EBUSY when
+ * a batch is already in flight.
+ */
+int store_commit(store_t *s, store_batch_t *batch, store_commit_cb cb, void *ctx);
+
+/*
+ * Reads the committed row of a job into *out (caller clears it with
+ * job_record_clear). Loop thread; never waits for the writer. Returns 0,
+ * INFERQ_ENOTFOUND or INFERQ_EIO.
+ */
+int store_get(store_t *s, const iq_id_t *id, job_record_t *out);
+
+/*
+ * Reports whether the store is open and writable: 0, or INFERQ_EIO with the
+ * reason in err. Loop thread; cheap enough for a readiness probe.
+ */
+int store_check(store_t *s, char *err, size_t errlen);
+
+/*
+ * Batch helpers. store_batch_add returns a zeroed op appended to batch; the
+ * pointer is valid until the next store_batch_add, which may move the ops.
+ */
+void store_batch_init(store_batch_t *batch);
+store_op_t *store_batch_add(store_batch_t *batch, store_op_kind_t kind);
+/*
+ * Clears every op's record, empties the batch and clears result and error,
+ * keeping its memory, id and user.
+ */
+void store_batch_reset(store_batch_t *batch);
+void store_batch_free(store_batch_t *batch);
+
+/*
+ * Backend interface, for store.c and the backend files only. store_open()
+ * picks a backend and each store_* call is forwarded to it with the
+ * backend's own state in place of store_t; the contracts are those of the
+ * functions above.
+ */
+typedef struct store_backend {
+	const char *name;
+	int (*open)(const store_config_t *config, void **state, char *err, size_t errlen);
+	void (*close)(void *state);
+	int (*load)(void *state, int (*fn)(void *ctx, job_record_t *rec), void *ctx,
+		    uint64_t *max_seq);
+	int (*commit)(void *state, store_batch_t *batch, store_commit_cb cb, void *ctx);
+	int (*get)(void *state, const iq_id_t *id, job_record_t *out);
+	int (*check)(void *state, char *err, size_t errlen);
+} store_backend_t;
+
+/* SQLite in DATA_DIR/inferq.db (sqlite.c, sqlite_writer.c). */
+extern const store_backend_t store_backend_local;
+
+#endif

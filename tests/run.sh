@@ -1,0 +1,48 @@
+#!/bin/sh
+# Runs every test of inferq: the cmocka unit tests, then the integration
+# tests (pytest) against the real server binary. Ends with one line
+# "N passed, N failed" that sums both. Exits 1 when any test failed.
+set -u
+cd "$(dirname "$0")/.."
+BUILD=${BUILD:-build}
+passed=0
+failed=0
+
+for t in "$BUILD"/tests/test_*; do
+	[ -x "$t" ] || continue
+	out=$("$t" 2>&1)
+	rc=$?
+	printf '%s\n' "$out"
+	p=$(printf '%s\n' "$out" | sed -n 's/^\[  PASSED  \] \([0-9]*\) test.*/\1/p' | awk '{s+=$1} END {print s+0}')
+	f=$(printf '%s\n' "$out" | sed -n 's/^\[  FAILED  \] \([0-9]*\) test.*/\1/p' | awk '{s+=$1} END {print s+0}')
+	if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
+		echo "$t exited with status $rc" >&2
+		f=1
+	fi
+	passed=$((passed + p))
+	failed=$((failed + f))
+done
+
+PYTHON=${PYTHON:-/usr/bin/python3}
+INFERQ_BIN="$PWD/$BUILD/inferq" "$PYTHON" -m pytest -q -p no:cacheprovider tests/integration \
+	>"$BUILD/pytest.log" 2>&1
+rc=$?
+cat "$BUILD/pytest.log"
+summary=$(tail -n 1 "$BUILD/pytest.log")
+count() {
+	printf '%s\n' "$summary" | grep -oE "[0-9]+ $1" | grep -oE '[0-9]+' | head -n 1
+}
+p=$(count passed)
+f=$(count failed)
+e=$(count error)
+p=${p:-0}
+f=$(( ${f:-0} + ${e:-0} ))
+if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
+	echo "pytest exited with status $rc" >&2
+	f=1
+fi
+passed=$((passed + p))
+failed=$((failed + f))
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]

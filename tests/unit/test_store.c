@@ -1,0 +1,966 @@
+/*
+ * Tests of the local store against real SQLite files: each test gets a
+ * fresh data dir under /tmp and its own uv loop, commits through the writer
+ * thread and reads back through the read connection. Waits on the loop are
+ * bounded by a watchdog timer.
+ *
+ * SPDX-License-Identifier: MIT
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <ftw.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "inferq_error.h"
+#include "job.h"
+#include "store.h"
+
+#define BASE_MS     INT64_C(1770000000000)
+#define WATCHDOG_MS 60000
+
+typedef struct {
+	char root[64];     /* mkdtemp directory, removed at teardown */
+	char data_dir[96]; /* root/data, created by store_open */
+	char db_path[128];
+	uv_loop_t loop;
+	uv_timer_t watchdog;
+	int timed_out;
+	store_t *store;
+	char err[512];
+} fixture_t;
+
+typedef struct {
+	int calls;
+	int result;
+	char error[256];
+	/* When set, the callback commits this batch next (once). */
+	store_t *store;
+	store_batch_t *next;
+	int next_rc;
+} commit_ctx_t;
+
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	return remove(path);
+}
+
+static int setup(void **state)
+{
+	fixture_t *f = calloc(1, sizeof(*f));
+
+	assert_non_null(f);
+	snprintf(f->root, sizeof(f->root), "/tmp/inferq-store-XXXXXX");
+	assert_non_null(mkdtemp(f->root));
+	snprintf(f->data_dir, sizeof(f->data_dir), "%s/data", f->root);
+	snprintf(f->db_path, sizeof(f->db_path), "%s/inferq.db", f->data_dir);
+	assert_int_equal(uv_loop_init(&f->loop), 0);
+	assert_int_equal(uv_timer_init(&f->loop, &f->watchdog), 0);
+	f->watchdog.data = f;
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	fixture_t *f = *state;
+
+	store_close(f->store);
+	uv_close((uv_handle_t *)&f->watchdog, NULL);
+	uv_run(&f->loop, UV_RUN_DEFAULT);
+	assert_int_equal(uv_loop_close(&f->loop), 0);
+	nftw(f->root, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+	free(f);
+	return 0;
+}
+
+static int open_store(fixture_t *f, store_t **out)
+{
+	store_config_t config = {.loop = &f->loop, .data_dir = f->data_dir};
+
+	f->err[0] = '\0';
+	return store_open(&config, out, f->err, sizeof(f->err));
+}
+
+static void open_main(fixture_t *f)
+{
+	int rc = open_store(f, &f->store);
+
+	if (rc != 0)
+		fail_msg("store_open failed (%d): %s", rc, f->err);
+}
+
+/* Closes the store and runs the loop so its handle finishes closing. */
+static void close_main(fixture_t *f)
+{
+	store_close(f->store);
+	f->store = NULL;
+	uv_run(&f->loop, UV_RUN_NOWAIT);
+}
+
+static void on_watchdog(uv_timer_t *timer)
+{
+	fixture_t *f = timer->data;
+
+	f->timed_out = 1;
+}
+
+static void on_commit(store_batch_t *batch, void *arg)
+{
+	commit_ctx_t *c = arg;
+
+	c->calls++;
+	c->result = batch->result;
+	snprintf(c->error, sizeof(c->error), "%s", batch->error);
+	if (c->next) {
+		store_batch_t *next = c->next;
+
+		c->next = NULL;
+		c->next_rc = store_commit(c->store, next, on_commit, c);
+	}
+}
+
+/* Runs the loop until c has seen want callbacks, or fails after WATCHDOG_MS. */
+static void wait_calls(fixture_t *f, commit_ctx_t *c, int want)
+{
+	f->timed_out = 0;
+	uv_timer_start(&f->watchdog, on_watchdog, WATCHDOG_MS, 0);
+	while (c->calls < want && !f->timed_out)
+		uv_run(&f->loop, UV_RUN_ONCE);
+	uv_timer_stop(&f->watchdog);
+	assert_false(f->timed_out);
+	assert_int_equal(c->calls, want);
+}
+
+/* Commits batch, waits for its callback and returns batch->result. */
+static int commit_wait(fixture_t *f, store_batch_t *batch)
+{
+	commit_ctx_t c = {0};
+
+	assert_int_equal(store_commit(f->store, batch, on_commit, &c), 0);
+	wait_calls(f, &c, 1);
+	assert_int_equal(c.result, batch->result);
+	return batch->result;
+}
+
+/* Fills r with a job of that seq and state, with the fields that state implies. */
+static void make_job(job_record_t *r, uint64_t seq, job_state_t state)
+{
+	memset(r, 0, sizeof(*r));
+	id_new_v7(&r->id, BASE_MS + (int64_t)seq);
+	r->seq = seq;
+	r->model = rbuf_from_str("org/model-a");
+	r->priority = (int32_t)(seq % 3) - 1;
+	r->state = state;
+	r->created_at = BASE_MS + (int64_t)seq;
+	r->payload = rbuf_from_str("{\"prompt\":\"hello\"}");
+	if (state != JOB_PENDING && state != JOB_CANCELED) {
+		r->claimed_at = r->created_at + 10;
+		r->claim_timeout = 300;
+		id_new_v4(&r->claim_id);
+		r->worker = rbuf_from_str("worker-1");
+	}
+	if (state == JOB_RUNNING)
+		r->lease_expires_at = r->claimed_at + 300000;
+	if (job_state_is_terminal(state))
+		r->done_at = r->created_at + 1000;
+	if (state == JOB_DONE)
+		r->outputs = rbuf_from_str("{\"text\":\"ok\"}");
+	if (state == JOB_FAILED)
+		r->error = rbuf_from_str("model crashed");
+}
+
+static void add_op(store_batch_t *b, store_op_kind_t kind, const job_record_t *r)
+{
+	store_op_t *op = store_batch_add(b, kind);
+
+	job_record_copy(&op->rec, r);
+}
+
+static void add_purge(store_batch_t *b, int64_t before, uint32_t limit)
+{
+	store_op_t *op = store_batch_add(b, STORE_OP_PURGE);
+
+	op->purge_before = before;
+	op->purge_limit = limit;
+}
+
+static void assert_bytes_equal(const rbuf_t *got, const rbuf_t *want, const char *field)
+{
+	if (!want) {
+		if (got)
+			fail_msg("%s: expected NULL, got %zu bytes", field, got->len);
+		return;
+	}
+	if (!got)
+		fail_msg("%s: expected %zu bytes, got NULL", field, want->len);
+	if (got->len != want->len)
+		fail_msg("%s: expected %zu bytes, got %zu", field, want->len, got->len);
+	if (memcmp(got->data, want->data, want->len) != 0)
+		fail_msg("%s: bytes differ", field);
+	assert_int_equal(got->data[got->len], '\0');
+}
+
+static void assert_record_equal(const job_record_t *got, const job_record_t *want)
+{
+	assert_true(id_equal(&got->id, &want->id));
+	assert_int_equal(got->seq, want->seq);
+	assert_int_equal(got->priority, want->priority);
+	assert_int_equal(got->state, want->state);
+	assert_int_equal(got->retries, want->retries);
+	assert_int_equal(got->created_at, want->created_at);
+	assert_int_equal(got->claimed_at, want->claimed_at);
+	assert_int_equal(got->done_at, want->done_at);
+	assert_int_equal(got->lease_expires_at, want->lease_expires_at);
+	assert_int_equal(got->claim_timeout, want->claim_timeout);
+	assert_true(id_equal(&got->claim_id, &want->claim_id));
+	assert_bytes_equal(got->model, want->model, "model");
+	assert_bytes_equal(got->worker, want->worker, "worker");
+	assert_bytes_equal(got->payload, want->payload, "payload");
+	assert_bytes_equal(got->info, want->info, "info");
+	assert_bytes_equal(got->outputs, want->outputs, "outputs");
+	assert_bytes_equal(got->error, want->error, "error");
+	assert_bytes_equal(got->warnings, want->warnings, "warnings");
+}
+
+static void assert_stored(fixture_t *f, const job_record_t *want)
+{
+	job_record_t got;
+
+	assert_int_equal(store_get(f->store, &want->id, &got), 0);
+	assert_record_equal(&got, want);
+	job_record_clear(&got);
+}
+
+static void assert_absent(fixture_t *f, const iq_id_t *id)
+{
+	job_record_t got;
+
+	assert_int_equal(store_get(f->store, id, &got), INFERQ_ENOTFOUND);
+	assert_null(got.payload);
+}
+
+static int64_t query_int(const char *db_path, const char *sql)
+{
+	sqlite3 *db = NULL;
+	sqlite3_stmt *st = NULL;
+	int64_t v;
+
+	assert_int_equal(sqlite3_open_v2(db_path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+	v = sqlite3_column_int64(st, 0);
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+	return v;
+}
+
+static void exec_sql(const char *db_path, const char *sql)
+{
+	sqlite3 *db = NULL;
+
+	assert_int_equal(sqlite3_open_v2(db_path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(db);
+}
+
+typedef struct {
+	uint64_t seqs[16];
+	job_state_t states[16];
+	size_t count;
+	int stop_after; /* return 7 after this many records; 0 = never */
+} load_ctx_t;
+
+static int collect(void *arg, job_record_t *rec)
+{
+	load_ctx_t *c = arg;
+
+	if (c->count < 16) {
+		c->seqs[c->count] = rec->seq;
+		c->states[c->count] = rec->state;
+	}
+	c->count++;
+	job_record_clear(rec);
+	if (c->stop_after && (int)c->count == c->stop_after)
+		return 7;
+	return 0;
+}
+
+static void open_creates_schema(void **state)
+{
+	fixture_t *f = *state;
+	struct stat st;
+
+	open_main(f);
+	assert_int_equal(stat(f->data_dir, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0700);
+	assert_int_equal(store_check(f->store, f->err, sizeof(f->err)), 0);
+	close_main(f);
+
+	assert_int_equal(query_int(f->db_path, "PRAGMA user_version"), 1);
+	assert_int_equal(query_int(f->db_path, "SELECT count(*) FROM sqlite_master WHERE "
+	                                       "type = 'table' AND name = 'jobs'"),
+	                 1);
+	assert_int_equal(query_int(f->db_path, "SELECT count(*) FROM sqlite_master WHERE "
+	                                       "type = 'index' AND name IN "
+	                                       "('jobs_active', 'jobs_done_at')"),
+	                 2);
+	assert_int_equal(query_int(f->db_path, "SELECT count(*) FROM jobs"), 0);
+	/* WAL mode is stored in the file, so a fresh connection reads it back. */
+	assert_int_equal(query_int(f->db_path, "SELECT journal_mode = 'wal' FROM "
+	                                       "pragma_journal_mode"),
+	                 1);
+}
+
+static void open_creates_missing_parents(void **state)
+{
+	fixture_t *f = *state;
+	struct stat st;
+
+	snprintf(f->data_dir, sizeof(f->data_dir), "%s/a/b/data", f->root);
+	open_main(f);
+	assert_int_equal(stat(f->data_dir, &st), 0);
+	assert_true(S_ISDIR(st.st_mode));
+	close_main(f);
+}
+
+static void reopen_keeps_data(void **state)
+{
+	fixture_t *f = *state;
+	store_batch_t b;
+	job_record_t job;
+	load_ctx_t loaded = {0};
+	uint64_t max_seq = 0;
+
+	open_main(f);
+	make_job(&job, 1, JOB_PENDING);
+	store_batch_init(&b);
+	add_op(&b, STORE_OP_INSERT, &job);
+	assert_int_equal(commit_wait(f, &b), 0);
+	close_main(f);
+
+	open_main(f);
+	assert_stored(f, &job);
+	assert_int_equal(store_load(f->store, collect, &loaded, &max_seq), 0);
+	assert_int_equal(loaded.count, 1);
+	assert_int_equal(max_seq, 1);
+	assert_int_equal(query_int(f->db_path, "PRAGMA user_version"), 1);
+
+	job_record_clear(&job);
+	store_batch_free(&b);
+}
+
+static void fields_round_trip(void **state)
+{
+	fixture_t *f = *state;
+	static const char tricky[] = "{\"text\":\"a\\u0000b\",\"big\":1e400,"
+	                             "\"n\":123456789012345678901234567890,"
+	                             "\"u\":\"h\xc3\xa9llo \xe2\x9c\x93 \xf0\x9f\x98\x80\"}";
+	store_batch_t b;
+	job_record_t plain, large;
+	buf_t blob = BUF_INIT;
+
+	open_main(f);
+	make_job(&plain, 1, JOB_PENDING);
+	rbuf_unref(plain.payload);
+	plain.payload = rbuf_new(tricky, sizeof(tricky) - 1);
+	plain.info = rbuf_from_str("{\"source\":\"caf\xc3\xa9\",\"esc\":\"\\u0000\"}");
+	plain.warnings = rbuf_from_str("[\"priority clamped\"]");
+	plain.priority = INT32_MIN;
+
+	make_job(&large, 2, JOB_PENDING);
+	buf_puts(&blob, "{\"blob\":\"");
+	while (blob.len < (1u << 20))
+		buf_puts(&blob, "0123456789abcdef");
+	buf_puts(&blob, "\"}");
+	rbuf_unref(large.payload);
+	large.payload = rbuf_from_buf(&blob);
+	large.priority = INT32_MAX;
+
+	store_batch_init(&b);
+	add_op(&b, STORE_OP_INSERT, &plain);
+	add_op(&b, STORE_OP_INSERT, &large);
+	assert_int_equal(commit_wait(f, &b), 0);
+	assert_stored(f, &plain);
+	assert_stored(f, &large);
+
+	/* In the file: zero times and absent fields are NULL, bytes are TEXT of exact length. */
+	assert_int_equal(query_int(f->db_path,
+	                           "SELECT count(*) FROM jobs WHERE seq = 1 AND "
+	                           "claimed_at IS NULL AND done_at IS NULL AND "
+	                           "lease_expires_at IS NULL AND claim_timeout IS NULL AND "
+	                           "claim_id IS NULL AND worker IS NULL AND outputs IS NULL "
+	                           "AND error IS NULL AND typeof(payload) = 'text'"),
+	                 1);
+	assert_int_equal(query_int(f->db_path, "SELECT length(CAST(payload AS BLOB)) FROM jobs "
+	                                       "WHERE seq = 1"),
+	                 sizeof(tricky) - 1);
+	assert_int_equal(query_int(f->db_path, "SELECT length(CAST(payload AS BLOB)) FROM jobs "
+	                                       "WHERE seq = 2"),
+	                 large.payload->len);
+
+	/* Claim: every mutable field changes, worker is empty but present. */
+	plain.state = JOB_RUNNING;
+	plain.retries = 2;
+	plain.claimed_at = BASE_MS + 500;
+	plain.lease_expires_at = BASE_MS + 90500;
+	plain.claim_timeout = 90;
+	id_new_v4(&plain.claim_id);
+	plain.worker = rbuf_from_str("");
+	rbuf_unref(plain.info);
+	plain.info = rbuf_from_str("{\"progress\":0.5}");
+	store_batch_reset(&b);
+	add_op(&b, STORE_OP_UPDATE, &plain);
+	assert_int_equal(commit_wait(f, &b), 0);
+	assert_stored(f, &plain);
+
+	/* Finish with outputs that carry the same hard cases as the payload. */
+	plain.state = JOB_FAILED;
+	plain.done_at = BASE_MS + 900;
+	plain.lease_expires_at = 0;
+	memset(&plain.claim_id, 0, sizeof(plain.claim_id));
+	plain.outputs = rbuf_new(tricky, sizeof(tricky) - 1);
+	plain.error = rbuf_from_str("out of memory: \xe2\x9c\x97");
+	store_batch_reset(&b);
+	add_op(&b, STORE_OP_UPDATE, &plain);
+	assert_int_equal(commit_wait(f, &b), 0);
+	assert_stored(f, &plain);
+
+	/* The purge deletes the finished job and leaves the pending one. */
+	store_batch_reset(&b);
+	add_purge(&b, plain.done_at + 1, 100);
+	assert_int_equal(commit_wait(f, &b), 0);
+	assert_int_equal(b.ops[0].purged, 1);
+	assert_absent(f, &plain.id);
+	assert_stored(f, &large);
+
+	job_record_clear(&plain);
+	job_record_clear(&large);
+	store_batch_free(&b);
+}
+
+static void purge_honours_cutoff_and_limit(void **state)
+{
+	fixture_t *f = *state;
+	store_batch_t b;
+	job_record_t jobs[5];
+	uint64_t max_seq = 0;
+	load_ctx_t loaded = {0};
+
+	open_main(f);
+	store_batch_init(&b);
+	make_job(&jobs[0], 1, JOB_DONE);
+	make_job(&jobs[1], 2, JOB_FAILED);
+	make_job(&jobs[2], 3, JOB_CANCELED);
+	make_job(&jobs[3], 4, JOB_PENDING);
+	make_job(&jobs[4], 5, JOB_RUNNING);
+	jobs[0].done_at = BASE_MS + 100;
+	jobs[1].done_at = BASE_MS + 200;
+	jobs[2].done_at = BASE_MS + 300;
+	for (int i = 0; i < 5; i++)
+		add_op(&b, STORE_OP_INSERT, &jobs[i]);
+	assert_int_equal(commit_wait(f, &b), 0);
+
+	/* Two jobs are older than the cutoff, but the limit lets one go: the oldest. */
+	store_batch_reset(&b);
+	add_purge(&b, BASE_MS + 250, 1);
+	assert_int_equal(commit_wait(f, &b), 0);
+	assert_int_equal(b.ops[0].purged, 1);
+	assert_absent(f, &jobs[0].id);
+	assert_stored(f, &jobs[1]);
+
+	store_batch_reset(&b);
+	add_purge(&b, BASE_MS + 250, 100);
+	assert_int_equal(commit_wait(f, &b), 0);
+	assert_int_equal(b.ops[0].purged, 1);
+	assert_absent(f, &jobs[1].id);
+	assert_stored(f, &jobs[2]);
+
+	/* A cutoff in the far future deletes only terminal jobs. */
+	store_batch_reset(&b);
+	add_purge(&b, INT64_MAX, 100);
+	assert_int_equal(commit_wait(f, &b), 0);
+	assert_int_equal(b.ops[0].purged, 1);
+	assert_absent(f, &jobs[2].id);
+	assert_stored(f, &jobs[3]);
+	assert_stored(f, &jobs[4]);
+
+	assert_int_equal(store_load(f->store, collect, &loaded, &max_seq), 0);
+	assert_int_equal(loaded.count, 2);
+	assert_int_equal(max_seq, 5);
+
+	for (int i = 0; i < 5; i++)
+		job_record_clear(&jobs[i]);
+	store_batch_free(&b);
+}
+
+static void purge_keeps_max_seq(void **state)
+{
+	fixture_t *f = *state;
+	store_batch_t b;
+	job_record_t job;
+	uint64_t max_seq = 0;
+	load_ctx_t loaded = {0};
+
+	open_main(f);
+	store_batch_init(&b);
+	make_job(&job, 41, JOB_DONE);
+	add_op(&b, STORE_OP_INSERT, &job);
+	assert_int_equal(commit_wait(f, &b), 0);
+	store_batch_reset(&b);
+	add_purge(&b, INT64_MAX, 10);
+	assert_int_equal(commit_wait(f, &b), 0);
+	assert_int_equal(b.ops[0].purged, 1);
+	assert_int_equal(query_int(f->db_path, "SELECT count(*) FROM jobs"), 0);
+	close_main(f);
+
+	/* The table is empty, yet seq must continue after the purged job. */
+	open_main(f);
+	assert_int_equal(store_load(f->store, collect, &loaded, &max_seq), 0);
+	assert_int_equal(loaded.count, 0);
+	assert_int_equal(max_seq, 41);
+
+	job_record_clear(&job);
+	store_batch_free(&b);
+}
+
+static void update_missing_fails_batch(void **state)
+{
+	fixture_t *f = *state;
+	store_batch_t b;
+	job_record_t kept, fresh, missing, kept_done;
+	char id[ID_TEXT_LEN + 1];
+
+	open_main(f);
+	store_batch_init(&b);
+	make_job(&kept, 1, JOB_PENDING);
+	add_op(&b, STORE_OP_INSERT, &kept);
+	assert_int_equal(commit_wait(f, &b), 0);
+
+	/* One batch changes kept, inserts fresh, then updates a job never stored. */
+	make_job(&kept_done, 1, JOB_CANCELED);
+	kept_done.id = kept.id;
+	make_job(&fresh, 2, JOB_PENDING);
+	make_job(&missing, 3, JOB_RUNNING);
+	store_batch_reset(&b);
+	add_op(&b, STORE_OP_UPDATE, &kept_done);
+	add_op(&b, STORE_OP_INSERT, &fresh);
+	add_op(&b, STORE_OP_UPDATE, &missing);
+	assert_int_equal(commit_wait(f, &b), INFERQ_EIO);
+	id_format(&missing.id, id);
+	assert_non_null(strstr(b.error, id));
+	assert_non_null(strstr(b.error, f->db_path));
+	assert_non_null(strstr(b.error, "no such job"));
+
+	assert_stored(f, &kept);
+	assert_absent(f, &fresh.id);
+	assert_int_equal(store_check(f->store, f->err, sizeof(f->err)), INFERQ_EIO);
+	assert_non_null(strstr(f->err, id));
+
+	/* The next good commit clears the failure that store_check reports. */
+	store_batch_reset(&b);
+	add_op(&b, STORE_OP_INSERT, &fresh);
+	assert_int_equal(commit_wait(f, &b), 0);
+	assert_stored(f, &fresh);
+	assert_int_equal(store_check(f->store, f->err, sizeof(f->err)), 0);
+
+	job_record_clear(&kept);
+	job_record_clear(&kept_done);
+	job_record_clear(&fresh);
+	job_record_clear(&missing);
+	store_batch_free(&b);
+}
+
+static void duplicate_insert_fails_batch(void **state)
+{
+	fixture_t *f = *state;
+	store_batch_t b;
+	job_record_t first, second;
+
+	open_main(f);
+	store_batch_init(&b);
+	make_job(&first, 1, JOB_PENDING);
+	make_job(&second, 2, JOB_PENDING);
+	second.id = first.id;
+	add_op(&b, STORE_OP_INSERT, &first);
+	add_op(&b, STORE_OP_INSERT, &second);
+	assert_int_equal(commit_wait(f, &b), INFERQ_EIO);
+	assert_non_null(strstr(b.error, "UNIQUE"));
+	assert_absent(f, &first.id);
+	assert_int_equal(query_int(f->db_path, "SELECT count(*) FROM jobs"), 0);
+
+	job_record_clear(&first);
+	job_record_clear(&second);
+	store_batch_free(&b);
+}
+
+static void load_active_in_seq_order(void **state)
+{
+	fixture_t *f = *state;
+	static const struct {
+		uint64_t seq;
+		job_state_t state;
+	} rows[] = {
+	    {5, JOB_PENDING}, {2, JOB_RUNNING},  {9, JOB_DONE},    {7, JOB_PENDING},
+	    {3, JOB_FAILED},  {8, JOB_CANCELED}, {4, JOB_PENDING},
+	};
+	store_batch_t b;
+	job_record_t job;
+	load_ctx_t loaded = {0};
+	load_ctx_t stopped = {.stop_after = 2};
+	uint64_t max_seq = 1234;
+
+	open_main(f);
+	assert_int_equal(store_load(f->store, collect, &loaded, &max_seq), 0);
+	assert_int_equal(loaded.count, 0);
+	assert_int_equal(max_seq, 0);
+
+	store_batch_init(&b);
+	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+		make_job(&job, rows[i].seq, rows[i].state);
+		add_op(&b, STORE_OP_INSERT, &job);
+		job_record_clear(&job);
+	}
+	assert_int_equal(commit_wait(f, &b), 0);
+	close_main(f);
+
+	open_main(f);
+	assert_int_equal(store_load(f->store, collect, &loaded, &max_seq), 0);
+	assert_int_equal(loaded.count, 4);
+	assert_int_equal(loaded.seqs[0], 2);
+	assert_int_equal(loaded.states[0], JOB_RUNNING);
+	assert_int_equal(loaded.seqs[1], 4);
+	assert_int_equal(loaded.seqs[2], 5);
+	assert_int_equal(loaded.seqs[3], 7);
+	assert_int_equal(loaded.states[3], JOB_PENDING);
+	/* The largest seq belongs to a finished job, and still counts. */
+	assert_int_equal(max_seq, 9);
+
+	assert_int_equal(store_load(f->store, collect, &stopped, &max_seq), 7);
+	assert_int_equal(stopped.count, 2);
+
+	store_batch_free(&b);
+}
+
+static void second_open_rejected(void **state)
+{
+	fixture_t *f = *state;
+	store_t *other = NULL;
+	char lock_path[160];
+
+	open_main(f);
+	assert_int_equal(open_store(f, &other), INFERQ_EIO);
+	assert_null(other);
+	snprintf(lock_path, sizeof(lock_path), "%s/inferq.lock", f->data_dir);
+	assert_non_null(strstr(f->err, lock_path));
+	assert_non_null(strstr(f->err, "another inferq process"));
+	assert_non_null(strstr(f->err, "pid"));
+
+	/* Once the first store is closed, the data dir is free again. */
+	close_main(f);
+	assert_int_equal(open_store(f, &other), 0);
+	store_close(other);
+}
+
+static void newer_version_rejected(void **state)
+{
+	fixture_t *f = *state;
+	store_t *other = NULL;
+
+	open_main(f);
+	close_main(f);
+	exec_sql(f->db_path, "PRAGMA user_version = 2");
+
+	assert_int_equal(open_store(f, &other), INFERQ_EIO);
+	assert_null(other);
+	assert_non_null(strstr(f->err, "schema version 2"));
+	assert_non_null(strstr(f->err, f->db_path));
+	assert_int_equal(query_int(f->db_path, "PRAGMA user_version"), 2);
+
+	/* The lock of the failed open was released. */
+	exec_sql(f->db_path, "PRAGMA user_version = 1");
+	open_main(f);
+}
+
+static void garbage_database_rejected(void **state)
+{
+	fixture_t *f = *state;
+	store_t *other = NULL;
+	FILE *fp;
+
+	assert_int_equal(mkdir(f->data_dir, 0700), 0);
+	fp = fopen(f->db_path, "w");
+	assert_non_null(fp);
+	for (int i = 0; i < 512; i++)
+		fputs("not a database ", fp);
+	fclose(fp);
+
+	assert_int_equal(open_store(f, &other), INFERQ_EIO);
+	assert_null(other);
+	assert_non_null(strstr(f->err, f->db_path));
+	assert_non_null(strstr(f->err, "not a database"));
+}
+
+static void data_dir_file_rejected(void **state)
+{
+	fixture_t *f = *state;
+	store_t *other = NULL;
+	FILE *fp = fopen(f->data_dir, "w");
+
+	assert_non_null(fp);
+	fclose(fp);
+	assert_int_equal(open_store(f, &other), INFERQ_EINVAL);
+	assert_null(other);
+	assert_non_null(strstr(f->err, "not a directory"));
+	assert_non_null(strstr(f->err, f->data_dir));
+}
+
+static void empty_data_dir_rejected(void **state)
+{
+	fixture_t *f = *state;
+	store_config_t config = {.loop = &f->loop, .data_dir = ""};
+	store_t *other = NULL;
+
+	assert_int_equal(store_open(&config, &other, f->err, sizeof(f->err)), INFERQ_EINVAL);
+	assert_null(other);
+	assert_non_null(strstr(f->err, "data dir"));
+}
+
+/* Exits 0 when store_open rejects the read-only data dir with a clear message. */
+static int open_read_only_dir(fixture_t *f)
+{
+	store_t *other = NULL;
+	int rc = open_store(f, &other);
+
+	if (rc != INFERQ_EIO || other != NULL)
+		return 1;
+	if (!strstr(f->err, "not writable") || !strstr(f->err, f->data_dir))
+		return 2;
+	return 0;
+}
+
+static void read_only_data_dir_rejected(void **state)
+{
+	fixture_t *f = *state;
+	pid_t pid;
+	int status = 0;
+
+	assert_int_equal(mkdir(f->data_dir, 0700), 0);
+	if (geteuid() != 0) {
+		assert_int_equal(chmod(f->data_dir, 0500), 0);
+		assert_int_equal(open_read_only_dir(f), 0);
+		assert_int_equal(chmod(f->data_dir, 0700), 0);
+		return;
+	}
+
+	/* root may write anywhere, so the check runs in a child as user nobody. */
+	assert_int_equal(chmod(f->root, 0755), 0);
+	assert_int_equal(chmod(f->data_dir, 0755), 0);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		if (setgid(65534) != 0 || setuid(65534) != 0)
+			_exit(3);
+		_exit(open_read_only_dir(f));
+	}
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+}
+
+static void commit_while_busy(void **state)
+{
+	fixture_t *f = *state;
+	store_batch_t first, second;
+	job_record_t a, b;
+	commit_ctx_t c = {0};
+
+	open_main(f);
+	store_batch_init(&first);
+	store_batch_init(&second);
+	make_job(&a, 1, JOB_PENDING);
+	make_job(&b, 2, JOB_PENDING);
+	add_op(&first, STORE_OP_INSERT, &a);
+	add_op(&second, STORE_OP_INSERT, &b);
+
+	assert_int_equal(store_commit(f->store, &first, on_commit, &c), 0);
+	assert_int_equal(store_commit(f->store, &second, on_commit, &c), INFERQ_EBUSY);
+	wait_calls(f, &c, 1);
+	assert_int_equal(c.result, 0);
+	assert_stored(f, &a);
+	assert_absent(f, &b.id);
+
+	assert_int_equal(store_commit(f->store, &second, on_commit, &c), 0);
+	wait_calls(f, &c, 2);
+	assert_int_equal(c.result, 0);
+	assert_stored(f, &b);
+
+	job_record_clear(&a);
+	job_record_clear(&b);
+	store_batch_free(&first);
+	store_batch_free(&second);
+}
+
+static void empty_batch_commits(void **state)
+{
+	fixture_t *f = *state;
+	store_batch_t b;
+
+	open_main(f);
+	store_batch_init(&b);
+	assert_int_equal(commit_wait(f, &b), 0);
+	assert_string_equal(b.error, "");
+	store_batch_free(&b);
+}
+
+static void ten_thousand_inserts(void **state)
+{
+	fixture_t *f = *state;
+	enum { JOBS = 10000 };
+	store_batch_t b;
+	job_record_t job;
+	commit_ctx_t c = {0};
+	load_ctx_t loaded = {0};
+	uint64_t max_seq = 0;
+
+	open_main(f);
+	store_batch_init(&b);
+	for (uint64_t seq = 1; seq <= JOBS; seq++) {
+		make_job(&job, seq, JOB_PENDING);
+		add_op(&b, STORE_OP_INSERT, &job);
+		job_record_clear(&job);
+	}
+	assert_int_equal(b.count, JOBS);
+
+	assert_int_equal(store_commit(f->store, &b, on_commit, &c), 0);
+	wait_calls(f, &c, 1);
+	assert_int_equal(c.result, 0);
+	assert_int_equal(store_load(f->store, collect, &loaded, &max_seq), 0);
+	assert_int_equal(loaded.count, JOBS);
+	assert_int_equal(max_seq, JOBS);
+	assert_stored(f, &b.ops[JOBS / 2].rec);
+	store_batch_free(&b);
+}
+
+static void close_with_nothing_in_flight(void **state)
+{
+	fixture_t *f = *state;
+	char wal[160];
+	struct stat st;
+
+	open_main(f);
+	close_main(f);
+
+	/* The checkpoint at close leaves an empty WAL file behind, or none. */
+	snprintf(wal, sizeof(wal), "%s-wal", f->db_path);
+	if (stat(wal, &st) == 0)
+		assert_int_equal(st.st_size, 0);
+	open_main(f);
+}
+
+static void close_waits_for_in_flight(void **state)
+{
+	fixture_t *f = *state;
+	store_batch_t first, second;
+	job_record_t a, b;
+	commit_ctx_t c = {0};
+
+	open_main(f);
+	store_batch_init(&first);
+	store_batch_init(&second);
+	make_job(&a, 1, JOB_PENDING);
+	make_job(&b, 2, JOB_PENDING);
+	add_op(&first, STORE_OP_INSERT, &a);
+	add_op(&second, STORE_OP_INSERT, &b);
+
+	/* The first callback commits the second batch; close must wait for both. */
+	c.store = f->store;
+	c.next = &second;
+	assert_int_equal(store_commit(f->store, &first, on_commit, &c), 0);
+	store_close(f->store);
+	f->store = NULL;
+	assert_int_equal(c.calls, 2);
+	assert_int_equal(c.next_rc, 0);
+	assert_int_equal(first.result, 0);
+	assert_int_equal(second.result, 0);
+	uv_run(&f->loop, UV_RUN_NOWAIT);
+
+	open_main(f);
+	assert_stored(f, &a);
+	assert_stored(f, &b);
+
+	job_record_clear(&a);
+	job_record_clear(&b);
+	store_batch_free(&first);
+	store_batch_free(&second);
+}
+
+static void batch_helpers_reuse_memory(void **state)
+{
+	store_batch_t b;
+	job_record_t job;
+	store_op_t *ops;
+
+	store_batch_init(&b);
+	make_job(&job, 1, JOB_PENDING);
+	for (int i = 0; i < 100; i++)
+		add_op(&b, STORE_OP_INSERT, &job);
+	assert_int_equal(b.count, 100);
+	assert_true(b.cap >= 100);
+	assert_int_equal(job.payload->refs, 101);
+
+	ops = b.ops;
+	b.result = INFERQ_EIO;
+	snprintf(b.error, sizeof(b.error), "failed");
+	store_batch_reset(&b);
+	assert_int_equal(b.count, 0);
+	assert_ptr_equal(b.ops, ops);
+	assert_int_equal(b.result, 0);
+	assert_string_equal(b.error, "");
+	assert_int_equal(job.payload->refs, 1);
+
+	assert_int_equal(store_batch_add(&b, STORE_OP_PURGE)->kind, STORE_OP_PURGE);
+	assert_int_equal(b.ops[0].purged, 0);
+	store_batch_free(&b);
+	assert_null(b.ops);
+	assert_int_equal(b.cap, 0);
+	job_record_clear(&job);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test_setup_teardown(open_creates_schema, setup, teardown),
+	    cmocka_unit_test_setup_teardown(open_creates_missing_parents, setup, teardown),
+	    cmocka_unit_test_setup_teardown(reopen_keeps_data, setup, teardown),
+	    cmocka_unit_test_setup_teardown(fields_round_trip, setup, teardown),
+	    cmocka_unit_test_setup_teardown(purge_honours_cutoff_and_limit, setup, teardown),
+	    cmocka_unit_test_setup_teardown(purge_keeps_max_seq, setup, teardown),
+	    cmocka_unit_test_setup_teardown(update_missing_fails_batch, setup, teardown),
+	    cmocka_unit_test_setup_teardown(duplicate_insert_fails_batch, setup, teardown),
+	    cmocka_unit_test_setup_teardown(load_active_in_seq_order, setup, teardown),
+	    cmocka_unit_test_setup_teardown(second_open_rejected, setup, teardown),
+	    cmocka_unit_test_setup_teardown(newer_version_rejected, setup, teardown),
+	    cmocka_unit_test_setup_teardown(garbage_database_rejected, setup, teardown),
+	    cmocka_unit_test_setup_teardown(data_dir_file_rejected, setup, teardown),
+	    cmocka_unit_test_setup_teardown(empty_data_dir_rejected, setup, teardown),
+	    cmocka_unit_test_setup_teardown(read_only_data_dir_rejected, setup, teardown),
+	    cmocka_unit_test_setup_teardown(commit_while_busy, setup, teardown),
+	    cmocka_unit_test_setup_teardown(empty_batch_commits, setup, teardown),
+	    cmocka_unit_test_setup_teardown(ten_thousand_inserts, setup, teardown),
+	    cmocka_unit_test_setup_teardown(close_with_nothing_in_flight, setup, teardown),
+	    cmocka_unit_test_setup_teardown(close_waits_for_in_flight, setup, teardown),
+	    cmocka_unit_test(batch_helpers_reuse_memory),
+	};
+
+	return cmocka_run_group_tests_name("store", tests, NULL, NULL);
+}
