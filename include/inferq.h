@@ -1,8 +1,8 @@
 /*
  * libinferq: the C client library of the inferq job queue. It speaks the
- * HTTP API of `inferq serve` (docs/api.md) over libcurl: clients submit jobs
- * and read their status; workers claim jobs, heartbeat, and complete, fail
- * or release them.
+ * HTTP API of `inferq serve` (docs/api.md) over libcurl. Clients submit
+ * jobs and read their status. Workers claim jobs, send heartbeats, and
+ * complete, fail or release them.
  *
  * Rules that hold for every function below:
  *
@@ -13,9 +13,9 @@
  * - One client handle belongs to one thread at a time. Handles share no
  *   state; the only global state is curl_global_init(), run once.
  * - Strings returned through out parameters are owned by the caller and
- *   freed with inferq_free(), unless the comment says "borrowed": borrowed
- *   strings stay valid until the next call on the same handle, or until the
- *   owning object is freed.
+ *   freed with inferq_free(), except those a comment marks "borrowed".
+ *   Borrowed strings stay valid until the next call on the same handle, or
+ *   until the owning object is freed.
  * - Out of memory is returned as INFERQ_ENOMEM; the library never aborts
  *   and never prints.
  * - JSON that the caller passes in (payload, info, outputs) is checked for
@@ -29,8 +29,8 @@
  *   attempts by default, with a pause of 100 ms that doubles up to 2 s.
  *   Submit carries an `Idempotency-Key` header with a random UUID, the same
  *   on every attempt, so a server that honours it creates one job. Claim is
- *   retried only when the connection was never made, because a lost claim
- *   response would leave the job leased to nobody until the lease ends.
+ *   retried only when no byte of the request was sent, because a lost claim
+ *   response would leave the job leased to no worker until the lease ends.
  *   Complete, fail, release and cancel treat a 409 on a repeated attempt as
  *   success when the job's status is the one the call asked for, because
  *   the earlier attempt already reached the server.
@@ -48,7 +48,7 @@
 extern "C" {
 #endif
 
-#define INFERQ_DEFAULT_URL "http://127.0.0.1:8080"
+#define INFERQ_DEFAULT_URL      "http://127.0.0.1:8080"
 #define INFERQ_DEFAULT_KEY_FILE "./inferq-data/admin.key"
 
 typedef struct inferq_client inferq_client_t;
@@ -128,10 +128,10 @@ const char *inferq_client_last_error(const inferq_client_t *c);
 int inferq_client_last_status(const inferq_client_t *c);
 
 /*
- * Returns the body of the last response on c exactly as the server sent it
- * (a JSON object, or "" for a response without a body such as a 204);
- * borrowed. Error responses are kept too, so a caller can show the
- * server's QueueError.
+ * Returns the body of the last response on c exactly as the server sent it:
+ * a JSON object, or "" for a response without a body such as a 204. The
+ * string is borrowed. Error responses are kept too, so a caller can show
+ * the server's QueueError.
  */
 const char *inferq_client_last_response(const inferq_client_t *c);
 
@@ -184,8 +184,8 @@ int inferq_state_is_terminal(inferq_state_t state);
  * INFERQ_EAUTH, INFERQ_ENOTFOUND (the key does not cover the model),
  * INFERQ_EBUSY (503 after the retries), INFERQ_EPROTO, INFERQ_ENOMEM.
  */
-int inferq_job_submit(inferq_client_t *c, const char *model, const char *payload,
-		      const char *info, int32_t priority, char **request_id);
+int inferq_job_submit(inferq_client_t *c, const char *model, const char *payload, const char *info,
+                      int32_t priority, char **request_id);
 
 /*
  * Reads a job's status into *out (caller frees with inferq_status_free()).
@@ -193,7 +193,7 @@ int inferq_job_submit(inferq_client_t *c, const char *model, const char *payload
  * protocol errors listed at inferq_job_submit().
  */
 int inferq_job_status(inferq_client_t *c, const char *model, const char *request_id,
-		      inferq_status_t **out);
+                      inferq_status_t **out);
 
 /*
  * Cancels a pending job. Returns 0; INFERQ_ECONFLICT when the job is no
@@ -209,14 +209,13 @@ typedef void (*inferq_wait_cb)(const inferq_status_t *st, void *user);
  * Polls a job's status until it is done, failed or canceled, or until
  * timeout_ms passes (negative = no limit; 0 = poll once). Pauses start at
  * 100 ms and grow by half up to 2 s. progress (or NULL) is called with each
- * status read. Stores the last status read in *out (caller frees) and
- * returns 0 when it is terminal, whatever the outcome; returns
- * INFERQ_ETIMEDOUT when the time ran out (*out then holds the last status
- * read, which may be NULL if no poll succeeded); other errors as
- * inferq_job_status(), with *out NULL.
+ * status read. Returns 0 when the job reached a terminal state, whatever
+ * the outcome, with its status in *out (caller frees). Returns
+ * INFERQ_ETIMEDOUT when the time ran out, with the last status read in
+ * *out. Other errors are those of inferq_job_status(), with *out NULL.
  */
-int inferq_job_wait(inferq_client_t *c, const char *model, const char *request_id,
-		    long timeout_ms, inferq_wait_cb progress, void *user, inferq_status_t **out);
+int inferq_job_wait(inferq_client_t *c, const char *model, const char *request_id, long timeout_ms,
+                    inferq_wait_cb progress, void *user, inferq_status_t **out);
 
 /*
  * Cancels every pending job of model and stores how many in *canceled
@@ -230,22 +229,22 @@ int inferq_queue_clear(inferq_client_t *c, const char *model, int64_t *canceled)
  * sum. Any out pointer may be NULL. Returns 0 or the errors of
  * inferq_job_submit().
  */
-int inferq_queue_metrics(inferq_client_t *c, const char *model, int64_t *waiting,
-			 int64_t *running, int64_t *total);
+int inferq_queue_metrics(inferq_client_t *c, const char *model, int64_t *waiting, int64_t *running,
+                         int64_t *total);
 
 /* --- Workers ------------------------------------------------------------ */
 
 /*
  * Claims the next job of model. claim_timeout_s is the lease in seconds
- * (1..86400, or 0 for the server's default); wait_s is how long to wait for
- * a job when none is pending (0..60 s, fractions allowed); worker is a name
- * for the server's logs and retry history, or NULL. Stores a claim in *out
+ * (1..86400, or 0 for the server's default). wait_s is how long to wait
+ * for a job when none is pending (0..60 s, fractions allowed). worker is a
+ * name for the server's logs and retry history, or NULL. Stores a claim in *out
  * (caller frees with inferq_claim_free()), or NULL when no job arrived
  * within wait_s; both cases return 0. Other returns: INFERQ_EINVAL,
  * INFERQ_ERANGE (a timeout out of range), transport and protocol errors.
  */
 int inferq_job_claim(inferq_client_t *c, const char *model, int claim_timeout_s, double wait_s,
-		     const char *worker, inferq_claim_t **out);
+                     const char *worker, inferq_claim_t **out);
 
 /* Frees a claim and its strings; accepts NULL. It does not release the job. */
 void inferq_claim_free(inferq_claim_t *claim);

@@ -2,7 +2,7 @@
  * Option parsing, help and dispatch of the client subcommands, plus what
  * they share: the client set-up from options, error reports and exit
  * codes, and reading --payload. Every option of every subcommand is in one
- * getopt_long table; a subcommand lists the ones it accepts in a mask, so
+ * getopt_long table. A subcommand lists the ones it accepts in a mask, so
  * `inferq status --priority 1` is a usage error, not a silent no-op.
  *
  * SPDX-License-Identifier: MIT
@@ -54,66 +54,62 @@ typedef struct {
 } command_t;
 
 static const command_t commands[] = {
-	{"submit", "--model M [--payload JSON|@FILE|-] [--info JSON] [--priority N] [--wait]",
-	 "submit a job and print its request id",
-	 "  --payload JSON|@FILE|-  the job's payload, a JSON object: given inline, read\n"
-	 "                          from FILE, or read from stdin (default {})\n"
-	 "  --info JSON             metadata for the job, a JSON object\n"
-	 "  --priority N            integer, higher runs first (default 0)\n"
-	 "  --wait                  wait for the job to finish and print its final status\n"
-	 "  --timeout S             with --wait: give up after S seconds (default: no limit)\n",
-	 "Prints the request id, or with --json the server's response. With --wait it\n"
-	 "prints the final status instead, as `inferq wait` does.\n",
-	 ACCEPT_PAYLOAD | ACCEPT_INFO | ACCEPT_PRIORITY | ACCEPT_WAIT | ACCEPT_TIMEOUT, 0,
-	 cli_run_submit},
-	{"status", "ID --model M", "print a job's status",
-	 "", "Prints the job's fields, or with --json the server's response.\n", 0, 1,
-	 cli_run_status},
-	{"wait", "ID --model M [--timeout S]", "wait until a job is done, failed or canceled",
-	 "  --timeout S             give up after S seconds (default: no limit)\n",
-	 "On a terminal, shows a progress bar fed by the job's info.progress (0 to 1)\n"
-	 "on stderr. Prints the final status; exits 6 when the job failed or was\n"
-	 "canceled and 7 when the timeout passed.\n",
-	 ACCEPT_TIMEOUT, 1, cli_run_wait},
-	{"cancel", "ID --model M", "cancel a pending job",
-	 "", "Prints \"canceled ID\". Exits 5 when the job is no longer pending.\n", 0, 1,
-	 cli_run_cancel},
-	{"clear", "--model M", "cancel every pending job of a model",
-	 "", "Prints how many jobs were canceled; running jobs are not touched.\n", 0, 0,
-	 cli_run_clear},
-	{"metrics", "--model M", "print a model's queue gauges",
-	 "", "Prints the jobs waiting (pending), running, and their total.\n", 0, 0,
-	 cli_run_metrics},
+    {"submit", "--model M [--payload JSON|@FILE|-] [--info JSON] [--priority N] [--wait]",
+     "submit a job and print its request id",
+     "  --payload JSON|@FILE|-  the job's payload, a JSON object: given inline, read\n"
+     "                          from FILE, or read from stdin (default {})\n"
+     "  --info JSON             metadata for the job, a JSON object\n"
+     "  --priority N            integer, higher runs first (default 0)\n"
+     "  --wait                  wait for the job to finish and print its final status\n"
+     "  --timeout S             with --wait: give up after S seconds (default: no limit)\n",
+     "Prints the request id, or with --json the server's response. With --wait it\n"
+     "prints the final status instead, as `inferq wait` does.\n",
+     ACCEPT_PAYLOAD | ACCEPT_INFO | ACCEPT_PRIORITY | ACCEPT_WAIT | ACCEPT_TIMEOUT, 0,
+     cli_run_submit},
+    {"status", "ID --model M", "print a job's status", "",
+     "Prints the job's fields, or with --json the server's response.\n", 0, 1, cli_run_status},
+    {"wait", "ID --model M [--timeout S]", "wait until a job is done, failed or canceled",
+     "  --timeout S             give up after S seconds (default: no limit)\n",
+     "On a terminal, shows a progress bar fed by the job's info.progress (0 to 1)\n"
+     "on stderr. Prints the final status; exits 6 when the job failed or was\n"
+     "canceled and 7 when the timeout passed.\n",
+     ACCEPT_TIMEOUT, 1, cli_run_wait},
+    {"cancel", "ID --model M", "cancel a pending job", "",
+     "Prints \"canceled ID\". Exits 5 when the job is no longer pending.\n", 0, 1, cli_run_cancel},
+    {"clear", "--model M", "cancel every pending job of a model", "",
+     "Prints how many jobs were canceled; running jobs are not touched.\n", 0, 0, cli_run_clear},
+    {"metrics", "--model M", "print a model's queue gauges", "",
+     "Prints the jobs waiting (pending), running, and their total.\n", 0, 0, cli_run_metrics},
 };
 
 #define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))
 
 static const char global_help[] =
-	"  --model M               the model the job belongs to (required)\n"
-	"  --server URL            server base URL (default $INFERQ_URL, then\n"
-	"                          " INFERQ_DEFAULT_URL ")\n"
-	"  --key-file PATH         file whose first line is the API key, used when\n"
-	"                          $INFERQ_API_KEY and $TOGETHER_API_KEY are unset\n"
-	"                          (default " INFERQ_DEFAULT_KEY_FILE " when readable)\n"
-	"  --cacert PATH           PEM CA certificates for an https:// server\n"
-	"  --request-timeout S     seconds for one HTTP request (default 30)\n"
-	"  --json                  print the server's JSON response unchanged\n"
-	"  --help                  print this help\n";
+    "  --model M               the model the job belongs to (required)\n"
+    "  --server URL            server base URL (default $INFERQ_URL, then\n"
+    "                          " INFERQ_DEFAULT_URL ")\n"
+    "  --key-file PATH         file whose first line is the API key, used when\n"
+    "                          $INFERQ_API_KEY and $TOGETHER_API_KEY are unset\n"
+    "                          (default " INFERQ_DEFAULT_KEY_FILE " when readable)\n"
+    "  --cacert PATH           PEM CA certificates for an https:// server\n"
+    "  --request-timeout S     seconds for one HTTP request (default 30)\n"
+    "  --json                  print the server's JSON response unchanged\n"
+    "  --help                  print this help\n";
 
 static const struct option long_options[] = {
-	{"server", required_argument, NULL, OPT_SERVER},
-	{"key-file", required_argument, NULL, OPT_KEY_FILE},
-	{"cacert", required_argument, NULL, OPT_CACERT},
-	{"request-timeout", required_argument, NULL, OPT_REQUEST_TIMEOUT},
-	{"json", no_argument, NULL, OPT_JSON},
-	{"model", required_argument, NULL, OPT_MODEL},
-	{"payload", required_argument, NULL, OPT_PAYLOAD},
-	{"info", required_argument, NULL, OPT_INFO},
-	{"priority", required_argument, NULL, OPT_PRIORITY},
-	{"wait", no_argument, NULL, OPT_WAIT},
-	{"timeout", required_argument, NULL, OPT_TIMEOUT},
-	{"help", no_argument, NULL, OPT_HELP},
-	{NULL, 0, NULL, 0},
+    {"server", required_argument, NULL, OPT_SERVER},
+    {"key-file", required_argument, NULL, OPT_KEY_FILE},
+    {"cacert", required_argument, NULL, OPT_CACERT},
+    {"request-timeout", required_argument, NULL, OPT_REQUEST_TIMEOUT},
+    {"json", no_argument, NULL, OPT_JSON},
+    {"model", required_argument, NULL, OPT_MODEL},
+    {"payload", required_argument, NULL, OPT_PAYLOAD},
+    {"info", required_argument, NULL, OPT_INFO},
+    {"priority", required_argument, NULL, OPT_PRIORITY},
+    {"wait", no_argument, NULL, OPT_WAIT},
+    {"timeout", required_argument, NULL, OPT_TIMEOUT},
+    {"help", no_argument, NULL, OPT_HELP},
+    {NULL, 0, NULL, 0},
 };
 
 static const command_t *find_command(const char *name)
@@ -138,27 +134,27 @@ void cli_print_commands(FILE *out)
 void cli_print_exit_codes(FILE *out)
 {
 	fprintf(out, "exit codes of the client commands:\n"
-		     "  0  success\n"
-		     "  1  any other error (authentication, server error, bad response)\n"
-		     "  2  usage error: bad option or argument, or the server rejected the\n"
-		     "     request as invalid (HTTP 400)\n"
-		     "  3  the server could not be reached\n"
-		     "  4  not found: no such job for that model (HTTP 404)\n"
-		     "  5  conflict: the job's state does not allow the change (HTTP 409)\n"
-		     "  6  wait, submit --wait: the job failed or was canceled\n"
-		     "  7  timed out: --timeout passed, or a request got no answer in time\n");
+	             "  0  success\n"
+	             "  1  any other error (authentication, server error, bad response)\n"
+	             "  2  usage error: bad option or argument, or the server rejected the\n"
+	             "     request as invalid (HTTP 400)\n"
+	             "  3  the server could not be reached\n"
+	             "  4  not found: no such job for that model (HTTP 404)\n"
+	             "  5  conflict: the job's state does not allow the change (HTTP 409)\n"
+	             "  6  wait, submit --wait: the job failed or was canceled\n"
+	             "  7  timed out: --timeout passed, or a request got no answer in time\n");
 }
 
 static void print_help(FILE *out, const command_t *cmd)
 {
-	fprintf(out, "usage: inferq %s %s [options]\n\n%c%s.\n\noptions:\n%s%s\n%s\n",
-		cmd->name, cmd->args, cmd->summary[0] - 'a' + 'A', cmd->summary + 1, cmd->options,
-		global_help, cmd->notes);
+	fprintf(out, "usage: inferq %s %s [options]\n\n%c%s.\n\noptions:\n%s%s\n%s\n", cmd->name,
+	        cmd->args, cmd->summary[0] - 'a' + 'A', cmd->summary + 1, cmd->options, global_help,
+	        cmd->notes);
 	cli_print_exit_codes(out);
 }
 
 static int usage_error(const command_t *cmd, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+    __attribute__((format(printf, 2, 3)));
 
 static int usage_error(const command_t *cmd, const char *fmt, ...)
 {
@@ -203,16 +199,14 @@ static int parse_priority(const char *text, int *out)
 static int command_option(const command_t *cmd, cli_opts_t *opts, int opt, const char *arg)
 {
 	static const int needs[] = {
-		[OPT_PAYLOAD - OPT_PAYLOAD] = ACCEPT_PAYLOAD,
-		[OPT_INFO - OPT_PAYLOAD] = ACCEPT_INFO,
-		[OPT_PRIORITY - OPT_PAYLOAD] = ACCEPT_PRIORITY,
-		[OPT_WAIT - OPT_PAYLOAD] = ACCEPT_WAIT,
-		[OPT_TIMEOUT - OPT_PAYLOAD] = ACCEPT_TIMEOUT,
+	    [OPT_PAYLOAD - OPT_PAYLOAD] = ACCEPT_PAYLOAD,   [OPT_INFO - OPT_PAYLOAD] = ACCEPT_INFO,
+	    [OPT_PRIORITY - OPT_PAYLOAD] = ACCEPT_PRIORITY, [OPT_WAIT - OPT_PAYLOAD] = ACCEPT_WAIT,
+	    [OPT_TIMEOUT - OPT_PAYLOAD] = ACCEPT_TIMEOUT,
 	};
 
 	if (!(cmd->accept & needs[opt - OPT_PAYLOAD]))
 		return usage_error(cmd, "option --%s does not apply to this command",
-				   long_options[opt - OPT_SERVER].name);
+		                   long_options[opt - OPT_SERVER].name);
 	switch (opt) {
 	case OPT_PAYLOAD: opts->payload = arg; break;
 	case OPT_INFO: opts->info = arg; break;
@@ -220,16 +214,16 @@ static int command_option(const command_t *cmd, cli_opts_t *opts, int opt, const
 	case OPT_PRIORITY:
 		if (parse_priority(arg, &opts->priority) != 0)
 			return usage_error(cmd,
-					   "invalid --priority \"%s\": use an integer from "
-					   "-2147483648 to 2147483647",
-					   arg);
+			                   "invalid --priority \"%s\": use an integer from "
+			                   "-2147483648 to 2147483647",
+			                   arg);
 		break;
 	case OPT_TIMEOUT:
 		if (parse_seconds(arg, &opts->timeout) != 0)
 			return usage_error(cmd,
-					   "invalid --timeout \"%s\": use a number of seconds, "
-					   "0 or more, such as 30 or 2.5",
-					   arg);
+			                   "invalid --timeout \"%s\": use a number of seconds, "
+			                   "0 or more, such as 30 or 2.5",
+			                   arg);
 		break;
 	}
 	return 0;
@@ -254,14 +248,14 @@ static int parse_options(const command_t *cmd, int argc, char **argv, cli_opts_t
 			if (parse_seconds(optarg, &opts->request_timeout) != 0 ||
 			    opts->request_timeout < 0.001)
 				return usage_error(cmd,
-						   "invalid --request-timeout \"%s\": use a "
-						   "number of seconds above 0, such as 30",
-						   optarg);
+				                   "invalid --request-timeout \"%s\": use a "
+				                   "number of seconds above 0, such as 30",
+				                   optarg);
 			break;
 		case '?':
 			if (optopt >= OPT_SERVER && optopt <= OPT_HELP)
 				return usage_error(cmd, "option --%s needs a value",
-						   long_options[optopt - OPT_SERVER].name);
+				                   long_options[optopt - OPT_SERVER].name);
 			return usage_error(cmd, "unknown option \"%s\"", argv[optind - 1]);
 		default:
 			if ((rc = command_option(cmd, opts, opt, optarg)) != 0)
@@ -271,14 +265,14 @@ static int parse_options(const command_t *cmd, int argc, char **argv, cli_opts_t
 	if (cmd->takes_id) {
 		if (optind >= argc)
 			return usage_error(cmd, "missing the request id: pass the id that "
-						"submit printed");
+			                        "submit printed");
 		opts->id = argv[optind++];
 	}
 	if (optind < argc)
 		return usage_error(cmd, "unexpected argument \"%s\"", argv[optind]);
 	if (!opts->model || !*opts->model)
 		return usage_error(cmd, "missing --model: name the queue's model, as in "
-					"--model my-org/llm");
+		                        "--model my-org/llm");
 	if ((cmd->accept & ACCEPT_WAIT) && opts->timeout >= 0 && !opts->wait)
 		return usage_error(cmd, "option --timeout applies only with --wait");
 	return 0;
@@ -337,14 +331,15 @@ int cli_client_new(const cli_opts_t *opts, inferq_client_t **out)
 		unsetenv("INFERQ_URL");
 	rc = inferq_client_new(&c);
 	if (rc == INFERQ_EINVAL) {
-		fprintf(stderr, "inferq %s: invalid INFERQ_URL \"%s\": it must start with http:// "
-				"or https://\n",
-			opts->command, getenv("INFERQ_URL"));
+		fprintf(stderr,
+		        "inferq %s: invalid INFERQ_URL \"%s\": it must start with http:// "
+		        "or https://\n",
+		        opts->command, getenv("INFERQ_URL"));
 		return CLI_EXIT_USAGE;
 	}
 	if (rc != 0) {
 		fprintf(stderr, "inferq %s: cannot create a client: %s\n", opts->command,
-			inferq_strerror(rc));
+		        inferq_strerror(rc));
 		return CLI_EXIT_ERROR;
 	}
 	if ((opts->server && (rc = inferq_client_set_url(c, opts->server)) != 0) ||
@@ -403,7 +398,7 @@ int cli_read_payload(const cli_opts_t *opts, char **out)
 		f = fopen(source, "rb");
 		if (!f) {
 			fprintf(stderr, "inferq %s: cannot open the payload file %s: %s\n",
-				opts->command, source, strerror(errno));
+			        opts->command, source, strerror(errno));
 			return CLI_EXIT_USAGE;
 		}
 	}
@@ -416,13 +411,14 @@ int cli_read_payload(const cli_opts_t *opts, char **out)
 		fclose(f);
 	if (!data) {
 		fprintf(stderr, "inferq %s: cannot read the payload from %s\n", opts->command,
-			source);
+		        source);
 		return CLI_EXIT_ERROR;
 	}
 	if (strlen(data) != len) {
-		fprintf(stderr, "inferq %s: the payload from %s contains a NUL byte, which JSON "
-				"text cannot contain\n",
-			opts->command, source);
+		fprintf(stderr,
+		        "inferq %s: the payload from %s contains a NUL byte, which JSON "
+		        "text cannot contain\n",
+		        opts->command, source);
 		free(data);
 		return CLI_EXIT_USAGE;
 	}

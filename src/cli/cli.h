@@ -15,13 +15,13 @@
 
 enum {
 	CLI_EXIT_OK = 0,
-	CLI_EXIT_ERROR = 1,     /* any error not listed below */
-	CLI_EXIT_USAGE = 2,     /* bad option or argument, or a 400 from the server */
-	CLI_EXIT_CONNECT = 3,   /* the server could not be reached */
-	CLI_EXIT_NOTFOUND = 4,  /* no such job (404) */
-	CLI_EXIT_CONFLICT = 5,  /* the job's state does not allow the change (409) */
+	CLI_EXIT_ERROR = 1,      /* any error not listed below */
+	CLI_EXIT_USAGE = 2,      /* bad option or argument, or a 400 from the server */
+	CLI_EXIT_CONNECT = 3,    /* the server could not be reached */
+	CLI_EXIT_NOTFOUND = 4,   /* no such job (404) */
+	CLI_EXIT_CONFLICT = 5,   /* the job's state does not allow the change (409) */
 	CLI_EXIT_JOB_FAILED = 6, /* wait or submit --wait: the job failed or was canceled */
-	CLI_EXIT_TIMEOUT = 7,   /* --timeout passed, or a request timed out */
+	CLI_EXIT_TIMEOUT = 7,    /* --timeout passed, or a request timed out */
 };
 
 /* Returns 1 when name is a client subcommand that cli_main() runs, else 0. */

@@ -3,7 +3,7 @@
  * "name  value" lines, and `wait` with its progress bar. The bar is drawn
  * on stderr only when stderr is a terminal, redrawn in place with a
  * carriage return, and erased before the final status goes to stdout, so
- * piped output holds the result alone.
+ * piped output contains the result alone.
  *
  * SPDX-License-Identifier: MIT
  */
@@ -14,7 +14,7 @@
 #include "cli.h"
 #include "json.h"
 
-#define BAR_WIDTH 24
+#define BAR_WIDTH      24
 #define INFO_MAX_DEPTH 512
 
 static void print_field(const char *name, const char *value)
@@ -54,14 +54,18 @@ typedef struct {
 static int read_progress(const char *info, double *out)
 {
 	json_span_t root, value;
-	json_error_t err;
+	json_scan_error_t err;
 	double v;
 
 	if (!info || json_validate(info, strlen(info), INFO_MAX_DEPTH, &root, &err) != 0 ||
-	    root.type != JSON_OBJECT || !json_object_get(root, "progress", &value) ||
-	    value.type != JSON_NUMBER || json_double(value, &v) != 0)
+	    root.type != JSON_TYPE_OBJECT || !json_object_find(root, "progress", &value) ||
+	    value.type != JSON_TYPE_NUMBER || json_double(value, &v) != 0)
 		return -1;
-	*out = v < 0 ? 0 : v > 1 ? 1 : v;
+	if (v < 0)
+		v = 0;
+	if (v > 1)
+		v = 1;
+	*out = v;
 	return 0;
 }
 
@@ -81,8 +85,12 @@ static void draw_progress(const inferq_status_t *st, void *user)
 	int have = read_progress(st->info, &fraction) == 0;
 	int filled = (int)(fraction * BAR_WIDTH + 0.5);
 
-	for (int i = 0; i < BAR_WIDTH; i++)
-		cells[i] = !have ? ' ' : i < filled ? '#' : '-';
+	for (int i = 0; i < BAR_WIDTH; i++) {
+		if (!have)
+			cells[i] = ' ';
+		else
+			cells[i] = i < filled ? '#' : '-';
+	}
 	cells[BAR_WIDTH] = '\0';
 	fprintf(stderr, "\r[%s] ", cells);
 	if (have)
@@ -104,7 +112,7 @@ int cli_wait_job(const cli_opts_t *opts, inferq_client_t *c, const char *request
 
 	clock_gettime(CLOCK_MONOTONIC, &bar.start);
 	rc = inferq_job_wait(c, opts->model, request_id, timeout_ms, tty ? draw_progress : NULL,
-			     &bar, &st);
+	                     &bar, &st);
 	if (bar.drawn) {
 		fputs("\r\033[K", stderr);
 		fflush(stderr);
@@ -112,7 +120,7 @@ int cli_wait_job(const cli_opts_t *opts, inferq_client_t *c, const char *request
 	if (rc != 0 && rc != INFERQ_ETIMEDOUT)
 		return cli_report(opts, c, rc);
 
-	/* Print the last status read, then say why the exit code is not 0. */
+	/* Print the last status read, then explain an exit code other than 0. */
 	if (st)
 		cli_print_status(opts, st);
 	if (rc == INFERQ_ETIMEDOUT) {
@@ -123,10 +131,10 @@ int cli_wait_job(const cli_opts_t *opts, inferq_client_t *c, const char *request
 	} else {
 		if (st->state == INFERQ_STATE_FAILED)
 			fprintf(stderr, "inferq %s: job %s failed: %s\n", opts->command, request_id,
-				st->error ? st->error : "(no error message)");
+			        st->error ? st->error : "(no error message)");
 		else
 			fprintf(stderr, "inferq %s: job %s was canceled\n", opts->command,
-				request_id);
+			        request_id);
 		exit_code = CLI_EXIT_JOB_FAILED;
 	}
 	inferq_status_free(st);

@@ -50,7 +50,7 @@ static void put_digits(char *out, int value, int width)
 
 void clock_format_rfc3339(int64_t ms, char out[RFC3339_LEN + 1])
 {
-	time_t secs = (time_t)(ms >= 0 ? ms / 1000 : (ms - 999) / 1000);
+	time_t secs = (time_t)(ms / 1000 - (ms % 1000 < 0)); /* floor, without overflow */
 	struct tm tm;
 	int year;
 

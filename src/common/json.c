@@ -31,11 +31,11 @@
 typedef struct {
 	const unsigned char *begin; /* first byte of the document */
 	const unsigned char *end;   /* one past the last byte */
-	json_error_t *err;          /* may be NULL */
+	json_scan_error_t *err;          /* may be NULL */
 	int max_depth;
-	int depth;                          /* arrays and objects open at the cursor */
-	uint64_t *kinds;                    /* bit d set when level d + 1 is an object */
-	size_t kinds_words;                 /* capacity of kinds, in 64-bit words */
+	int depth;                         /* arrays and objects open at the cursor */
+	uint64_t *kinds;                   /* bit d set when level d + 1 is an object */
+	size_t kinds_words;                /* capacity of kinds, in 64-bit words */
 	uint64_t local[LOCAL_DEPTH_WORDS]; /* kinds storage before any allocation */
 } scanner_t;
 
@@ -66,7 +66,7 @@ static int hex_value(unsigned char c)
 static unsigned hex4(const unsigned char *p)
 {
 	return (unsigned)(hex_value(p[0]) << 12 | hex_value(p[1]) << 8 | hex_value(p[2]) << 4 |
-			  hex_value(p[3]));
+	                  hex_value(p[3]));
 }
 
 /*
@@ -127,7 +127,7 @@ static const unsigned char *skip_ws(const unsigned char *p, const unsigned char 
  * first byte that breaks it and *why to the reason.
  */
 static size_t utf8_sequence(const unsigned char *p, const unsigned char *end, size_t *bad,
-			    const char **why)
+                            const char **why)
 {
 	unsigned char c = p[0], lo = 0x80, hi = 0xbf;
 	size_t n;
@@ -263,7 +263,7 @@ static const char *describe_at(const scanner_t *s, const unsigned char *p, char 
 }
 
 __attribute__((cold, noinline)) static int fail_unexpected(scanner_t *s, const unsigned char *p,
-							   const char *expected)
+                                                           const char *expected)
 {
 	char what[24];
 
@@ -272,36 +272,38 @@ __attribute__((cold, noinline)) static int fail_unexpected(scanner_t *s, const u
 
 		if (s->depth > 0)
 			open = s->kinds[(s->depth - 1) / 64] >> ((s->depth - 1) % 64) & 1
-				       ? "object not closed"
-				       : "array not closed";
-		return fail(s, p, "unexpected end of input at offset %zu: %s", offset_of(s, p), open);
+			           ? "object not closed"
+			           : "array not closed";
+		return fail(s, p, "unexpected end of input at offset %zu: %s", offset_of(s, p),
+		            open);
 	}
 	if (p == s->begin && s->end - p >= 3 && memcmp(p, "\xef\xbb\xbf", 3) == 0)
-		return fail(s, p,
-			    "unexpected byte 0xef at offset %zu: a byte order mark (0xef 0xbb 0xbf) is "
-			    "not allowed before JSON text",
-			    offset_of(s, p));
+		return fail(
+		    s, p,
+		    "unexpected byte 0xef at offset %zu: a byte order mark (0xef 0xbb 0xbf) is "
+		    "not allowed before JSON text",
+		    offset_of(s, p));
 	return fail(s, p, "unexpected %s at offset %zu: %s", describe_byte(what, sizeof(what), *p),
-		    offset_of(s, p), expected);
+	            offset_of(s, p), expected);
 }
 
 __attribute__((cold, noinline)) static int fail_utf8(scanner_t *s, const unsigned char *p,
-						     size_t bad, const char *why)
+                                                     size_t bad, const char *why)
 {
 	char bytes[24] = "";
 	size_t used = 0, shown;
 
 	if (bad == 0)
-		return fail(s, p, "invalid UTF-8 byte 0x%02x at offset %zu: %s", *p, offset_of(s, p),
-			    why);
+		return fail(s, p, "invalid UTF-8 byte 0x%02x at offset %zu: %s", *p,
+		            offset_of(s, p), why);
 
 	/* List the bytes read so far, up to and including the one that breaks the sequence. */
 	shown = p + bad == s->end ? bad : bad + 1;
 	for (size_t i = 0; i < shown; i++)
 		used += (size_t)snprintf(bytes + used, sizeof(bytes) - used, "%s0x%02x",
-					 i ? " " : "", p[i]);
+		                         i ? " " : "", p[i]);
 	return fail(s, p, "invalid UTF-8 sequence %s at offset %zu: %s", bytes, offset_of(s, p),
-		    why);
+	            why);
 }
 
 /* ---- scanner: strings ---- */
@@ -314,7 +316,7 @@ __attribute__((cold, noinline)) static int fail_utf8(scanner_t *s, const unsigne
 
 /* Scans the \u escape whose backslash is at p, and the low surrogate escape after a high one. */
 static const unsigned char *scan_unicode_escape(scanner_t *s, const unsigned char *p,
-						const unsigned char *quote)
+                                                const unsigned char *quote)
 {
 	const unsigned char *end = s->end;
 	char what[24];
@@ -329,7 +331,8 @@ static const unsigned char *scan_unicode_escape(scanner_t *s, const unsigned cha
 			return NULL;
 		}
 		if (hex_value(p[i]) < 0) {
-			fail(s, p + i, "invalid \\u escape at offset %zu: expected 4 hex digits, found %s",
+			fail(s, p + i,
+			     "invalid \\u escape at offset %zu: expected 4 hex digits, found %s",
 			     offset_of(s, p + i), describe_byte(what, sizeof(what), p[i]));
 			return NULL;
 		}
@@ -337,8 +340,8 @@ static const unsigned char *scan_unicode_escape(scanner_t *s, const unsigned cha
 	cp = hex4(p + 2);
 	if (cp >= 0xdc00 && cp <= 0xdfff) {
 		fail(s, p,
-		     "lone surrogate escape \\u%.4s at offset %zu: a low surrogate (\\udc00-\\udfff) "
-		     "must follow a high surrogate escape (\\ud800-\\udbff)",
+		     "lone surrogate escape \\u%.4s at offset %zu: a low surrogate "
+		     "(\\udc00-\\udfff) must follow a high surrogate escape (\\ud800-\\udbff)",
 		     (const char *)p + 2, offset_of(s, p));
 		return NULL;
 	}
@@ -361,25 +364,31 @@ static const unsigned char *scan_unicode_escape(scanner_t *s, const unsigned cha
 }
 
 static const unsigned char *scan_escape(scanner_t *s, const unsigned char *p,
-					const unsigned char *quote)
+                                        const unsigned char *quote)
 {
 	char what[24];
 
 	if (p + 1 == s->end) {
 		fail(s, p + 1,
-		     "unexpected end of input at offset %zu: string starting at offset %zu not closed",
+		     "unexpected end of input at offset %zu: string starting at offset %zu not "
+		     "closed",
 		     offset_of(s, p + 1), offset_of(s, quote));
 		return NULL;
 	}
 	switch (p[1]) {
-	case '"': case '\\': case '/': case 'b': case 'f': case 'n': case 'r': case 't':
-		return p + 2;
-	case 'u':
-		return scan_unicode_escape(s, p, quote);
+	case '"':
+	case '\\':
+	case '/':
+	case 'b':
+	case 'f':
+	case 'n':
+	case 'r':
+	case 't': return p + 2;
+	case 'u': return scan_unicode_escape(s, p, quote);
 	default:
 		fail(s, p,
-		     "invalid escape sequence at offset %zu: %s after '\\' (valid escapes: \\\" \\\\ "
-		     "\\/ \\b \\f \\n \\r \\t \\uXXXX)",
+		     "invalid escape sequence at offset %zu: %s after '\\' "
+		     "(valid escapes: \\\" \\\\ \\/ \\b \\f \\n \\r \\t \\uXXXX)",
 		     offset_of(s, p), describe_byte(what, sizeof(what), p[1]));
 		return NULL;
 	}
@@ -484,7 +493,7 @@ static const unsigned char *scan_number(scanner_t *s, const unsigned char *p)
 }
 
 static const unsigned char *scan_literal(scanner_t *s, const unsigned char *p, const char *word,
-					 size_t n)
+                                         size_t n)
 {
 	if ((size_t)(s->end - p) < n || memcmp(p, word, n) != 0) {
 		fail(s, p, "invalid literal at offset %zu: expected %s", offset_of(s, p), word);
@@ -497,20 +506,22 @@ static const unsigned char *scan_literal(scanner_t *s, const unsigned char *p, c
 static const unsigned char *scan_scalar(scanner_t *s, const unsigned char *p)
 {
 	switch (*p) {
-	case '"':
-		return scan_string(s, p);
-	case 't':
-		return scan_literal(s, p, "true", 4);
-	case 'f':
-		return scan_literal(s, p, "false", 5);
-	case 'n':
-		return scan_literal(s, p, "null", 4);
-	case '-': case '0': case '1': case '2': case '3': case '4':
-	case '5': case '6': case '7': case '8': case '9':
-		return scan_number(s, p);
-	default:
-		fail_unexpected(s, p, "expected a JSON value");
-		return NULL;
+	case '"': return scan_string(s, p);
+	case 't': return scan_literal(s, p, "true", 4);
+	case 'f': return scan_literal(s, p, "false", 5);
+	case 'n': return scan_literal(s, p, "null", 4);
+	case '-':
+	case '0':
+	case '1':
+	case '2':
+	case '3':
+	case '4':
+	case '5':
+	case '6':
+	case '7':
+	case '8':
+	case '9': return scan_number(s, p);
+	default: fail_unexpected(s, p, "expected a JSON value"); return NULL;
 	}
 }
 
@@ -559,13 +570,13 @@ static int push(scanner_t *s, const unsigned char *p, int is_object)
 static json_type_t type_of(unsigned char c)
 {
 	switch (c) {
-	case '{': return JSON_OBJECT;
-	case '[': return JSON_ARRAY;
-	case '"': return JSON_STRING;
-	case 't': return JSON_TRUE;
-	case 'f': return JSON_FALSE;
-	case 'n': return JSON_NULL;
-	default: return JSON_NUMBER;
+	case '{': return JSON_TYPE_OBJECT;
+	case '[': return JSON_TYPE_ARRAY;
+	case '"': return JSON_TYPE_STRING;
+	case 't': return JSON_TYPE_TRUE;
+	case 'f': return JSON_TYPE_FALSE;
+	case 'n': return JSON_TYPE_NULL;
+	default: return JSON_TYPE_NUMBER;
 	}
 }
 
@@ -627,8 +638,8 @@ next:
 		goto next;
 	}
 	return fail_unexpected(s, p,
-			       in_object ? "expected ',' or '}' after an object member"
-					 : "expected ',' or ']' after an array element");
+	                       in_object ? "expected ',' or '}' after an object member"
+	                                 : "expected ',' or ']' after an array element");
 
 member:
 	if (p == end || *p != '"')
@@ -643,7 +654,7 @@ member:
 	goto value;
 }
 
-int json_validate(const char *p, size_t len, int max_depth, json_span_t *root, json_error_t *err)
+int json_validate(const char *p, size_t len, int max_depth, json_span_t *root, json_scan_error_t *err)
 {
 	scanner_t s;
 	const unsigned char *first, *cur = NULL;
@@ -722,12 +733,14 @@ static const char *skip_value(const char *p, const char *end)
 {
 	switch (*p) {
 	case '"': return skip_string(p, end);
-	case '{': case '[': return skip_container(p, end);
-	case 't': case 'n': return p + 4;
+	case '{':
+	case '[': return skip_container(p, end);
+	case 't':
+	case 'n': return p + 4;
 	case 'f': return p + 5;
 	default:
 		while (p < end && (is_digit((unsigned char)*p) || *p == '-' || *p == '+' ||
-				   *p == '.' || *p == 'e' || *p == 'E'))
+		                   *p == '.' || *p == 'e' || *p == 'E'))
 			p++;
 		return p;
 	}
@@ -780,9 +793,9 @@ static int iter_advance(json_iter_t *it)
 	return 1;
 }
 
-void json_object_iter(json_iter_t *it, json_span_t object)
+void json_object_begin(json_iter_t *it, json_span_t object)
 {
-	iter_init(it, object, JSON_OBJECT);
+	iter_init(it, object, JSON_TYPE_OBJECT);
 }
 
 int json_object_next(json_iter_t *it, json_member_t *out)
@@ -799,9 +812,9 @@ int json_object_next(json_iter_t *it, json_member_t *out)
 	return 1;
 }
 
-void json_array_iter(json_iter_t *it, json_span_t array)
+void json_array_begin(json_iter_t *it, json_span_t array)
 {
-	iter_init(it, array, JSON_ARRAY);
+	iter_init(it, array, JSON_TYPE_ARRAY);
 }
 
 int json_array_next(json_iter_t *it, json_span_t *out)
@@ -875,7 +888,7 @@ int json_string_decode(json_span_t str, buf_t *out)
 	const char *p, *end;
 	int has_nul = 0;
 
-	if (str.type != JSON_STRING || str.len < 2)
+	if (str.type != JSON_TYPE_STRING || str.len < 2)
 		return INFERQ_EINVAL;
 	p = str.start + 1;
 	end = str.start + str.len - 1;
@@ -903,7 +916,7 @@ int json_string_equals(json_span_t str, const char *name)
 {
 	const char *p, *end, *q = name, *qend = name + strlen(name);
 
-	if (str.type != JSON_STRING || str.len < 2)
+	if (str.type != JSON_TYPE_STRING || str.len < 2)
 		return 0;
 	p = str.start + 1;
 	end = str.start + str.len - 1;
@@ -927,13 +940,13 @@ int json_string_equals(json_span_t str, const char *name)
 	return q == qend;
 }
 
-int json_object_get(json_span_t object, const char *name, json_span_t *value)
+int json_object_find(json_span_t object, const char *name, json_span_t *value)
 {
 	json_iter_t it;
 	json_member_t m;
 	int found = 0;
 
-	json_object_iter(&it, object);
+	json_object_begin(&it, object);
 	while (json_object_next(&it, &m)) {
 		if (json_string_equals(m.key, name)) {
 			*value = m.value;
@@ -951,7 +964,7 @@ int json_int64(json_span_t num, int64_t *out)
 	uint64_t limit = INT64_MAX, magnitude = 0;
 	int negative = 0;
 
-	if (num.type != JSON_NUMBER || num.len == 0)
+	if (num.type != JSON_TYPE_NUMBER || num.len == 0)
 		return INFERQ_EINVAL;
 	for (const char *c = p; c < end; c++) {
 		if (*c == '.' || *c == 'e' || *c == 'E')
@@ -985,7 +998,7 @@ int json_double(json_span_t num, double *out)
 	char local[64], *text = local;
 	double v;
 
-	if (num.type != JSON_NUMBER || num.len == 0)
+	if (num.type != JSON_TYPE_NUMBER || num.len == 0)
 		return INFERQ_EINVAL;
 
 	/* strtod needs a terminated copy: the span may end at the last byte of the buffer. */
@@ -1047,7 +1060,7 @@ static char *put_escape(char *w, unsigned char c)
  * stop. Returns where it stopped reading.
  */
 static const unsigned char *write_block(buf_t *out, const unsigned char *p,
-					const unsigned char *stop, const unsigned char *end)
+                                        const unsigned char *stop, const unsigned char *end)
 {
 	char *w = out->data + out->len;
 	const char *why;
@@ -1098,18 +1111,18 @@ void json_write_key(buf_t *out, const char *name)
 
 typedef struct member_entry {
 	json_member_t m;
-	const char *key;             /* decoded key, key_len bytes, may contain NUL */
+	const char *key; /* decoded key, key_len bytes, may contain NUL */
 	size_t key_len;
-	size_t key_offset;           /* where the decoded key starts in the scratch buffer */
-	int decoded;                 /* 1 when key points into the scratch buffer */
-	size_t index;                /* position in the object */
-	int superseded;              /* a later member has the same key */
-	struct member_entry *match;  /* target entries: the patch member with the same key */
-	int matched;                 /* patch entries: the target has the same key */
+	size_t key_offset;          /* where the decoded key starts in the scratch buffer */
+	int decoded;                /* 1 when key points into the scratch buffer */
+	size_t index;               /* position in the object */
+	int superseded;             /* a later member has the same key */
+	struct member_entry *match; /* target entries: the patch member with the same key */
+	int matched;                /* patch entries: the target has the same key */
 } member_entry_t;
 
 typedef struct {
-	member_entry_t *items; /* in document order */
+	member_entry_t *items;   /* in document order */
 	member_entry_t **sorted; /* by key, then by index */
 	size_t count;
 } member_table_t;
@@ -1120,7 +1133,7 @@ static int value_depth(json_span_t v)
 	const char *p = v.start, *end = v.start + v.len;
 	int depth = 0, max = 0;
 
-	if (v.type != JSON_ARRAY && v.type != JSON_OBJECT)
+	if (v.type != JSON_TYPE_ARRAY && v.type != JSON_TYPE_OBJECT)
 		return 0;
 	while (p < end) {
 		char c = *p;
@@ -1169,14 +1182,14 @@ static void collect_members(member_table_t *t, json_span_t object, buf_t *scratc
 	json_member_t m;
 	size_t n = 0;
 
-	json_object_iter(&it, object);
+	json_object_begin(&it, object);
 	while (json_object_next(&it, &m))
 		n++;
 	t->count = n;
 	t->items = xcalloc(n ? n : 1, sizeof(*t->items));
 	t->sorted = xmalloc((n ? n : 1) * sizeof(*t->sorted));
 
-	json_object_iter(&it, object);
+	json_object_begin(&it, object);
 	for (size_t i = 0; json_object_next(&it, &m); i++) {
 		member_entry_t *e = &t->items[i];
 
@@ -1266,7 +1279,7 @@ static void put_member_key(buf_t *out, int *first, json_span_t key)
 }
 
 static int merge_value(const json_span_t *target, json_span_t patch, int depth, int max_depth,
-		       buf_t *out);
+                       buf_t *out);
 
 /*
  * Writes the object MergePatch(target, patch) for a patch object, where
@@ -1274,7 +1287,7 @@ static int merge_value(const json_span_t *target, json_span_t patch, int depth, 
  * depth of the object being written (1 at the root).
  */
 static int merge_object(const json_span_t *target, json_span_t patch, int depth, int max_depth,
-			buf_t *out)
+                        buf_t *out)
 {
 	member_table_t t = {0}, p = {0};
 	buf_t scratch = BUF_INIT;
@@ -1295,7 +1308,7 @@ static int merge_object(const json_span_t *target, json_span_t patch, int depth,
 	for (size_t i = 0; i < t.count; i++) {
 		member_entry_t *e = &t.items[i];
 
-		if (e->superseded || (e->match && e->match->m.value.type == JSON_NULL))
+		if (e->superseded || (e->match && e->match->m.value.type == JSON_TYPE_NULL))
 			continue;
 		put_member_key(out, &first, e->m.key);
 		if (e->match)
@@ -1310,7 +1323,7 @@ static int merge_object(const json_span_t *target, json_span_t patch, int depth,
 	for (size_t i = 0; i < p.count; i++) {
 		member_entry_t *e = &p.items[i];
 
-		if (e->superseded || e->matched || e->m.value.type == JSON_NULL)
+		if (e->superseded || e->matched || e->m.value.type == JSON_TYPE_NULL)
 			continue;
 		put_member_key(out, &first, e->m.key);
 		rc = merge_value(NULL, e->m.value, depth, max_depth, out);
@@ -1328,11 +1341,11 @@ out:
 
 /* Writes MergePatch(target, patch) for a value found depth containers deep. */
 static int merge_value(const json_span_t *target, json_span_t patch, int depth, int max_depth,
-		       buf_t *out)
+                       buf_t *out)
 {
-	if (patch.type != JSON_OBJECT)
+	if (patch.type != JSON_TYPE_OBJECT)
 		return copy_value(patch, depth, max_depth, out);
-	if (target && target->type != JSON_OBJECT)
+	if (target && target->type != JSON_TYPE_OBJECT)
 		target = NULL;
 	return merge_object(target, patch, depth + 1, max_depth, out);
 }
@@ -1348,12 +1361,12 @@ static json_span_t trimmed_span(const char *p, size_t len)
 		end--;
 	v.start = p;
 	v.len = (size_t)(end - p);
-	v.type = v.len ? type_of((unsigned char)*p) : JSON_NULL;
+	v.type = v.len ? type_of((unsigned char)*p) : JSON_TYPE_NULL;
 	return v;
 }
 
 int json_merge_patch(const char *target, size_t target_len, const char *patch, size_t patch_len,
-		     int max_depth, buf_t *out)
+                     int max_depth, buf_t *out)
 {
 	json_span_t t, p;
 	size_t saved = out->len;

@@ -13,12 +13,12 @@
 
 #include "internal.h"
 
-#define DEFAULT_CONNECT_MS 10000
-#define DEFAULT_REQUEST_MS 30000
-#define DEFAULT_ATTEMPTS 5
+#define DEFAULT_CONNECT_MS     10000
+#define DEFAULT_REQUEST_MS     30000
+#define DEFAULT_ATTEMPTS       5
 #define DEFAULT_FIRST_PAUSE_MS 100
-#define MAX_ATTEMPTS 20
-#define MAX_KEY_BYTES 4096
+#define MAX_ATTEMPTS           20
+#define MAX_KEY_BYTES          4096
 
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
 static CURLcode curl_init_result = CURLE_FAILED_INIT;
@@ -74,23 +74,23 @@ static int read_key_file(inferq_client_t *c, const char *path, char **out)
 	f = fopen(path, "r");
 	if (!f)
 		return inferq__fail(c, errno == ENOENT ? INFERQ_ENOTFOUND : INFERQ_EIO,
-				    "cannot open the key file %s: %s", path, strerror(errno));
+		                    "cannot open the key file %s: %s", path, strerror(errno));
 	if (!fgets(line, sizeof(line), f)) {
 		rc = ferror(f) ? inferq__fail(c, INFERQ_EIO, "cannot read the key file %s: %s",
-					      path, strerror(errno))
-			       : inferq__fail(c, INFERQ_EINVAL, "the key file %s is empty", path);
+		                              path, strerror(errno))
+		               : inferq__fail(c, INFERQ_EINVAL, "the key file %s is empty", path);
 		goto out;
 	}
 	n = strcspn(line, "\r\n");
 	if (n > MAX_KEY_BYTES) {
 		rc = inferq__fail(c, INFERQ_EINVAL,
-				  "the first line of the key file %s is longer than %d bytes", path,
-				  MAX_KEY_BYTES);
+		                  "the first line of the key file %s is longer than %d bytes", path,
+		                  MAX_KEY_BYTES);
 		goto out;
 	}
 	if (n == 0) {
 		rc = inferq__fail(c, INFERQ_EINVAL, "the first line of the key file %s is empty",
-				  path);
+		                  path);
 		goto out;
 	}
 	*out = inferq__strndup(line, n);
@@ -188,10 +188,11 @@ int inferq_client_set_url(inferq_client_t *c, const char *url)
 	char *copy;
 
 	if (!url || (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0))
-		return inferq__fail(c, INFERQ_EINVAL,
-				    "invalid server URL \"%s\": it must start with http:// or https://, "
-				    "as in %s",
-				    url ? url : "(null)", INFERQ_DEFAULT_URL);
+		return inferq__fail(
+		    c, INFERQ_EINVAL,
+		    "invalid server URL \"%s\": it must start with http:// or https://, "
+		    "as in %s",
+		    url ? url : "(null)", INFERQ_DEFAULT_URL);
 	n = strlen(url);
 	while (n > 0 && url[n - 1] == '/')
 		n--;
@@ -213,9 +214,9 @@ int inferq_client_set_api_key(inferq_client_t *c, const char *key)
 		for (const char *p = key; *p; p++)
 			if ((unsigned char)*p < 0x20 || *p == 0x7f)
 				return inferq__fail(c, INFERQ_EINVAL,
-						    "invalid API key: it contains a control "
-						    "character at byte %zu",
-						    (size_t)(p - key));
+				                    "invalid API key: it contains a control "
+				                    "character at byte %zu",
+				                    (size_t)(p - key));
 	}
 	c->key_from_env = 0;
 	return replace_string(&c->api_key, key);
@@ -248,10 +249,10 @@ int inferq_client_set_retries(inferq_client_t *c, int attempts, long first_pause
 {
 	if (attempts < 1 || attempts > MAX_ATTEMPTS)
 		return inferq__fail(c, INFERQ_ERANGE, "invalid attempt count %d: use 1 to %d",
-				    attempts, MAX_ATTEMPTS);
+		                    attempts, MAX_ATTEMPTS);
 	if (first_pause_ms < 0 || first_pause_ms > 2000)
 		return inferq__fail(c, INFERQ_ERANGE,
-				    "invalid first pause %ld ms: use 0 to 2000 ms", first_pause_ms);
+		                    "invalid first pause %ld ms: use 0 to 2000 ms", first_pause_ms);
 	c->attempts = attempts;
 	c->first_pause_ms = first_pause_ms;
 	return 0;
@@ -292,16 +293,17 @@ int inferq__check_arg(inferq_client_t *c, const char *name, const char *value)
 int inferq__check_object(inferq_client_t *c, const char *field, const char *text)
 {
 	inferq__span_t root;
-	char why[160];
+	char message[160];
 
 	if (!text)
 		return inferq__fail(c, INFERQ_EINVAL, "missing %s: pass the text of a JSON object",
-				    field);
-	if (inferq__json_check(text, strlen(text), &root, why, sizeof(why)) != 0)
-		return inferq__fail(c, INFERQ_EINVAL, "%s is not valid JSON: %s", field, why);
+		                    field);
+	if (inferq__json_check(text, strlen(text), &root, message, sizeof(message)) != 0)
+		return inferq__fail(c, INFERQ_EINVAL, "%s is not valid JSON: %s", field, message);
 	if (root.p[0] != '{')
-		return inferq__fail(c, INFERQ_EINVAL,
-				    "%s must be a JSON object such as {\"text\": \"hi\"}; got %.40s",
-				    field, root.p);
+		return inferq__fail(
+		    c, INFERQ_EINVAL,
+		    "%s must be a JSON object such as {\"text\": \"hi\"}; got %.40s", field,
+		    root.p);
 	return 0;
 }

@@ -19,7 +19,7 @@
 #define INFERQ_VERSION "0"
 #endif
 
-#define MAX_PAUSE_MS 2000
+#define MAX_PAUSE_MS       2000
 #define MAX_RESPONSE_BYTES ((size_t)256 << 20)
 
 /* The outcome of one attempt. */
@@ -96,7 +96,7 @@ static int build_headers(inferq_client_t *c, const inferq__call_t *call, struct 
 }
 
 static void set_options(inferq_client_t *c, const inferq__call_t *call, const char *url,
-			struct curl_slist *headers)
+                        struct curl_slist *headers)
 {
 	CURL *h = c->curl;
 
@@ -121,7 +121,7 @@ static void set_options(inferq_client_t *c, const inferq__call_t *call, const ch
 	}
 }
 
-/* Maps a curl failure to an INFERQ_E* code and says whether to try again. */
+/* Maps a curl failure to an INFERQ_E* code and decides whether another attempt may help. */
 static void classify(inferq_client_t *c, CURLcode res, attempt_t *a)
 {
 	long request_bytes = 0;
@@ -143,16 +143,10 @@ static void classify(inferq_client_t *c, CURLcode res, attempt_t *a)
 		a->code = INFERQ_ETIMEDOUT;
 		a->retry_ok = 1;
 		break;
-	case CURLE_OUT_OF_MEMORY:
-		a->code = INFERQ_ENOMEM;
-		break;
-	case CURLE_WRITE_ERROR:
-		a->code = c->response.oom ? INFERQ_ENOMEM : INFERQ_EPROTO;
-		break;
+	case CURLE_OUT_OF_MEMORY: a->code = INFERQ_ENOMEM; break;
+	case CURLE_WRITE_ERROR: a->code = c->response.oom ? INFERQ_ENOMEM : INFERQ_EPROTO; break;
 	case CURLE_URL_MALFORMAT:
-	case CURLE_UNSUPPORTED_PROTOCOL:
-		a->code = INFERQ_EINVAL;
-		break;
+	case CURLE_UNSUPPORTED_PROTOCOL: a->code = INFERQ_EINVAL; break;
 	default:
 		/* TLS failures and the like: another attempt would fail the same way. */
 		a->code = INFERQ_ECONNECT;
@@ -193,26 +187,22 @@ static int status_code(int http)
 {
 	switch (http) {
 	case 400:
-	case 405:
-		return INFERQ_EINVAL;
+	case 405: return INFERQ_EINVAL;
 	case 401:
-	case 403:
-		return INFERQ_EAUTH;
+	case 403: return INFERQ_EAUTH;
 	case 404: return INFERQ_ENOTFOUND;
 	case 408: return INFERQ_ETIMEDOUT;
 	case 409: return INFERQ_ECONFLICT;
 	case 413:
-	case 431:
-		return INFERQ_ELIMIT;
+	case 431: return INFERQ_ELIMIT;
 	case 429:
-	case 503:
-		return INFERQ_EBUSY;
+	case 503: return INFERQ_EBUSY;
 	}
 	return http >= 500 ? INFERQ_EIO : INFERQ_EPROTO;
 }
 
-/* Returns 0 when the response's "status" member equals wanted. */
-static int response_status_is(inferq_client_t *c, const char *wanted)
+/* Returns 0 when the response's "status" member equals expected. */
+static int response_status_is(inferq_client_t *c, const char *expected)
 {
 	inferq__span_t object, value;
 	char *status = NULL;
@@ -222,7 +212,7 @@ static int response_status_is(inferq_client_t *c, const char *wanted)
 	    inferq__json_get(object, "status", &value) != 0 ||
 	    inferq__json_string(value, &status) != 0)
 		return INFERQ_ENOTFOUND;
-	rc = strcmp(status, wanted) == 0 ? 0 : INFERQ_ENOTFOUND;
+	rc = strcmp(status, expected) == 0 ? 0 : INFERQ_ENOTFOUND;
 	free(status);
 	return rc;
 }
@@ -241,8 +231,8 @@ static int http_error(inferq_client_t *c)
 		free(message);
 		return code;
 	}
-	return inferq__fail(c, code, "the server answered HTTP %d without a QueueError body",
-			    c->http_status);
+	return inferq__fail(c, code, "the server returned HTTP %d without a QueueError body",
+	                    c->http_status);
 }
 
 static int transport_error(inferq_client_t *c, const attempt_t *a, int attempts)
@@ -251,10 +241,10 @@ static int transport_error(inferq_client_t *c, const attempt_t *a, int attempts)
 		return inferq__fail(c, a->code, "out of memory");
 	if (a->code == INFERQ_EPROTO)
 		return inferq__fail(c, a->code, "the response from %s is larger than %zu bytes",
-				    c->base_url, MAX_RESPONSE_BYTES);
+		                    c->base_url, MAX_RESPONSE_BYTES);
 	return inferq__fail(c, a->code, "cannot reach %s: %s (%d attempt%s)", c->base_url,
-			    c->curl_error[0] ? c->curl_error : "connection failed", attempts,
-			    attempts == 1 ? "" : "s");
+	                    c->curl_error[0] ? c->curl_error : "connection failed", attempts,
+	                    attempts == 1 ? "" : "s");
 }
 
 int inferq__call(inferq_client_t *c, const inferq__call_t *call)
@@ -278,8 +268,8 @@ int inferq__call(inferq_client_t *c, const inferq__call_t *call)
 			c->error[0] = '\0';
 			goto out;
 		}
-		if (a.code == 0 && c->http_status == 409 && maybe_applied && call->wanted_status &&
-		    response_status_is(c, call->wanted_status) == 0) {
+		if (a.code == 0 && c->http_status == 409 && maybe_applied &&
+		    call->expected_status && response_status_is(c, call->expected_status) == 0) {
 			rc = 0;
 			c->error[0] = '\0';
 			goto out;
@@ -287,7 +277,7 @@ int inferq__call(inferq_client_t *c, const inferq__call_t *call)
 		if (a.code != 0 && a.sent)
 			maybe_applied = 1;
 
-		/* Give up on a final answer, the last attempt, or an unsafe repeat. */
+		/* Stop at a final response, at the last attempt, or before an unsafe repeat. */
 		if (!a.retry_ok || n >= c->attempts)
 			break;
 		if (a.code != 0 && a.sent && call->retry != INFERQ__RETRY_ALWAYS)
@@ -303,12 +293,13 @@ out:
 
 int inferq__response_object(inferq_client_t *c, inferq__span_t *object)
 {
-	char why[160];
+	char message[160];
 
 	if (c->response.oom)
 		return INFERQ_ENOMEM;
 	if (!c->response.data ||
-	    inferq__json_check(c->response.data, c->response.len, object, why, sizeof(why)) != 0 ||
+	    inferq__json_check(c->response.data, c->response.len, object, message,
+	                       sizeof(message)) != 0 ||
 	    object->p[0] != '{')
 		return INFERQ_EPROTO;
 	return 0;
@@ -316,7 +307,7 @@ int inferq__response_object(inferq_client_t *c, inferq__span_t *object)
 
 /* Runs a POST call with the body in sb; frees sb. */
 int inferq__post(inferq_client_t *c, const char *path, inferq__sb_t *sb, const char *idem_key,
-		const char *wanted_status)
+                 const char *expected_status)
 {
 	inferq__call_t call = {0};
 	int rc;
@@ -330,7 +321,7 @@ int inferq__post(inferq_client_t *c, const char *path, inferq__sb_t *sb, const c
 	call.body_len = sb->len;
 	call.idempotency_key = idem_key;
 	call.retry = INFERQ__RETRY_ALWAYS;
-	call.wanted_status = wanted_status;
+	call.expected_status = expected_status;
 	rc = inferq__call(c, &call);
 	inferq__sb_free(sb);
 	return rc;
@@ -344,7 +335,7 @@ int inferq__response_string(inferq_client_t *c, inferq__span_t object, const cha
 
 	if (inferq__json_get(object, name, &value) != 0)
 		return inferq__fail(c, INFERQ_EPROTO, "the response lacks \"%s\": %.200s", name,
-				    c->response.data);
+		                    c->response.data);
 	rc = inferq__json_string(value, out);
 	if (rc == INFERQ_EPROTO)
 		return inferq__fail(c, rc, "\"%s\" in the response is not a string", name);
@@ -356,8 +347,9 @@ int inferq__response_int(inferq_client_t *c, inferq__span_t object, const char *
 	inferq__span_t value;
 
 	if (inferq__json_get(object, name, &value) != 0 || inferq__json_int(value, out) != 0)
-		return inferq__fail(c, INFERQ_EPROTO, "the response lacks the integer \"%s\": %.200s",
-				    name, c->response.data);
+		return inferq__fail(c, INFERQ_EPROTO,
+		                    "the response lacks the integer \"%s\": %.200s", name,
+		                    c->response.data);
 	return 0;
 }
 
@@ -366,8 +358,9 @@ int inferq__checked_response(inferq_client_t *c, inferq__span_t *object)
 	int rc = inferq__response_object(c, object);
 
 	if (rc == INFERQ_EPROTO)
-		return inferq__fail(c, rc, "the server sent a response that is not a JSON object: "
-					   "%.200s",
-				    c->response.data ? c->response.data : "");
+		return inferq__fail(c, rc,
+		                    "the server sent a response that is not a JSON object: "
+		                    "%.200s",
+		                    c->response.data ? c->response.data : "");
 	return rc == INFERQ_ENOMEM ? inferq__fail(c, rc, "out of memory") : rc;
 }

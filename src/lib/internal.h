@@ -37,7 +37,8 @@ typedef struct {
 
 void inferq__sb_append(inferq__sb_t *sb, const char *p, size_t n);
 void inferq__sb_puts(inferq__sb_t *sb, const char *s);
-void inferq__sb_printf(inferq__sb_t *sb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void inferq__sb_printf(inferq__sb_t *sb, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 /* Appends s as a JSON string with quotes, escaping '"', '\\' and control bytes. */
 void inferq__sb_json_string(inferq__sb_t *sb, const char *s);
 /* Appends "name": then s as a JSON string. */
@@ -60,9 +61,10 @@ typedef struct {
  * Checks that p[0..len) is one JSON value (RFC 8259 grammar; UTF-8 is left
  * to the server) with optional whitespace around it, nested at most 512
  * levels. Stores the value without the whitespace in *root. Returns 0, or
- * INFERQ_EINVAL and a message in why[0..why_size) naming the byte offset.
+ * INFERQ_EINVAL and a message in message[0..message_size) naming the byte offset.
  */
-int inferq__json_check(const char *p, size_t len, inferq__span_t *root, char *why, size_t why_size);
+int inferq__json_check(const char *p, size_t len, inferq__span_t *root, char *message,
+                       size_t message_size);
 
 /* Iterates the members of an object span that passed inferq__json_check(). */
 typedef struct {
@@ -121,8 +123,8 @@ typedef enum {
 
 /* One API call. Bodies and paths are built by the caller. */
 typedef struct {
-	const char *path;     /* "/v1/queue/status?..." */
-	const char *body;     /* NULL for GET */
+	const char *path; /* "/v1/queue/status?..." */
+	const char *body; /* NULL for GET */
 	size_t body_len;
 	const char *idempotency_key; /* or NULL */
 	inferq__retry_t retry;
@@ -131,7 +133,7 @@ typedef struct {
 	 * this (for example "done" for complete), the call counts as done,
 	 * because an earlier attempt reached the server. NULL: no such rule.
 	 */
-	const char *wanted_status;
+	const char *expected_status;
 	long extra_timeout_ms; /* added to the request timeout (a claim's wait) */
 } inferq__call_t;
 
@@ -144,7 +146,7 @@ int inferq__call(inferq_client_t *c, const inferq__call_t *call);
 
 /* Formats c->error and returns code. */
 int inferq__fail(inferq_client_t *c, int code, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 
 /*
  * Checks caller JSON text for a request field: it must be a JSON object.
@@ -163,11 +165,11 @@ int inferq__response_object(inferq_client_t *c, inferq__span_t *object);
 
 /*
  * Runs a POST of the JSON body in sb to path (retried as
- * INFERQ__RETRY_ALWAYS) and frees sb. idem_key and wanted_status are as in
+ * INFERQ__RETRY_ALWAYS) and frees sb. idem_key and expected_status are as in
  * inferq__call_t. Returns 0 or an INFERQ_E* code with c->error set.
  */
 int inferq__post(inferq_client_t *c, const char *path, inferq__sb_t *sb, const char *idem_key,
-		 const char *wanted_status);
+                 const char *expected_status);
 
 /* As inferq__response_object(), with c->error set on failure. */
 int inferq__checked_response(inferq_client_t *c, inferq__span_t *object);
@@ -178,11 +180,10 @@ int inferq__checked_response(inferq_client_t *c, inferq__span_t *object);
  * c->error set.
  */
 int inferq__response_string(inferq_client_t *c, inferq__span_t object, const char *name,
-			    char **out);
+                            char **out);
 
 /* Reads the integer member name of a response object; 0 or INFERQ_EPROTO. */
-int inferq__response_int(inferq_client_t *c, inferq__span_t object, const char *name,
-			 int64_t *out);
+int inferq__response_int(inferq_client_t *c, inferq__span_t object, const char *name, int64_t *out);
 
 #pragma GCC visibility pop
 

@@ -1,7 +1,7 @@
 /*
  * Client calls of libinferq: submit, status, cancel, wait, and the queue
  * calls clear and metrics. Each builds its JSON body or query string, runs
- * inferq__call() and decodes the members it returns; payload, outputs and
+ * inferq__call() and decodes the members it returns. Payload, outputs and
  * info travel as raw JSON text in both directions.
  *
  * SPDX-License-Identifier: MIT
@@ -16,7 +16,7 @@
 #include "internal.h"
 
 #define WAIT_FIRST_PAUSE_MS 100
-#define WAIT_MAX_PAUSE_MS 2000
+#define WAIT_MAX_PAUSE_MS   2000
 
 /* Writes a random UUIDv4 in lowercase text into out. */
 static int new_uuid(inferq_client_t *c, char out[37])
@@ -28,21 +28,21 @@ static int new_uuid(inferq_client_t *c, char out[37])
 		ssize_t n = getrandom(b + got, sizeof(b) - got, 0);
 
 		if (n <= 0)
-			return inferq__fail(c, INFERQ_EIO, "cannot read random bytes for the "
-							   "Idempotency-Key header");
+			return inferq__fail(c, INFERQ_EIO,
+			                    "cannot read random bytes for the "
+			                    "Idempotency-Key header");
 		got += (size_t)n;
 	}
 	b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);
 	b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
-	snprintf(out, 37,
-		 "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0],
-		 b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13],
-		 b[14], b[15]);
+	snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+	         b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12],
+	         b[13], b[14], b[15]);
 	return 0;
 }
 
-int inferq_job_submit(inferq_client_t *c, const char *model, const char *payload,
-		      const char *info, int32_t priority, char **request_id)
+int inferq_job_submit(inferq_client_t *c, const char *model, const char *payload, const char *info,
+                      int32_t priority, char **request_id)
 {
 	inferq__sb_t body = {0};
 	inferq__span_t object;
@@ -62,6 +62,10 @@ int inferq_job_submit(inferq_client_t *c, const char *model, const char *payload
 	if (info)
 		inferq__sb_printf(&body, ",\"info\":%s", info);
 	inferq__sb_printf(&body, ",\"priority\":%d}", (int)priority);
+	/*
+	 * NOTE: a server that ignores Idempotency-Key creates a second job when
+	 * a submit is repeated after its response was lost on the way back.
+	 */
 	rc = inferq__post(c, "/v1/queue/submit", &body, key, NULL);
 	if (rc != 0)
 		return rc;
@@ -104,9 +108,9 @@ static inferq_state_t parse_state(const char *s)
 		const char *name;
 		inferq_state_t state;
 	} states[] = {
-		{"pending", INFERQ_STATE_PENDING}, {"running", INFERQ_STATE_RUNNING},
-		{"done", INFERQ_STATE_DONE},       {"failed", INFERQ_STATE_FAILED},
-		{"canceled", INFERQ_STATE_CANCELED},
+	    {"pending", INFERQ_STATE_PENDING},   {"running", INFERQ_STATE_RUNNING},
+	    {"done", INFERQ_STATE_DONE},         {"failed", INFERQ_STATE_FAILED},
+	    {"canceled", INFERQ_STATE_CANCELED},
 	};
 
 	for (size_t i = 0; i < sizeof(states) / sizeof(states[0]); i++)
@@ -123,17 +127,17 @@ static int status_member(inferq_status_t *st, inferq__span_t key, inferq__span_t
 		size_t offset;
 		int raw; /* 1: keep the JSON text; 0: decode a string */
 	} fields[] = {
-		{"request_id", offsetof(inferq_status_t, request_id), 0},
-		{"model", offsetof(inferq_status_t, model), 0},
-		{"status", offsetof(inferq_status_t, status), 0},
-		{"inputs", offsetof(inferq_status_t, inputs), 1},
-		{"outputs", offsetof(inferq_status_t, outputs), 1},
-		{"info", offsetof(inferq_status_t, info), 1},
-		{"error", offsetof(inferq_status_t, error), 0},
-		{"created_at", offsetof(inferq_status_t, created_at), 0},
-		{"claimed_at", offsetof(inferq_status_t, claimed_at), 0},
-		{"done_at", offsetof(inferq_status_t, done_at), 0},
-		{"lease_expires_at", offsetof(inferq_status_t, lease_expires_at), 0},
+	    {"request_id", offsetof(inferq_status_t, request_id), 0},
+	    {"model", offsetof(inferq_status_t, model), 0},
+	    {"status", offsetof(inferq_status_t, status), 0},
+	    {"inputs", offsetof(inferq_status_t, inputs), 1},
+	    {"outputs", offsetof(inferq_status_t, outputs), 1},
+	    {"info", offsetof(inferq_status_t, info), 1},
+	    {"error", offsetof(inferq_status_t, error), 0},
+	    {"created_at", offsetof(inferq_status_t, created_at), 0},
+	    {"claimed_at", offsetof(inferq_status_t, claimed_at), 0},
+	    {"done_at", offsetof(inferq_status_t, done_at), 0},
+	    {"lease_expires_at", offsetof(inferq_status_t, lease_expires_at), 0},
 	};
 	int64_t n;
 
@@ -181,14 +185,15 @@ static int parse_status(inferq_client_t *c, inferq_status_t **out)
 		}
 		if (rc != 0) {
 			rc = inferq__fail(c, rc, "the status response has an invalid %.*s member",
-					  (int)key.len, key.p);
+			                  (int)key.len, key.p);
 			goto fail;
 		}
 	}
 	if (!st->status || !st->request_id) {
-		rc = inferq__fail(c, INFERQ_EPROTO, "the status response lacks request_id or status: "
-						    "%.200s",
-				  c->response.data);
+		rc = inferq__fail(c, INFERQ_EPROTO,
+		                  "the status response lacks request_id or status: "
+		                  "%.200s",
+		                  c->response.data);
 		goto fail;
 	}
 	st->state = parse_state(st->status);
@@ -205,7 +210,7 @@ fail:
 }
 
 int inferq_job_status(inferq_client_t *c, const char *model, const char *request_id,
-		      inferq_status_t **out)
+                      inferq_status_t **out)
 {
 	inferq__call_t call = {0};
 	inferq__sb_t path = {0};
@@ -263,8 +268,8 @@ static long elapsed_ms(const struct timespec *start)
 	return (now.tv_sec - start->tv_sec) * 1000L + (now.tv_nsec - start->tv_nsec) / 1000000L;
 }
 
-int inferq_job_wait(inferq_client_t *c, const char *model, const char *request_id,
-		    long timeout_ms, inferq_wait_cb progress, void *user, inferq_status_t **out)
+int inferq_job_wait(inferq_client_t *c, const char *model, const char *request_id, long timeout_ms,
+                    inferq_wait_cb progress, void *user, inferq_status_t **out)
 {
 	inferq_status_t *last = NULL;
 	struct timespec start;
@@ -296,8 +301,8 @@ int inferq_job_wait(inferq_client_t *c, const char *model, const char *request_i
 		if (left <= 0) {
 			*out = st;
 			return inferq__fail(c, INFERQ_ETIMEDOUT,
-					    "timed out after %ld ms waiting for job %s; it is %s",
-					    timeout_ms, request_id, st->status);
+			                    "timed out after %ld ms waiting for job %s; it is %s",
+			                    timeout_ms, request_id, st->status);
 		}
 		inferq__sleep_ms(left < pause ? left : pause);
 		pause = pause * 3 / 2 > WAIT_MAX_PAUSE_MS ? WAIT_MAX_PAUSE_MS : pause * 3 / 2;
@@ -325,8 +330,8 @@ int inferq_queue_clear(inferq_client_t *c, const char *model, int64_t *canceled)
 	return 0;
 }
 
-int inferq_queue_metrics(inferq_client_t *c, const char *model, int64_t *waiting,
-			 int64_t *running, int64_t *total)
+int inferq_queue_metrics(inferq_client_t *c, const char *model, int64_t *waiting, int64_t *running,
+                         int64_t *total)
 {
 	inferq__call_t call = {0};
 	inferq__sb_t path = {0};

@@ -24,19 +24,20 @@ typedef struct {
 	const char *start;
 	const char *p;
 	const char *end;
-	char *why;
-	size_t why_size;
+	char *message;
+	size_t message_size;
 } scanner_t;
 
-static int invalid(scanner_t *s, const char *what)
+static int invalid(scanner_t *s, const char *reason)
 {
 	size_t offset = (size_t)(s->p - s->start);
 
 	if (s->p < s->end)
-		snprintf(s->why, s->why_size, "%s at byte %zu (found '%c')", what, offset,
-			 (unsigned char)*s->p >= 0x20 && (unsigned char)*s->p < 0x7f ? *s->p : '?');
+		snprintf(s->message, s->message_size, "%s at byte %zu (found '%c')", reason, offset,
+		         (unsigned char)*s->p >= 0x20 && (unsigned char)*s->p < 0x7f ? *s->p : '?');
 	else
-		snprintf(s->why, s->why_size, "%s at byte %zu (the text ended)", what, offset);
+		snprintf(s->message, s->message_size, "%s at byte %zu (the text ended)", reason,
+		         offset);
 	return INFERQ_EINVAL;
 }
 
@@ -187,9 +188,10 @@ static int scan_value(scanner_t *s, int depth)
 	}
 }
 
-int inferq__json_check(const char *p, size_t len, inferq__span_t *root, char *why, size_t why_size)
+int inferq__json_check(const char *p, size_t len, inferq__span_t *root, char *message,
+                       size_t message_size)
 {
-	scanner_t s = {p, p, p + len, why, why_size};
+	scanner_t s = {p, p, p + len, message, message_size};
 	const char *value;
 	int rc;
 
@@ -214,8 +216,8 @@ void inferq__json_members(inferq__member_iter_t *it, inferq__span_t object)
 /* Scans one value of checked text starting at *pos and stores its span. */
 static void next_value(const char **pos, const char *end, inferq__span_t *out)
 {
-	char why[8];
-	scanner_t s = {*pos, *pos, end, why, sizeof(why)};
+	char message[8];
+	scanner_t s = {*pos, *pos, end, message, sizeof(message)};
 
 	scan_value(&s, 0);
 	out->p = *pos;
@@ -282,7 +284,7 @@ int inferq__json_string(inferq__span_t str, char **out)
 	v = json_loadb(str.p, str.len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &err);
 	if (!v)
 		return json_error_code(&err) == json_error_out_of_memory ? INFERQ_ENOMEM
-									 : INFERQ_EPROTO;
+		                                                         : INFERQ_EPROTO;
 	if (!json_is_string(v)) {
 		rc = INFERQ_EPROTO;
 		goto out;

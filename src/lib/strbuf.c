@@ -75,7 +75,7 @@ void inferq__sb_json_string(inferq__sb_t *sb, const char *s)
 	size_t run = 0;
 
 	inferq__sb_append(sb, "\"", 1);
-	for (; p[run]; ) {
+	for (; p[run];) {
 		unsigned char ch = p[run];
 
 		if (ch >= 0x20 && ch != '"' && ch != '\\') {

@@ -103,7 +103,7 @@ static int parse_claim(inferq_client_t *c, inferq_claim_t **out)
 	    (rc = inferq__response_string(c, object, "claim_id", &claim->claim_id)) != 0 ||
 	    (rc = inferq__response_string(c, object, "model", &claim->model)) != 0 ||
 	    (rc = inferq__response_string(c, object, "lease_expires_at",
-					  &claim->lease_expires_at)) != 0 ||
+	                                  &claim->lease_expires_at)) != 0 ||
 	    (rc = inferq__response_int(c, object, "retries", &claim->retries)) != 0 ||
 	    (rc = inferq__response_int(c, object, "priority", &priority)) != 0 ||
 	    (rc = raw_member(c, object, "payload", &claim->payload)) != 0 ||
@@ -122,7 +122,7 @@ fail:
 }
 
 int inferq_job_claim(inferq_client_t *c, const char *model, int claim_timeout_s, double wait_s,
-		     const char *worker, inferq_claim_t **out)
+                     const char *worker, inferq_claim_t **out)
 {
 	inferq__call_t call = {0};
 	inferq__sb_t body = {0};
@@ -134,9 +134,9 @@ int inferq_job_claim(inferq_client_t *c, const char *model, int claim_timeout_s,
 		return rc;
 	if (claim_timeout_s < 0 || claim_timeout_s > 86400)
 		return inferq__fail(c, INFERQ_ERANGE,
-				    "invalid claim timeout %d s: use 1 to 86400 s, or 0 for the "
-				    "server's default",
-				    claim_timeout_s);
+		                    "invalid claim timeout %d s: use 1 to 86400 s, or 0 for the "
+		                    "server's default",
+		                    claim_timeout_s);
 	if (!(wait_s >= 0 && wait_s <= 60))
 		return inferq__fail(c, INFERQ_ERANGE, "invalid wait %g s: use 0 to 60 s", wait_s);
 
@@ -157,7 +157,8 @@ int inferq_job_claim(inferq_client_t *c, const char *model, int claim_timeout_s,
 		return inferq__fail(c, INFERQ_ENOMEM, "out of memory");
 	}
 
-	/* A claim whose response is lost leases a job to nobody: repeat it only if unsent. */
+	/* A lost claim response leaves the job leased until the lease ends, so repeat only unsent
+	 * claims. */
 	call.path = "/v1/queue/claim";
 	call.body = body.data;
 	call.body_len = body.len;
@@ -176,15 +177,16 @@ int inferq_job_claim(inferq_client_t *c, const char *model, int claim_timeout_s,
  * adds "error" as a string.
  */
 static int fenced_call(inferq_client_t *c, inferq_claim_t *claim, const char *route,
-		       const char *extra_name, const char *extra_json, const char *error_text,
-		       const char *wanted_status)
+                       const char *extra_name, const char *extra_json, const char *error_text,
+                       const char *expected_status)
 {
 	inferq__sb_t body = {0};
 	char path[64];
 
 	if (!claim)
-		return inferq__fail(c, INFERQ_EINVAL, "missing claim: pass the claim that "
-						      "inferq_job_claim() returned");
+		return inferq__fail(c, INFERQ_EINVAL,
+		                    "missing claim: pass the claim that "
+		                    "inferq_job_claim() returned");
 	inferq__sb_puts(&body, "{");
 	inferq__sb_json_field(&body, "model", claim->model);
 	inferq__sb_puts(&body, ",");
@@ -199,7 +201,7 @@ static int fenced_call(inferq_client_t *c, inferq_claim_t *claim, const char *ro
 	}
 	inferq__sb_puts(&body, "}");
 	snprintf(path, sizeof(path), "/v1/queue/%s", route);
-	return inferq__post(c, path, &body, NULL, wanted_status);
+	return inferq__post(c, path, &body, NULL, expected_status);
 }
 
 int inferq_claim_heartbeat(inferq_client_t *c, inferq_claim_t *claim, const char *info_patch)

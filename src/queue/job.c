@@ -41,6 +41,8 @@ void job_record_copy(job_record_t *dst, const job_record_t *src)
 	rbuf_ref(dst->outputs);
 	rbuf_ref(dst->error);
 	rbuf_ref(dst->warnings);
+	rbuf_ref(dst->idempotency_key);
+	rbuf_ref(dst->body_hash);
 }
 
 void job_record_clear(job_record_t *r)
@@ -52,5 +54,7 @@ void job_record_clear(job_record_t *r)
 	rbuf_unref(r->outputs);
 	rbuf_unref(r->error);
 	rbuf_unref(r->warnings);
+	rbuf_unref(r->idempotency_key);
+	rbuf_unref(r->body_hash);
 	memset(r, 0, sizeof(*r));
 }

@@ -43,6 +43,8 @@ typedef struct job_record {
 	rbuf_t *outputs;          /* raw JSON object once done, else NULL */
 	rbuf_t *error;            /* plain UTF-8 text once failed, else NULL */
 	rbuf_t *warnings;         /* raw JSON array of strings from the submit, or NULL */
+	rbuf_t *idempotency_key;  /* Idempotency-Key header of the submit, or NULL */
+	rbuf_t *body_hash;        /* hex SHA-256 of the submit body, set with idempotency_key */
 } job_record_t;
 
 /* Returns "pending", "running", "done", "failed" or "canceled". */

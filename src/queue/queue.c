@@ -540,7 +540,7 @@ static int merge_info(const queue_t *q, const job_t *job, const json_span_t *pat
 	*out = NULL;
 	if (!patch)
 		return 0;
-	IQ_ASSERT(patch->type == JSON_OBJECT);
+	IQ_ASSERT(patch->type == JSON_TYPE_OBJECT);
 	rc = json_merge_patch(info ? info->data : NULL, info ? info->len : 0, patch->start,
 			      patch->len, q->config.max_depth, &merged);
 	if (rc != 0)
@@ -683,9 +683,9 @@ static void copy_history(json_span_t info, buf_t *out)
 	json_span_t history, entry;
 	json_iter_t it;
 
-	if (!json_object_get(info, "retry_history", &history) || history.type != JSON_ARRAY)
+	if (!json_object_find(info, "retry_history", &history) || history.type != JSON_TYPE_ARRAY)
 		return;
-	json_array_iter(&it, history);
+	json_array_begin(&it, history);
 	while (json_array_next(&it, &entry)) {
 		buf_append(out, entry.start, entry.len);
 		buf_putc(out, ',');
@@ -722,13 +722,13 @@ static int info_object(const job_t *job, json_span_t *root)
 	const rbuf_t *info = job->rec.info;
 	char id[ID_TEXT_LEN + 1];
 	const char *reason;
-	json_error_t err;
+	json_scan_error_t err;
 
 	if (!info)
 		return 0;
 	if (json_validate(info->data, info->len, INFO_SCAN_DEPTH, root, &err) != 0) {
 		reason = err.message;
-	} else if (root->type != JSON_OBJECT) {
+	} else if (root->type != JSON_TYPE_OBJECT) {
 		reason = "not an object";
 	} else {
 		return 1;

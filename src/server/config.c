@@ -21,6 +21,7 @@ enum {
 	OPT_CLAIM_TIMEOUT,
 	OPT_MAX_RETRIES,
 	OPT_RETENTION,
+	OPT_IDEMPOTENCY_TTL,
 	OPT_MAX_BODY,
 	OPT_MAX_HEADER,
 	OPT_MAX_INFO,
@@ -39,6 +40,7 @@ static const struct option options[] = {
 	{"claim-timeout", required_argument, NULL, OPT_CLAIM_TIMEOUT},
 	{"max-retries", required_argument, NULL, OPT_MAX_RETRIES},
 	{"retention", required_argument, NULL, OPT_RETENTION},
+	{"idempotency-ttl", required_argument, NULL, OPT_IDEMPOTENCY_TTL},
 	{"max-body-bytes", required_argument, NULL, OPT_MAX_BODY},
 	{"max-header-bytes", required_argument, NULL, OPT_MAX_HEADER},
 	{"max-info-bytes", required_argument, NULL, OPT_MAX_INFO},
@@ -60,6 +62,7 @@ void config_defaults(serve_config_t *c)
 	c->claim_timeout = 300;
 	c->max_retries = 3;
 	c->retention_ms = 7LL * 86400 * 1000;
+	c->idempotency_ttl_ms = 86400LL * 1000;
 	c->max_body_bytes = 10u << 20;
 	c->max_header_bytes = 16u << 10;
 	c->max_info_bytes = 64u << 10;
@@ -86,6 +89,8 @@ void config_usage(void)
 	       "                            0 to 1000 (default 3)\n"
 	       "  --retention DURATION      how long finished jobs stay readable, e.g. 7d, 12h,\n"
 	       "                            30s (default 7d)\n"
+	       "  --idempotency-ttl DURATION  how long a submit's Idempotency-Key is honoured\n"
+	       "                            (default 24h)\n"
 	       "  --max-body-bytes BYTES    request body limit; K, M, G suffixes (default 10M)\n"
 	       "  --max-header-bytes BYTES  request line and headers limit (default 16K)\n"
 	       "  --max-info-bytes BYTES    size limit of a job's info (default 64K)\n"
@@ -188,6 +193,10 @@ static int apply(serve_config_t *c, int opt, const char *v)
 		if (parse_duration(v, 1000, 3650LL * 86400 * 1000, &c->retention_ms) != 0)
 			return flag_error("retention", v, "a duration from 1s to 3650d, e.g. 7d");
 		return 0;
+	case OPT_IDEMPOTENCY_TTL:
+		if (parse_duration(v, 1000, 30LL * 86400 * 1000, &c->idempotency_ttl_ms) != 0)
+			return flag_error("idempotency-ttl", v, "a duration from 1s to 30d, e.g. 24h");
+		return 0;
 	case OPT_MAX_BODY:
 		if (parse_size(v, 64, 1u << 30, &n) != 0)
 			return flag_error("max-body-bytes", v, "bytes from 64 to 1G, e.g. 10M");
@@ -238,7 +247,7 @@ int config_parse(serve_config_t *c, int argc, char **argv)
 {
 	int opt;
 
-	optind = 1;
+	optind = 0; /* 0, not 1: glibc then also drops the state of an earlier parse */
 	opterr = 0;
 	while ((opt = getopt_long(argc, argv, "", options, NULL)) != -1) {
 		if (opt == OPT_HELP) {

@@ -18,6 +18,7 @@ typedef struct {
 	uint32_t claim_timeout;     /* s, default lease of a claim */
 	uint32_t max_retries;       /* lease expiries retried before a job fails */
 	int64_t retention_ms;       /* how long finished jobs are kept */
+	int64_t idempotency_ttl_ms; /* how long a submit's Idempotency-Key is honoured */
 	size_t max_body_bytes;
 	size_t max_header_bytes;
 	size_t max_info_bytes;

@@ -192,6 +192,8 @@ static void commit_succeeded(server_t *s, pending_batch_t *pb)
 			continue;
 		}
 		count_committed(job, op);
+		if (op->kind == STORE_OP_INSERT)
+			idempotency_untrack(s->idempotency, job);
 		if (job->dirty_batch > b->id) {
 			if (job->committed)
 				job_record_clear(job->committed);
@@ -240,8 +242,10 @@ static void undo_batch(server_t *s, pending_batch_t *pb, queue_time_t now)
 		if (job == NULL)
 			continue;
 		if (job->uncommitted_insert) {
-			if (op->kind == STORE_OP_INSERT)
+			if (op->kind == STORE_OP_INSERT) {
+				idempotency_untrack(s->idempotency, job);
 				queue_drop(s->queue, job);
+			}
 			continue;
 		}
 		if (job->committed) {

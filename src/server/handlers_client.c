@@ -32,26 +32,98 @@ static void not_found(http_request_t *req, const iq_id_t *id, const buf_t *model
 
 static const char *const submit_fields[] = {"model", "payload", "info", "priority", NULL};
 
+static void reply_request_id(server_t *s, http_request_t *req, const iq_id_t *id,
+			     const body_t *b)
+{
+	buf_t reply = BUF_INIT;
+	char text[ID_TEXT_LEN + 1];
+
+	id_format(id, text);
+	buf_printf(&reply, "{\"requestId\":\"%s\",\"request_id\":\"%s\"}", text, text);
+	body_add_warnings(&reply, b);
+	/* Sent after the commit, so an uncommitted first submit is never revealed. */
+	engine_reply_after_commit(s, req, 200, &reply);
+}
+
+/*
+ * Answers a submit whose Idempotency-Key was used before for this model
+ * within --idempotency-ttl: the first job's id for the same body, 409 for
+ * another. Returns 1 when it answered, 0 when the key is new.
+ */
+static int answer_repeated_submit(server_t *s, http_request_t *req, const buf_t *model,
+				  const char *key, size_t key_len, const char *hash,
+				  const body_t *b, queue_time_t now)
+{
+	char first_hash[BODY_HASH_HEX + 1];
+	char shown[64];
+	iq_id_t id;
+	job_t *job;
+	int rc;
+
+	job = idempotency_find(s->idempotency, model->data, model->len, key, key_len);
+	if (job) {
+		id = job->rec.id;
+		memcpy(first_hash, job->rec.body_hash->data, BODY_HASH_HEX + 1);
+		rc = 0;
+	} else {
+		rc = store_find_idempotency(s->store, model->data, model->len, key, key_len,
+					    now.wall_ms - s->config.idempotency_ttl_ms, &id,
+					    first_hash);
+	}
+	if (rc == INFERQ_ENOTFOUND)
+		return 0;
+	if (rc != 0) {
+		respond_error(req, 503, "store_unavailable", NULL,
+			      "the store could not be read; retry later");
+		return 1;
+	}
+	if (strcmp(first_hash, hash) != 0) {
+		respond_error(req, 409, "idempotency_conflict", "Idempotency-Key",
+			      "Idempotency-Key \"%s\" was already used for model %s with a "
+			      "different body; use a new key for a new job",
+			      excerpt(key, key_len, shown, sizeof(shown)), model->data);
+		return 1;
+	}
+	reply_request_id(s, req, &id, b);
+	return 1;
+}
+
 void handle_submit(server_t *s, http_request_t *req)
 {
 	queue_time_t now = server_now();
+	input_error_t err;
 	body_t b;
 	buf_t model = BUF_INIT;
-	buf_t reply = BUF_INIT;
 	json_span_t payload, info;
 	int has_info = 0;
 	int64_t priority = 0;
 	queue_model_t *m;
 	job_t *job;
 	char id[ID_TEXT_LEN + 1];
+	char hash[BODY_HASH_HEX + 1];
+	size_t key_len = 0;
+	const char *key = http_request_header(req, "idempotency-key", &key_len);
 
-	if (body_parse(s, req, submit_fields, &b) != 0)
-		return;
-	if (read_model(s, req, &b, &model) != 0 ||
-	    read_object(s, req, &b, "payload", 1, &payload, NULL) != 0 ||
-	    read_info(s, req, &b, &info, &has_info) != 0 ||
-	    read_int32(req, &b, "priority", INT32_MIN, INT32_MAX, &priority) != 0)
+	if (body_parse(&s->config, req->body, req->body_len, submit_fields, &b, &err) != 0 ||
+	    read_model(&s->config, &b, &model, &err) != 0 ||
+	    read_object(&b, "payload", 1, &payload, NULL, &err) != 0 ||
+	    read_info(&s->config, &b, &info, &has_info, &err) != 0 ||
+	    read_int(&b, "priority", INT32_MIN, INT32_MAX, &priority, &err) != 0) {
+		respond_input_error(req, &err);
 		goto out;
+	}
+	if (key) {
+		if (!idempotency_key_valid(key, key_len)) {
+			respond_error(req, 400, "invalid_field", "Idempotency-Key",
+				      "Idempotency-Key must be 1 to %d visible ASCII characters, "
+				      "e.g. a UUID",
+				      IDEMPOTENCY_KEY_MAX);
+			goto out;
+		}
+		idempotency_body_hash(req->body, req->body_len, hash);
+		if (answer_repeated_submit(s, req, &model, key, key_len, hash, &b, now))
+			goto out;
+	}
 
 	m = queue_model_get(s->queue, model.data, model.len, 1);
 	server_model_state(m);
@@ -67,13 +139,17 @@ void handle_submit(server_t *s, http_request_t *req)
 		job->rec.info = rbuf_new(info.start, info.len);
 	if (b.warnings.len)
 		job->rec.warnings = rbuf_new(b.warnings.data, b.warnings.len);
+	if (key) {
+		job->rec.idempotency_key = rbuf_new(key, key_len);
+		job->rec.body_hash = rbuf_new(hash, BODY_HASH_HEX);
+	}
 	queue_add(s->queue, job, now);
 	engine_record_insert(s, job);
+	if (key)
+		idempotency_track(s->idempotency, job);
 
+	reply_request_id(s, req, &job->rec.id, &b);
 	id_format(&job->rec.id, id);
-	buf_printf(&reply, "{\"requestId\":\"%s\",\"request_id\":\"%s\"}", id, id);
-	body_add_warnings(&reply, &b);
-	engine_reply_after_commit(s, req, 200, &reply);
 	log_debug("queue", "submitted request_id=%s model=%s priority=%d", id, model.data,
 		  (int)priority);
 	claim_dispatch_waiters(s, m);
@@ -84,6 +160,7 @@ out:
 
 void handle_status(server_t *s, http_request_t *req)
 {
+	input_error_t err;
 	iq_id_t id;
 	buf_t model = BUF_INIT;
 	buf_t reply = BUF_INIT;
@@ -92,8 +169,11 @@ void handle_status(server_t *s, http_request_t *req)
 	job_t *job;
 	int rc;
 
-	if (read_id_query(req, "request_id", &id) != 0 || read_model_query(s, req, &model) != 0)
+	if (read_id_query(req->query, req->query_len, "request_id", &id, &err) != 0 ||
+	    read_model_query(&s->config, req->query, req->query_len, &model, &err) != 0) {
+		respond_input_error(req, &err);
 		goto out;
+	}
 	job = queue_find(s->queue, &id);
 	if (job) {
 		rec = engine_committed_record(job);
@@ -142,9 +222,12 @@ job_t *find_job_for_change(server_t *s, http_request_t *req, const iq_id_t *id,
 	}
 	rc = store_get(s->store, id, &row);
 	if (rc == 0 && same_model(&row, model) && job_state_is_terminal(row.state)) {
-		respond_conflict(req, "invalid_state", row.state,
-				 "the job is already %s; a finished job cannot change",
-				 job_state_name(row.state));
+		buf_t body = BUF_INIT;
+
+		conflict_body(&body, "invalid_state", row.state,
+			      "the job is already %s; a finished job cannot change",
+			      job_state_name(row.state));
+		respond_json(req, 409, &body);
 	} else if (rc == INFERQ_EIO) {
 		respond_error(req, 503, "store_unavailable", NULL,
 			      "the store could not be read; retry later");
@@ -161,23 +244,28 @@ static const char *const cancel_fields[] = {"model", "request_id", NULL};
 void handle_cancel(server_t *s, http_request_t *req)
 {
 	queue_time_t now = server_now();
+	input_error_t err;
 	body_t b;
 	buf_t model = BUF_INIT;
 	buf_t reply = BUF_INIT;
 	iq_id_t id;
 	job_t *job;
 
-	if (body_parse(s, req, cancel_fields, &b) != 0)
-		return;
-	if (read_model(s, req, &b, &model) != 0 || read_id(req, &b, "request_id", &id) != 0)
+	if (body_parse(&s->config, req->body, req->body_len, cancel_fields, &b, &err) != 0 ||
+	    read_model(&s->config, &b, &model, &err) != 0 ||
+	    read_id(&b, "request_id", &id, &err) != 0) {
+		respond_input_error(req, &err);
 		goto out;
+	}
 	job = find_job_for_change(s, req, &id, &model);
 	if (job == NULL)
 		goto out;
 	if (job->rec.state != JOB_PENDING) {
-		conflict_after_commit(s, req, "invalid_state", job->rec.state,
-				      "only pending jobs can be canceled; this job is %s",
-				      job_state_name(job->rec.state));
+		/* Sent after the commit: the state may come from an uncommitted change. */
+		conflict_body(&reply, "invalid_state", job->rec.state,
+			      "only pending jobs can be canceled; this job is %s",
+			      job_state_name(job->rec.state));
+		engine_reply_after_commit(s, req, 409, &reply);
 		goto out;
 	}
 	engine_touch(s, job);
@@ -193,13 +281,16 @@ out:
 
 void handle_metrics(server_t *s, http_request_t *req)
 {
+	input_error_t err;
 	buf_t model = BUF_INIT;
 	buf_t reply = BUF_INIT;
 	queue_model_t *m;
 	uint64_t waiting = 0, running = 0;
 
-	if (read_model_query(s, req, &model) != 0)
+	if (read_model_query(&s->config, req->query, req->query_len, &model, &err) != 0) {
+		respond_input_error(req, &err);
 		goto out;
+	}
 	m = queue_model_get(s->queue, model.data, model.len, 0);
 	if (m && m->user) {
 		model_state_t *ms = m->user;
@@ -221,6 +312,7 @@ static const char *const clear_fields[] = {"model", NULL};
 void handle_clear(server_t *s, http_request_t *req)
 {
 	queue_time_t now = server_now();
+	input_error_t err;
 	body_t b;
 	buf_t model = BUF_INIT;
 	buf_t reply = BUF_INIT;
@@ -228,10 +320,11 @@ void handle_clear(server_t *s, http_request_t *req)
 	job_t *job;
 	uint64_t count = 0;
 
-	if (body_parse(s, req, clear_fields, &b) != 0)
-		return;
-	if (read_model(s, req, &b, &model) != 0)
+	if (body_parse(&s->config, req->body, req->body_len, clear_fields, &b, &err) != 0 ||
+	    read_model(&s->config, &b, &model, &err) != 0) {
+		respond_input_error(req, &err);
 		goto out;
+	}
 	m = queue_model_get(s->queue, model.data, model.len, 0);
 	while (m && (job = queue_peek(m)) != NULL) {
 		engine_touch(s, job);

@@ -21,6 +21,7 @@ static const char *const claim_fields[] = {"model", "claim_timeout", "wait", "wo
 
 void handle_claim(server_t *s, http_request_t *req)
 {
+	input_error_t err;
 	body_t b;
 	buf_t model = BUF_INIT;
 	buf_t worker = BUF_INIT;
@@ -30,13 +31,14 @@ void handle_claim(server_t *s, http_request_t *req)
 	claim_params_t params = {0, NULL};
 	queue_model_t *m;
 
-	if (body_parse(s, req, claim_fields, &b) != 0)
-		return;
-	if (read_model(s, req, &b, &model) != 0 ||
-	    read_int32(req, &b, "claim_timeout", 1, 86400, &timeout) != 0 ||
-	    read_seconds(req, &b, "wait", 0, MAX_WAIT_S, &wait) != 0 ||
-	    read_string(req, &b, "worker", 0, MAX_WORKER_NAME, &worker, &has_worker) != 0)
+	if (body_parse(&s->config, req->body, req->body_len, claim_fields, &b, &err) != 0 ||
+	    read_model(&s->config, &b, &model, &err) != 0 ||
+	    read_int(&b, "claim_timeout", 1, 86400, &timeout, &err) != 0 ||
+	    read_seconds(&b, "wait", 0, MAX_WAIT_S, &wait, &err) != 0 ||
+	    read_string(&b, "worker", 0, MAX_WORKER_NAME, &worker, &has_worker, &err) != 0) {
+		respond_input_error(req, &err);
 		goto out;
+	}
 
 	params.claim_timeout = (uint32_t)timeout;
 	if (has_worker)
@@ -71,14 +73,17 @@ typedef struct {
 /* Reads model, request_id, claim_id and info; finds the job. Returns 0 or answers. */
 static int fenced_begin(server_t *s, http_request_t *req, const char *const *fields, fenced_t *f)
 {
+	input_error_t err;
+
 	memset(f, 0, sizeof(*f));
-	if (body_parse(s, req, fields, &f->body) != 0)
+	if (body_parse(&s->config, req->body, req->body_len, fields, &f->body, &err) != 0 ||
+	    read_model(&s->config, &f->body, &f->model, &err) != 0 ||
+	    read_id(&f->body, "request_id", &f->id, &err) != 0 ||
+	    read_id(&f->body, "claim_id", &f->claim_id, &err) != 0 ||
+	    read_info(&s->config, &f->body, &f->info, &f->has_info, &err) != 0) {
+		respond_input_error(req, &err);
 		return INFERQ_EINVAL;
-	if (read_model(s, req, &f->body, &f->model) != 0 ||
-	    read_id(req, &f->body, "request_id", &f->id) != 0 ||
-	    read_id(req, &f->body, "claim_id", &f->claim_id) != 0 ||
-	    read_info(s, req, &f->body, &f->info, &f->has_info) != 0)
-		return INFERQ_EINVAL;
+	}
 	f->job = find_job_for_change(s, req, &f->id, &f->model);
 	return f->job ? 0 : INFERQ_ENOTFOUND;
 }
@@ -99,18 +104,19 @@ static void fenced_finish(server_t *s, http_request_t *req, fenced_t *f, int rc,
 	job_t *job = f->job;
 
 	if (rc == INFERQ_ECONFLICT) {
+		/* Sent after the commit: the state may come from an uncommitted change. */
 		engine_untouch(s, job);
+		buf_reset(reply);
 		if (job_state_is_terminal(job->rec.state))
-			conflict_after_commit(s, req, "invalid_state", job->rec.state,
-					      "the job is already %s; a finished job cannot change",
-					      job_state_name(job->rec.state));
+			conflict_body(reply, "invalid_state", job->rec.state,
+				      "the job is already %s; a finished job cannot change",
+				      job_state_name(job->rec.state));
 		else
-			conflict_after_commit(
-				s, req, "claim_mismatch", job->rec.state,
-				"claim_id is not the job's current claim: its lease expired and "
-				"another worker claimed it, or it was released; stop working on "
-				"this job");
-		buf_free(reply);
+			conflict_body(reply, "claim_mismatch", job->rec.state,
+				      "claim_id is not the job's current claim: its lease expired "
+				      "and another worker claimed it, or it was released; stop "
+				      "working on this job");
+		engine_reply_after_commit(s, req, 409, reply);
 		return;
 	}
 	if (rc == INFERQ_ELIMIT) {
@@ -163,6 +169,7 @@ static const char *const complete_fields[] = {"model", "request_id", "claim_id",
 
 void handle_complete(server_t *s, http_request_t *req)
 {
+	input_error_t err;
 	fenced_t f;
 	buf_t reply = BUF_INIT;
 	json_span_t outputs;
@@ -172,8 +179,10 @@ void handle_complete(server_t *s, http_request_t *req)
 
 	if (fenced_begin(s, req, complete_fields, &f) != 0)
 		goto out;
-	if (read_object(s, req, &f.body, "outputs", 1, &outputs, NULL) != 0)
+	if (read_object(&f.body, "outputs", 1, &outputs, NULL, &err) != 0) {
+		respond_input_error(req, &err);
 		goto out;
+	}
 	prev = f.job->rec.state;
 	raw = rbuf_new(outputs.start, outputs.len);
 	engine_touch(s, f.job);
@@ -190,6 +199,7 @@ static const char *const fail_fields[] = {"model", "request_id", "claim_id", "er
 
 void handle_fail(server_t *s, http_request_t *req)
 {
+	input_error_t err;
 	fenced_t f;
 	buf_t reply = BUF_INIT;
 	buf_t error = BUF_INIT;
@@ -199,8 +209,10 @@ void handle_fail(server_t *s, http_request_t *req)
 
 	if (fenced_begin(s, req, fail_fields, &f) != 0)
 		goto out;
-	if (read_string(req, &f.body, "error", 1, s->config.max_info_bytes, &error, NULL) != 0)
+	if (read_string(&f.body, "error", 1, s->config.max_info_bytes, &error, NULL, &err) != 0) {
+		respond_input_error(req, &err);
 		goto out;
+	}
 	prev = f.job->rec.state;
 	text = rbuf_new(error.data ? error.data : "", error.len);
 	engine_touch(s, f.job);

@@ -18,6 +18,7 @@
 #include "render.h"
 
 #define MAX_WARNINGS 16
+#define MAX_QUERY_VALUE 1024 /* bytes of one decoded query parameter */
 
 const char *excerpt(const char *s, size_t len, char *out, size_t outlen)
 {
@@ -39,73 +40,29 @@ const char *excerpt(const char *s, size_t len, char *out, size_t outlen)
 	return out;
 }
 
-void respond_json(http_request_t *req, int status, buf_t *body)
-{
-	http_respond(req, status, NULL, NULL, body->data ? body->data : "", body->len);
-	buf_free(body);
-}
+static int fail(input_error_t *err, int rc, const char *code, const char *param, const char *fmt,
+		...) __attribute__((format(printf, 5, 6)));
 
-static void respond_error_va(http_request_t *req, int status, const char *code, const char *param,
-			     const char *fmt, va_list ap)
-{
-	buf_t message = BUF_INIT;
-	buf_t body = BUF_INIT;
-
-	buf_vprintf(&message, fmt, ap);
-	error_body(&body, status, code, param, "%s", message.data ? message.data : "");
-	log_debug("http", "request %llu answered %d %s: %s", (unsigned long long)req->id, status,
-		  code, message.data ? message.data : "");
-	buf_free(&message);
-	respond_json(req, status, &body);
-}
-
-void respond_error(http_request_t *req, int status, const char *code, const char *param,
-		   const char *fmt, ...)
+static int fail(input_error_t *err, int rc, const char *code, const char *param, const char *fmt,
+		...)
 {
 	va_list ap;
 
+	err->status = 400;
+	err->code = code;
+	err->param = param;
 	va_start(ap, fmt);
-	respond_error_va(req, status, code, param, fmt, ap);
+	vsnprintf(err->message, sizeof(err->message), fmt, ap);
 	va_end(ap);
+	return rc;
 }
 
-static void conflict_body(buf_t *body, const char *code, job_state_t state, const char *fmt,
-			  va_list ap)
+static const char *type_name(json_type_t t)
 {
-	buf_t message = BUF_INIT;
+	static const char *const names[] = {"null", "false", "true", "a number", "a string",
+					    "an array", "an object"};
 
-	buf_vprintf(&message, fmt, ap);
-	error_body(body, 409, code, NULL, "%s", message.data ? message.data : "");
-	/* Add "status" before the closing brace of the QueueError object. */
-	body->len--;
-	buf_puts(body, ",\"status\":\"");
-	buf_puts(body, job_state_name(state));
-	buf_puts(body, "\"}");
-	buf_free(&message);
-}
-
-void respond_conflict(http_request_t *req, const char *code, job_state_t state, const char *fmt,
-		      ...)
-{
-	buf_t body = BUF_INIT;
-	va_list ap;
-
-	va_start(ap, fmt);
-	conflict_body(&body, code, state, fmt, ap);
-	va_end(ap);
-	respond_json(req, 409, &body);
-}
-
-void conflict_after_commit(server_t *s, http_request_t *req, const char *code, job_state_t state,
-			   const char *fmt, ...)
-{
-	buf_t body = BUF_INIT;
-	va_list ap;
-
-	va_start(ap, fmt);
-	conflict_body(&body, code, state, fmt, ap);
-	va_end(ap);
-	engine_reply_after_commit(s, req, 409, &body);
+	return names[t];
 }
 
 static void add_warning(body_t *b, const json_span_t *key)
@@ -114,8 +71,7 @@ static void add_warning(body_t *b, const json_span_t *key)
 	buf_t name = BUF_INIT;
 	char shown[64];
 
-	if (json_string_decode(*key, &name) != 0 && name.len == 0)
-		buf_puts(&name, "?");
+	json_string_decode(*key, &name);
 	buf_printf(&text, "unknown field \"%s\" ignored",
 		   excerpt(name.data ? name.data : "", name.len, shown, sizeof(shown)));
 	buf_putc(&b->warnings, b->warnings.len ? ',' : '[');
@@ -124,41 +80,35 @@ static void add_warning(body_t *b, const json_span_t *key)
 	buf_free(&name);
 }
 
-int body_parse(server_t *s, http_request_t *req, const char *const *names, body_t *out)
+int body_parse(const serve_config_t *c, const char *text, size_t len, const char *const *names,
+	       body_t *out, input_error_t *err)
 {
-	json_error_t err;
+	json_scan_error_t jerr;
 	json_iter_t it;
 	json_member_t m;
-	size_t warnings = 0;
+	size_t unknown = 0;
 	int rc;
 
 	memset(out, 0, sizeof(*out));
 	out->names = names;
-	if (req->body_len == 0) {
-		respond_error(req, 400, "invalid_json", NULL,
-			      "request body is empty; send a JSON object");
-		return INFERQ_EINVAL;
-	}
-	rc = json_validate(req->body, req->body_len, s->config.max_json_depth, &out->root, &err);
-	if (rc == INFERQ_ELIMIT) {
-		respond_error(req, 400, "too_deep", NULL,
-			      "request body nests deeper than the limit of %d levels (offset %zu); "
-			      "flatten the JSON or raise --max-json-depth",
-			      s->config.max_json_depth, err.offset);
-		return rc;
-	}
-	if (rc != 0) {
-		respond_error(req, 400, "invalid_json", NULL, "request body is not valid JSON: %s",
-			      err.message);
-		return rc;
-	}
-	if (out->root.type != JSON_OBJECT) {
-		respond_error(req, 400, "invalid_body", NULL,
-			      "request body must be a JSON object such as {\"model\": ...}");
-		return INFERQ_EINVAL;
-	}
+	if (len == 0)
+		return fail(err, INFERQ_EINVAL, "invalid_json", NULL,
+			    "request body is empty; send a JSON object");
+	rc = json_validate(text, len, c->max_json_depth, &out->root, &jerr);
+	if (rc == INFERQ_ELIMIT)
+		return fail(err, rc, "too_deep", NULL,
+			    "request body nests deeper than the limit of %d levels (offset %zu); "
+			    "flatten the JSON or raise --max-json-depth",
+			    c->max_json_depth, jerr.offset);
+	if (rc != 0)
+		return fail(err, rc, "invalid_json", NULL, "request body is not valid JSON: %s",
+			    jerr.message);
+	if (out->root.type != JSON_TYPE_OBJECT)
+		return fail(err, INFERQ_EINVAL, "invalid_body", NULL,
+			    "request body must be a JSON object such as {\"model\": ...}, not %s",
+			    type_name(out->root.type));
 
-	json_object_iter(&it, out->root);
+	json_object_begin(&it, out->root);
 	while (json_object_next(&it, &m)) {
 		int known = 0;
 
@@ -166,29 +116,20 @@ int body_parse(server_t *s, http_request_t *req, const char *const *names, body_
 			if (!json_string_equals(m.key, names[i]))
 				continue;
 			known = 1;
-			if (out->present[i]) {
-				respond_error(req, 400, "duplicate_field", names[i],
-					      "field \"%s\" appears more than once; send it once",
-					      names[i]);
-				body_free(out);
-				return INFERQ_EINVAL;
-			}
+			if (out->present[i])
+				return fail(err, INFERQ_EINVAL, "duplicate_field", names[i],
+					    "field \"%s\" appears more than once; send it once",
+					    names[i]);
 			out->present[i] = 1;
 			out->fields[i] = m.value;
 			break;
 		}
-		if (!known && warnings++ < MAX_WARNINGS)
+		if (!known && unknown++ < MAX_WARNINGS)
 			add_warning(out, &m.key);
 	}
 	if (out->warnings.len)
 		buf_putc(&out->warnings, ']');
 	return 0;
-}
-
-void body_add_warnings(buf_t *out, const body_t *b)
-{
-	if (b->warnings.len)
-		render_add_raw_field(out, "warnings", b->warnings.data, b->warnings.len);
 }
 
 void body_free(body_t *b)
@@ -205,152 +146,132 @@ const json_span_t *body_field(const body_t *b, const char *name)
 	return NULL;
 }
 
-static const char *type_name(json_type_t t)
+void body_add_warnings(buf_t *out, const body_t *b)
 {
-	static const char *const names[] = {"null", "false", "true", "a number", "a string",
-					    "an array", "an object"};
-
-	return names[t];
+	if (b->warnings.len)
+		render_add_raw_field(out, "warnings", b->warnings.data, b->warnings.len);
 }
 
-static int model_char_ok(unsigned char c)
+static int model_char_ok(unsigned char ch)
 {
-	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-	       c == '.' || c == '_' || c == ':' || c == '/' || c == '-';
+	return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+	       ch == '.' || ch == '_' || ch == ':' || ch == '/' || ch == '-';
 }
 
-static int check_model(server_t *s, http_request_t *req, const char *name, size_t len)
+static int check_model(const serve_config_t *c, const char *name, size_t len, input_error_t *err)
 {
 	char shown[64];
 
-	if (len == 0) {
-		respond_error(req, 400, "invalid_field", "model",
-			      "model must not be empty; send the model name, e.g. "
-			      "\"my-org/video-gen\"");
-		return INFERQ_EINVAL;
-	}
-	if (len > s->config.max_model_length) {
-		respond_error(req, 400, "invalid_field", "model",
-			      "model is %zu characters long; the limit is %zu (--max-model-length)",
-			      len, s->config.max_model_length);
-		return INFERQ_EINVAL;
-	}
+	if (len == 0)
+		return fail(err, INFERQ_EINVAL, "invalid_field", "model",
+			    "model must not be empty; send the model name, e.g. "
+			    "\"my-org/video-gen\"");
+	if (len > c->max_model_length)
+		return fail(err, INFERQ_EINVAL, "invalid_field", "model",
+			    "model is %zu characters long; the limit is %zu (--max-model-length)",
+			    len, c->max_model_length);
 	for (size_t i = 0; i < len; i++) {
-		if (!model_char_ok((unsigned char)name[i])) {
-			respond_error(req, 400, "invalid_field", "model",
-				      "model \"%s\" contains a character that is not allowed at "
-				      "position %zu; use only A-Z a-z 0-9 . _ : / -",
-				      excerpt(name, len, shown, sizeof(shown)), i + 1);
-			return INFERQ_EINVAL;
-		}
+		if (!model_char_ok((unsigned char)name[i]))
+			return fail(err, INFERQ_EINVAL, "invalid_field", "model",
+				    "model \"%s\" has a character that is not allowed at byte %zu; "
+				    "use only A-Z a-z 0-9 . _ : / -",
+				    excerpt(name, len, shown, sizeof(shown)), i + 1);
 	}
 	return 0;
 }
 
-int read_model(server_t *s, http_request_t *req, const body_t *b, buf_t *out)
+int read_model(const serve_config_t *c, const body_t *b, buf_t *out, input_error_t *err)
 {
 	const json_span_t *v = body_field(b, "model");
 
-	if (v == NULL) {
-		respond_error(req, 400, "missing_field", "model",
-			      "field \"model\" is required; send the model name as a string");
-		return INFERQ_EINVAL;
-	}
-	if (v->type != JSON_STRING) {
-		respond_error(req, 400, "invalid_field", "model",
-			      "model must be a string, not %s", type_name(v->type));
-		return INFERQ_EINVAL;
-	}
+	if (v == NULL)
+		return fail(err, INFERQ_EINVAL, "missing_field", "model",
+			    "field \"model\" is required; send the model name as a string");
+	if (v->type != JSON_TYPE_STRING)
+		return fail(err, INFERQ_EINVAL, "invalid_field", "model",
+			    "model must be a string, not %s", type_name(v->type));
 	buf_reset(out);
-	if (json_string_decode(*v, out) != 0) {
-		respond_error(req, 400, "invalid_field", "model",
-			      "model contains a NUL character; use only A-Z a-z 0-9 . _ : / -");
-		return INFERQ_EINVAL;
-	}
-	return check_model(s, req, out->data ? out->data : "", out->len);
+	if (json_string_decode(*v, out) != 0)
+		return fail(err, INFERQ_EINVAL, "invalid_field", "model",
+			    "model contains a NUL character; use only A-Z a-z 0-9 . _ : / -");
+	return check_model(c, out->data ? out->data : "", out->len, err);
 }
 
-static int query_param(http_request_t *req, const char *name, buf_t *out)
+static int query_param(const char *query, size_t len, const char *name, buf_t *out,
+		       input_error_t *err)
 {
-	char value[1024];
-	size_t len = 0;
+	char value[MAX_QUERY_VALUE + 1];
+	size_t value_len = 0;
 	int rc;
 
-	rc = http_query_param(req->query, req->query_len, name, value, sizeof(value), &len);
-	if (rc == 0) {
-		respond_error(req, 400, "missing_field", name,
-			      "query parameter \"%s\" is required", name);
-		return INFERQ_EINVAL;
-	}
-	if (rc < 0) {
-		respond_error(req, 400, "invalid_field", name,
-			      "query parameter \"%s\" is not valid percent-encoded text or is "
-			      "longer than %zu bytes",
-			      name, sizeof(value) - 1);
-		return INFERQ_EINVAL;
-	}
+	rc = http_query_param(query, len, name, value, sizeof(value), &value_len);
+	if (rc == 0)
+		return fail(err, INFERQ_EINVAL, "missing_field", name,
+			    "query parameter \"%s\" is required", name);
+	if (rc < 0)
+		return fail(err, INFERQ_EINVAL, "invalid_field", name,
+			    "query parameter \"%s\" is not valid percent-encoded text, contains "
+			    "a NUL, or is longer than %d bytes",
+			    name, MAX_QUERY_VALUE);
 	buf_reset(out);
-	buf_append(out, value, len);
+	buf_append(out, value, value_len);
 	return 0;
 }
 
-int read_model_query(server_t *s, http_request_t *req, buf_t *out)
+int read_model_query(const serve_config_t *c, const char *query, size_t len, buf_t *out,
+		     input_error_t *err)
 {
-	if (query_param(req, "model", out) != 0)
+	if (query_param(query, len, "model", out, err) != 0)
 		return INFERQ_EINVAL;
-	return check_model(s, req, out->data ? out->data : "", out->len);
+	return check_model(c, out->data ? out->data : "", out->len, err);
 }
 
-static int parse_id_text(http_request_t *req, const char *name, const char *text, size_t len,
-			 iq_id_t *out)
+static int parse_id_text(const char *name, const char *text, size_t len, iq_id_t *out,
+			 input_error_t *err)
 {
 	char shown[64];
 
-	if (id_parse(text, len, out) != 0) {
-		respond_error(req, 400, "invalid_field", name,
-			      "%s \"%s\" is not a valid id; expected the 36-character UUID the "
-			      "server returned, e.g. 01938f6e-8a1c-7cc2-9b1e-3f0a5e0c2d11",
-			      name, excerpt(text, len, shown, sizeof(shown)));
-		return INFERQ_EINVAL;
-	}
+	if (id_parse(text, len, out) != 0)
+		return fail(err, INFERQ_EINVAL, "invalid_field", name,
+			    "%s \"%s\" is not a valid id; expected the 36-character UUID the "
+			    "server returned, e.g. 01938f6e-8a1c-7cc2-9b1e-3f0a5e0c2d11",
+			    name, excerpt(text, len, shown, sizeof(shown)));
 	return 0;
 }
 
-int read_id(http_request_t *req, const body_t *b, const char *name, iq_id_t *out)
+int read_id(const body_t *b, const char *name, iq_id_t *out, input_error_t *err)
 {
 	const json_span_t *v = body_field(b, name);
 	buf_t text = BUF_INIT;
 	int rc;
 
-	if (v == NULL) {
-		respond_error(req, 400, "missing_field", name, "field \"%s\" is required", name);
-		return INFERQ_EINVAL;
-	}
-	if (v->type != JSON_STRING) {
-		respond_error(req, 400, "invalid_field", name, "%s must be a string, not %s", name,
-			      type_name(v->type));
-		return INFERQ_EINVAL;
-	}
+	if (v == NULL)
+		return fail(err, INFERQ_EINVAL, "missing_field", name,
+			    "field \"%s\" is required", name);
+	if (v->type != JSON_TYPE_STRING)
+		return fail(err, INFERQ_EINVAL, "invalid_field", name,
+			    "%s must be a string, not %s", name, type_name(v->type));
 	json_string_decode(*v, &text);
-	rc = parse_id_text(req, name, text.data ? text.data : "", text.len, out);
+	rc = parse_id_text(name, text.data ? text.data : "", text.len, out, err);
 	buf_free(&text);
 	return rc;
 }
 
-int read_id_query(http_request_t *req, const char *name, iq_id_t *out)
+int read_id_query(const char *query, size_t len, const char *name, iq_id_t *out,
+		  input_error_t *err)
 {
 	buf_t text = BUF_INIT;
 	int rc;
 
-	rc = query_param(req, name, &text);
+	rc = query_param(query, len, name, &text, err);
 	if (rc == 0)
-		rc = parse_id_text(req, name, text.data ? text.data : "", text.len, out);
+		rc = parse_id_text(name, text.data ? text.data : "", text.len, out, err);
 	buf_free(&text);
 	return rc;
 }
 
-int read_object(server_t *s, http_request_t *req, const body_t *b, const char *name, int required,
-		json_span_t *out, int *present)
+int read_object(const body_t *b, const char *name, int required, json_span_t *out, int *present,
+		input_error_t *err)
 {
 	const json_span_t *v = body_field(b, name);
 
@@ -359,44 +280,38 @@ int read_object(server_t *s, http_request_t *req, const body_t *b, const char *n
 	if (v == NULL) {
 		if (!required)
 			return 0;
-		respond_error(req, 400, "missing_field", name,
-			      "field \"%s\" is required; send a JSON object", name);
-		return INFERQ_EINVAL;
+		return fail(err, INFERQ_EINVAL, "missing_field", name,
+			    "field \"%s\" is required; send a JSON object", name);
 	}
-	if (v->type != JSON_OBJECT) {
-		respond_error(req, 400, "invalid_field", name, "%s must be a JSON object, not %s",
-			      name, type_name(v->type));
-		return INFERQ_EINVAL;
-	}
+	if (v->type != JSON_TYPE_OBJECT)
+		return fail(err, INFERQ_EINVAL, "invalid_field", name,
+			    "%s must be a JSON object, not %s", name, type_name(v->type));
 	*out = *v;
 	return 0;
 }
 
-int read_info(server_t *s, http_request_t *req, const body_t *b, json_span_t *out, int *present)
+int read_info(const serve_config_t *c, const body_t *b, json_span_t *out, int *present,
+	      input_error_t *err)
 {
 	json_span_t history;
 
-	if (read_object(s, req, b, "info", 0, out, present) != 0)
+	if (read_object(b, "info", 0, out, present, err) != 0)
 		return INFERQ_EINVAL;
 	if (!*present)
 		return 0;
-	if (out->len > s->config.max_info_bytes) {
-		respond_error(req, 400, "too_large", "info",
-			      "info is %zu bytes; the limit is %zu bytes (--max-info-bytes)",
-			      out->len, s->config.max_info_bytes);
-		return INFERQ_ELIMIT;
-	}
-	if (json_object_get(*out, "retry_history", &history)) {
-		respond_error(req, 400, "invalid_field", "info",
-			      "info.retry_history is written by the server and cannot be set; "
-			      "remove it from info");
-		return INFERQ_EINVAL;
-	}
+	if (out->len > c->max_info_bytes)
+		return fail(err, INFERQ_ELIMIT, "too_large", "info",
+			    "info is %zu bytes; the limit is %zu bytes (--max-info-bytes)",
+			    out->len, c->max_info_bytes);
+	if (json_object_find(*out, "retry_history", &history))
+		return fail(err, INFERQ_EINVAL, "invalid_field", "info",
+			    "info.retry_history is written by the server and cannot be set; "
+			    "remove it from info");
 	return 0;
 }
 
-int read_int32(http_request_t *req, const body_t *b, const char *name, int64_t min, int64_t max,
-	       int64_t *out)
+int read_int(const body_t *b, const char *name, int64_t min, int64_t max, int64_t *out,
+	     input_error_t *err)
 {
 	const json_span_t *v = body_field(b, name);
 	char shown[64];
@@ -404,19 +319,17 @@ int read_int32(http_request_t *req, const body_t *b, const char *name, int64_t m
 
 	if (v == NULL)
 		return 0;
-	if (v->type != JSON_NUMBER || json_int64(*v, &n) != 0 || n < min || n > max) {
-		respond_error(req, 400, "invalid_field", name,
-			      "%s must be an integer from %lld to %lld; got %s", name,
-			      (long long)min, (long long)max,
-			      excerpt(v->start, v->len, shown, sizeof(shown)));
-		return INFERQ_EINVAL;
-	}
+	if (v->type != JSON_TYPE_NUMBER || json_int64(*v, &n) != 0 || n < min || n > max)
+		return fail(err, INFERQ_EINVAL, "invalid_field", name,
+			    "%s must be an integer from %lld to %lld; got %s", name,
+			    (long long)min, (long long)max,
+			    excerpt(v->start, v->len, shown, sizeof(shown)));
 	*out = n;
 	return 0;
 }
 
-int read_seconds(http_request_t *req, const body_t *b, const char *name, double min, double max,
-		 double *out)
+int read_seconds(const body_t *b, const char *name, double min, double max, double *out,
+		 input_error_t *err)
 {
 	const json_span_t *v = body_field(b, name);
 	char shown[64];
@@ -424,19 +337,17 @@ int read_seconds(http_request_t *req, const body_t *b, const char *name, double 
 
 	if (v == NULL)
 		return 0;
-	if (v->type != JSON_NUMBER || json_double(*v, &d) != 0 || !isfinite(d) || d < min ||
-	    d > max) {
-		respond_error(req, 400, "invalid_field", name,
-			      "%s must be a number of seconds from %g to %g; got %s", name, min,
-			      max, excerpt(v->start, v->len, shown, sizeof(shown)));
-		return INFERQ_EINVAL;
-	}
+	if (v->type != JSON_TYPE_NUMBER || json_double(*v, &d) != 0 || !isfinite(d) || d < min ||
+	    d > max)
+		return fail(err, INFERQ_EINVAL, "invalid_field", name,
+			    "%s must be a number of seconds from %g to %g; got %s", name, min, max,
+			    excerpt(v->start, v->len, shown, sizeof(shown)));
 	*out = d;
 	return 0;
 }
 
-int read_string(http_request_t *req, const body_t *b, const char *name, int required,
-		size_t max_len, buf_t *out, int *present)
+int read_string(const body_t *b, const char *name, int required, size_t max_len, buf_t *out,
+		int *present, input_error_t *err)
 {
 	const json_span_t *v = body_field(b, name);
 
@@ -445,26 +356,61 @@ int read_string(http_request_t *req, const body_t *b, const char *name, int requ
 	if (v == NULL) {
 		if (!required)
 			return 0;
-		respond_error(req, 400, "missing_field", name,
-			      "field \"%s\" is required; send a string", name);
-		return INFERQ_EINVAL;
+		return fail(err, INFERQ_EINVAL, "missing_field", name,
+			    "field \"%s\" is required; send a string", name);
 	}
-	if (v->type != JSON_STRING) {
-		respond_error(req, 400, "invalid_field", name, "%s must be a string, not %s", name,
-			      type_name(v->type));
-		return INFERQ_EINVAL;
-	}
+	if (v->type != JSON_TYPE_STRING)
+		return fail(err, INFERQ_EINVAL, "invalid_field", name,
+			    "%s must be a string, not %s", name, type_name(v->type));
 	buf_reset(out);
-	if (json_string_decode(*v, out) != 0) {
-		respond_error(req, 400, "invalid_field", name,
-			      "%s contains a NUL character, which is not allowed", name);
-		return INFERQ_EINVAL;
-	}
-	if (out->len > max_len) {
-		respond_error(req, 400, "invalid_field", name,
-			      "%s is %zu bytes long; the limit is %zu bytes", name, out->len,
-			      max_len);
-		return INFERQ_ELIMIT;
-	}
+	if (json_string_decode(*v, out) != 0)
+		return fail(err, INFERQ_EINVAL, "invalid_field", name,
+			    "%s contains a NUL character, which is not allowed", name);
+	if (out->len > max_len)
+		return fail(err, INFERQ_ELIMIT, "invalid_field", name,
+			    "%s is %zu bytes long; the limit is %zu bytes", name, out->len,
+			    max_len);
 	return 0;
+}
+
+void respond_json(http_request_t *req, int status, buf_t *body)
+{
+	http_respond(req, status, NULL, NULL, body->data ? body->data : "", body->len);
+	buf_free(body);
+}
+
+void respond_input_error(http_request_t *req, const input_error_t *err)
+{
+	buf_t body = BUF_INIT;
+
+	error_body(&body, err->status, err->code, err->param, "%s", err->message);
+	log_debug("http", "request %llu answered %d %s: %s", (unsigned long long)req->id,
+		  err->status, err->code, err->message);
+	respond_json(req, err->status, &body);
+}
+
+void respond_error(http_request_t *req, int status, const char *code, const char *param,
+		   const char *fmt, ...)
+{
+	input_error_t err = {status, code, param, ""};
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(err.message, sizeof(err.message), fmt, ap);
+	va_end(ap);
+	respond_input_error(req, &err);
+}
+
+void conflict_body(buf_t *out, const char *code, job_state_t state, const char *fmt, ...)
+{
+	char message[512];
+	char status[32];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(message, sizeof(message), fmt, ap);
+	va_end(ap);
+	error_body(out, 409, code, NULL, "%s", message);
+	snprintf(status, sizeof(status), "\"%s\"", job_state_name(state));
+	render_add_raw_field(out, "status", status, strlen(status));
 }

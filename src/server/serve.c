@@ -146,10 +146,11 @@ static void log_config(const serve_config_t *c)
 	log_info("server",
 		 "config: data_dir=%s claim_timeout=%us max_retries=%u retention=%llds "
 		 "max_body_bytes=%zu max_header_bytes=%zu max_info_bytes=%zu "
-		 "max_model_length=%zu max_json_depth=%d request_timeout=%lldms "
+		 "idempotency_ttl=%llds max_model_length=%zu max_json_depth=%d request_timeout=%lldms "
 		 "idle_timeout=%lldms max_connections=%u",
 		 c->data_dir, c->claim_timeout, c->max_retries, (long long)(c->retention_ms / 1000),
-		 c->max_body_bytes, c->max_header_bytes, c->max_info_bytes, c->max_model_length,
+		 c->max_body_bytes, c->max_header_bytes, c->max_info_bytes,
+		 (long long)(c->idempotency_ttl_ms / 1000), c->max_model_length,
 		 c->max_json_depth, (long long)c->request_timeout_ms,
 		 (long long)c->idle_timeout_ms, c->max_connections);
 }
@@ -177,12 +178,14 @@ int serve_main(int argc, char **argv)
 	qc.max_info_bytes = s->config.max_info_bytes;
 	qc.max_depth = s->config.max_json_depth;
 	s->queue = queue_new(&qc);
+	s->idempotency = idempotency_new();
 
 	sc.loop = s->loop;
 	sc.data_dir = s->config.data_dir;
 	if (store_open(&sc, &s->store, err, sizeof(err)) != 0) {
 		log_error("store", "cannot open the store: %s", err);
 		queue_free(s->queue);
+		idempotency_free(s->idempotency);
 		return 1;
 	}
 	if (load_queue(s) != 0 || start_listening(s) != 0) {
@@ -190,6 +193,7 @@ int serve_main(int argc, char **argv)
 		uv_run(s->loop, UV_RUN_NOWAIT);
 		queue_model_each(s->queue, free_model_state, NULL);
 		queue_free(s->queue);
+		idempotency_free(s->idempotency);
 		return 1;
 	}
 	engine_init(s);
@@ -204,6 +208,7 @@ int serve_main(int argc, char **argv)
 
 	queue_model_each(s->queue, free_model_state, NULL);
 	queue_free(s->queue);
+	idempotency_free(s->idempotency);
 	uv_loop_close(s->loop);
 	log_info("server", "stopped");
 	return s->exit_code;

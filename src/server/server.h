@@ -22,6 +22,7 @@
 #include "buf.h"
 #include "config.h"
 #include "http.h"
+#include "idempotency.h"
 #include "queue.h"
 #include "store.h"
 
@@ -48,6 +49,7 @@ typedef struct server {
 	queue_t *queue;
 	store_t *store;
 	http_server_t *http;
+	idempotency_t *idempotency; /* keyed submits not committed yet */
 
 	uint64_t next_seq;      /* seq of the next submitted job */
 	uint64_t next_batch_id; /* id of the next collecting batch; starts at 1 */

@@ -38,6 +38,10 @@
  */
 #define READER_BUSY_TIMEOUT_MS 100
 
+static const char sql_find_idempotency[] =
+    "SELECT id, body_hash FROM jobs WHERE model = ?1 AND idempotency_key = ?2 "
+    "AND created_at >= ?3 ORDER BY created_at DESC LIMIT 1";
+
 static const char sql_get[] = "SELECT " JOB_COLUMNS " FROM jobs WHERE id = ?1";
 static const char sql_load[] =
     "SELECT " JOB_COLUMNS " FROM jobs WHERE state IN ('pending', 'running') ORDER BY seq";
@@ -191,6 +195,8 @@ static int open_reader(local_store_t *s, char *err, size_t errlen)
 		sqlite3_busy_timeout(s->rdb, READER_BUSY_TIMEOUT_MS);
 		rc = local_prepare(s->rdb, sql_get, &s->get);
 	}
+	if (rc == SQLITE_OK)
+		rc = local_prepare(s->rdb, sql_find_idempotency, &s->find_idempotency);
 	if (rc != SQLITE_OK) {
 		snprintf(err, errlen, "cannot open database %s for reading: %s", s->db_path,
 		         s->rdb ? sqlite3_errmsg(s->rdb) : sqlite3_errstr(rc));
@@ -202,7 +208,9 @@ static int open_reader(local_store_t *s, char *err, size_t errlen)
 static void close_reader(local_store_t *s)
 {
 	sqlite3_finalize(s->get);
+	sqlite3_finalize(s->find_idempotency);
 	s->get = NULL;
+	s->find_idempotency = NULL;
 	sqlite3_close_v2(s->rdb);
 	s->rdb = NULL;
 }
@@ -496,6 +504,35 @@ static int local_load(void *state, int (*fn)(void *ctx, job_record_t *rec), void
 	return ret;
 }
 
+static int local_find_idempotency(void *state, const char *model, size_t model_len,
+                                  const char *key, size_t key_len, int64_t since_ms, iq_id_t *id,
+                                  char body_hash[65])
+{
+	local_store_t *s = state;
+	sqlite3_stmt *st = s->find_idempotency;
+	const char *id_text, *hash;
+	int rc, ret = INFERQ_EIO;
+
+	sqlite3_bind_text(st, 1, model, (int)model_len, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, key, (int)key_len, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 3, since_ms);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_DONE) {
+		ret = INFERQ_ENOTFOUND;
+	} else if (rc == SQLITE_ROW) {
+		id_text = (const char *)sqlite3_column_text(st, 0);
+		hash = (const char *)sqlite3_column_text(st, 1);
+		if (id_text && hash && strlen(hash) == 64 &&
+		    id_parse(id_text, strlen(id_text), id) == 0) {
+			memcpy(body_hash, hash, 65);
+			ret = 0;
+		}
+	}
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+	return ret;
+}
+
 static int local_check(void *state, char *err, size_t errlen)
 {
 	local_store_t *s = state;
@@ -518,6 +555,7 @@ const store_backend_t store_backend_local = {
     .open = local_open,
     .close = local_close,
     .load = local_load,
+    .find_idempotency = local_find_idempotency,
     .commit = local_commit,
     .get = local_get,
     .check = local_check,

@@ -35,6 +35,8 @@ enum {
 	COL_OUTPUTS,
 	COL_ERROR,
 	COL_WARNINGS,
+	COL_IDEMPOTENCY_KEY, /* written by inserts only; not in JOB_COLUMNS */
+	COL_BODY_HASH,
 };
 
 #define PARAM(col) ((col) + 1)
@@ -43,6 +45,9 @@ enum {
 	"seq, id, model, priority, state, retries, created_at, claimed_at, done_at, "              \
 	"lease_expires_at, claim_timeout, claim_id, worker, payload, info, outputs, error, "       \
 	"warnings"
+
+/* The columns an insert writes: JOB_COLUMNS plus the submit's idempotency key. */
+#define INSERT_COLUMNS JOB_COLUMNS ", idempotency_key, body_hash"
 
 typedef struct {
 	sqlite3 *db;
@@ -60,7 +65,8 @@ typedef struct {
 	int lock_fd; /* file with the flock on it; -1 when not taken */
 
 	sqlite3 *rdb;      /* read connection, loop thread */
-	sqlite3_stmt *get; /* on rdb */
+	sqlite3_stmt *get;              /* on rdb */
+	sqlite3_stmt *find_idempotency; /* on rdb */
 	writer_t w;        /* used by the writer thread only, while it runs */
 
 	pthread_t thread;

@@ -56,13 +56,19 @@ static const char *const migrations[] = {
     /* max_seq outlives the purge of the newest job, so seq never goes back. */
     "CREATE TABLE store_meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL) STRICT, WITHOUT ROWID;"
     "INSERT INTO store_meta (name, value) VALUES ('max_seq', 0);",
+
+    /* Version 2: the Idempotency-Key of a submit and a hash of its body. */
+    "ALTER TABLE jobs ADD COLUMN idempotency_key TEXT;"
+    "ALTER TABLE jobs ADD COLUMN body_hash TEXT;"
+    "CREATE INDEX jobs_idempotency ON jobs (model, idempotency_key, created_at)"
+    " WHERE idempotency_key IS NOT NULL;",
 };
 
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
 static const char sql_insert[] =
-    "INSERT INTO jobs (" JOB_COLUMNS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, "
-    "?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)";
+    "INSERT INTO jobs (" INSERT_COLUMNS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, "
+    "?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)";
 static const char sql_update[] =
     "UPDATE jobs SET state = ?5, retries = ?6, claimed_at = ?8, done_at = ?9, "
     "lease_expires_at = ?10, claim_timeout = ?11, claim_id = ?12, worker = ?13, info = ?15, "
@@ -356,6 +362,10 @@ static int exec_insert(writer_t *w, const job_record_t *r)
 		rc = bind_bytes(st, COL_PAYLOAD, r->payload);
 	if (rc == SQLITE_OK)
 		rc = bind_bytes(st, COL_WARNINGS, r->warnings);
+	if (rc == SQLITE_OK)
+		rc = bind_bytes(st, COL_IDEMPOTENCY_KEY, r->idempotency_key);
+	if (rc == SQLITE_OK)
+		rc = bind_bytes(st, COL_BODY_HASH, r->body_hash);
 	if (rc != SQLITE_OK) {
 		sqlite3_clear_bindings(st);
 		return rc;

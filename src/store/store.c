@@ -52,6 +52,13 @@ int store_load(store_t *s, int (*fn)(void *ctx, job_record_t *rec), void *ctx, u
 	return s->backend->load(s->state, fn, ctx, max_seq);
 }
 
+int store_find_idempotency(store_t *s, const char *model, size_t model_len, const char *key,
+			   size_t key_len, int64_t since_ms, iq_id_t *id, char body_hash[65])
+{
+	return s->backend->find_idempotency(s->state, model, model_len, key, key_len, since_ms, id,
+					    body_hash);
+}
+
 int store_commit(store_t *s, store_batch_t *batch, store_commit_cb cb, void *ctx)
 {
 	IQ_ASSERT(batch != NULL && cb != NULL);

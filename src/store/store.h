@@ -24,7 +24,7 @@
 typedef struct store store_t;
 
 typedef enum {
-	STORE_OP_INSERT, /* a new job: every field of rec */
+	STORE_OP_INSERT, /* a new job: every field of rec, its idempotency key included */
 	STORE_OP_UPDATE, /* rec.id plus its mutable fields: state, retries, claimed_at,
 			    done_at, lease_expires_at, claim_timeout, claim_id, worker,
 			    info, outputs, error */
@@ -83,6 +83,16 @@ void store_close(store_t *s);
 int store_load(store_t *s, int (*fn)(void *ctx, job_record_t *rec), void *ctx, uint64_t *max_seq);
 
 /*
+ * Finds the newest committed job of model submitted with Idempotency-Key key
+ * at or after since_ms (ms since epoch). Fills *id and body_hash (the hex
+ * SHA-256 of that submit's body, NUL-terminated) and returns 0; returns
+ * INFERQ_ENOTFOUND when there is none, INFERQ_EIO on a read error. Loop
+ * thread; an indexed read that never waits for the writer.
+ */
+int store_find_idempotency(store_t *s, const char *model, size_t model_len, const char *key,
+			   size_t key_len, int64_t since_ms, iq_id_t *id, char body_hash[65]);
+
+/*
  * Hands batch to the writer. cb(batch, ctx) runs on the loop thread when
  * the transaction committed (batch->result 0) or failed (negative, nothing
  * of the batch applied, batch->error says why). The caller keeps ownership
@@ -129,6 +139,8 @@ typedef struct store_backend {
 	void (*close)(void *state);
 	int (*load)(void *state, int (*fn)(void *ctx, job_record_t *rec), void *ctx,
 		    uint64_t *max_seq);
+	int (*find_idempotency)(void *state, const char *model, size_t model_len, const char *key,
+				size_t key_len, int64_t since_ms, iq_id_t *id, char body_hash[65]);
 	int (*commit)(void *state, store_batch_t *batch, store_commit_cb cb, void *ctx);
 	int (*get)(void *state, const iq_id_t *id, job_record_t *out);
 	int (*check)(void *state, char *err, size_t errlen);

@@ -102,7 +102,7 @@ class Worker(threading.Thread):
 
 class RecordingServer:
     """An HTTP server on 127.0.0.1 that records each request's Authorization header and
-    answers every GET with zero metrics, so the CLI's key choice can be observed."""
+    replies to every GET with zero metrics, so a test can see which key the CLI sent."""
 
     def __init__(self):
         self.authorizations = []

@@ -29,6 +29,15 @@ SUBMIT_CASES = [
     ("bad_escape", body_with(b'{"s": "\\x"}'), "invalid_json", None),
     ("nan", body_with(b'{"n": NaN}'), "invalid_json", None),
     ("leading_zero", body_with(b'{"n": 012}'), "invalid_json", None),
+    ("number_dot_end", body_with(b'{"n": 1.}'), "invalid_json", None),
+    ("number_dot_start", body_with(b'{"n": .5}'), "invalid_json", None),
+    ("number_plus", body_with(b'{"n": +1}'), "invalid_json", None),
+    ("number_bare_minus", body_with(b'{"n": -}'), "invalid_json", None),
+    ("number_empty_exponent", body_with(b'{"n": 1e+}'), "invalid_json", None),
+    ("number_hex", body_with(b'{"n": 0x10}'), "invalid_json", None),
+    ("short_unicode_escape", body_with(b'{"s": "\\u12"}'), "invalid_json", None),
+    ("byte_order_mark", b'\xef\xbb\xbf{"model": "test/bad", "payload": {}}', "invalid_json", None),
+    ("trailing_nul", b'{"model": "test/bad", "payload": {}}\x00', "invalid_json", None),
     ("raw_nul", body_with(b'{"s": "a\x00b"}'), "invalid_json", None),
     ("raw_control", body_with(b'{"s": "a\x1fb"}'), "invalid_json", None),
     ("raw_newline", body_with(b'{"s": "a\nb"}'), "invalid_json", None),
@@ -360,3 +369,29 @@ def test_status_4xx_no_retry_header(api):
     reply = api.status("01938f6e-8a1c-7cc2-9b1e-3f0a5e0c2d11", MODEL)
     assert_error(reply, 404, "not_found")
     assert reply.headers["x-should-retry"] == "false"
+
+
+@pytest.mark.parametrize("route,body,param", [
+    ("claim", b'{"model": "test/bad", "wait": 0, "wait": 1}', "wait"),
+    ("cancel", b'{"model": "test/bad", "request_id": "01938f6e-8a1c-7cc2-9b1e-3f0a5e0c2d11",'
+               b' "request_id": "01938f6e-8a1c-7cc2-9b1e-3f0a5e0c2d12"}', "request_id"),
+    ("clear", b'{"model": "test/bad", "model": "test/other"}', "model"),
+], ids=["claim", "cancel", "clear"])
+def test_duplicate_field_other_routes(api, route, body, param):
+    request_id = api.submit_ok(MODEL, {})
+    assert_error(api.post(f"/v1/queue/{route}", body), 400, "duplicate_field", param=param)
+    assert api.status_ok(request_id, MODEL)["status"] == "pending"
+
+
+def test_valid_edge_values_kept(api):
+    payload = (b'{"a": 1e99999999999999999999, "b": -0.0e-0, "c": "\x7f", "d": "\xf4\x8f\xbf\xbf",'
+               b' "e": "\xef\xbf\xbe", "f": "\xc2\x80", "g": "\\ud83d\\ude00"}')
+    reply = api.post("/v1/queue/submit", body_with(payload))
+    assert reply.status == 200, reply
+    status = api.status(reply.json["request_id"], MODEL)
+    assert raw_member(status.raw, "inputs") == payload
+
+
+def test_body_surrounding_whitespace(api):
+    reply = api.post("/v1/queue/submit", b' \r\n\t{"model": "test/bad", "payload": {}}\n ')
+    assert reply.status == 200, reply

@@ -376,7 +376,8 @@ def test_help_of_every_command(command, tmp_path):
     assert "--request-timeout S     seconds" in proc.stdout
     assert "exit codes" in proc.stdout
     if command in ("submit", "wait"):
-        assert "--timeout S" in proc.stdout and "seconds" in proc.stdout
+        assert "--timeout S             " in proc.stdout
+        assert "give up after S seconds" in proc.stdout
 
 
 def test_top_help_lists_commands_and_exit_codes(tmp_path):

@@ -35,7 +35,10 @@ def submit_raw(api, i):
     info = info_text(i)
     if info is not None:
         body += b', "info": ' + info
-    body += b', "priority": %d}' % PRIORITIES[i % len(PRIORITIES)]
+    body += b', "priority": %d' % PRIORITIES[i % len(PRIORITIES)]
+    if i % 10 == 0:
+        body += b', "unknown_field": %d' % i
+    body += b"}"
     reply = api.post("/v1/queue/submit", body)
     assert reply.status == 200, f"submit {i}: {reply!r}"
     return reply.json["request_id"]
@@ -150,6 +153,20 @@ def test_lease_expired_while_down(start_server):
     reply = api.worker_call("complete", MODEL, request_id, job["claim_id"], outputs={"late": 1})
     assert reply.status == 200, reply
     assert api.status_ok(request_id, MODEL)["status"] == "done"
+
+
+def test_lease_expires_after_restart(start_server):
+    server = start_server()
+    api = server.api()
+    request_id = api.submit_ok(MODEL, {})
+    job = api.claim_ok(MODEL, claim_timeout=3, worker="w")
+    server.kill()
+    server.restart()
+    api = server.api()
+    assert api.status_ok(request_id, MODEL)["status"] == "running"
+    body = api.wait_status(request_id, MODEL, "pending", timeout=8)
+    assert body["retries"] == 1
+    assert body["info"]["retry_history"][0]["claimed_at"] == job["claimed_at"]
 
 
 def test_running_lease_survives_restart(start_server):

@@ -293,3 +293,41 @@ def test_pipelined_after_long_poll(server):
     second = conn.read_response()
     assert second.status == 200, second
     assert second.json == {"status": "ok"}
+
+
+def test_pipelined_with_error(server):
+    conn = server.raw()
+    conn.send(submit_request(server, {"n": 1})
+              + http_request("POST", "/v1/queue/submit", b"{not json", key=server.key)
+              + submit_request(server, {"n": 2}))
+    first = conn.read_response()
+    second = conn.read_response()
+    third = conn.read_response()
+    assert first.status == 200, first
+    assert second.status == 400, second
+    assert second.json["code"] == "invalid_json"
+    assert third.status == 200, third
+    api = server.api()
+    assert api.status_ok(third.json["request_id"], MODEL)["inputs"] == {"n": 2}
+
+
+def test_chunk_missing_crlf(server):
+    # Chunk data must end with CRLF; a parser that skips any two bytes there can be made to
+    # read a different request boundary than a proxy in front of it.
+    conn = server.raw()
+    body = json.dumps({"model": MODEL, "payload": {}}).encode()
+    conn.send(b"POST /v1/queue/submit HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+              b"Transfer-Encoding: chunked\r\n\r\n"
+              + b"%x\r\n" % len(body) + body + b"XX0\r\n\r\n")
+    response = conn.read_response()
+    assert response.status == 400, response
+    assert conn.wait_closed(5), "connection left open after a malformed chunk"
+    assert server.api().metrics_ok(MODEL)["total_jobs"] == 0
+
+
+def test_missing_host_rejected(server):
+    # RFC 9112 section 3.2: a server must respond 400 to an HTTP/1.1 request without Host.
+    conn = server.raw()
+    conn.send(b"GET /healthz HTTP/1.1\r\n\r\n")
+    response = conn.read_response()
+    assert response.status == 400, response

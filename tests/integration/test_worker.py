@@ -6,7 +6,8 @@ import time
 
 import pytest
 
-from support import UNKNOWN_CLAIM, UNKNOWN_ID, assert_error, parse_time, wait_for
+from support import (UNKNOWN_CLAIM, UNKNOWN_ID, assert_error, compact, parse_time, raw_member,
+                     wait_for)
 
 MODEL = "test/worker"
 
@@ -54,7 +55,8 @@ def test_long_poll_oldest_waiter_first(server, api):
     second = ClaimThread(server, MODEL, 10)
     second.start()
     second.join(0.3)
-    assert first.is_alive() and second.is_alive()
+    assert first.is_alive()
+    assert second.is_alive()
 
     job_one = api.submit_ok(MODEL, {"n": 1})
     first.join(5)
@@ -487,3 +489,74 @@ def test_submit_any_content_type(server, content_type):
     response = conn.read_response()
     assert response.status == 200, response
     assert response.headers["content-type"].startswith("application/json")
+
+
+def test_merge_keeps_unpatched_bytes(api):
+    info = (b'{"big": 123456789012345678901234567890, "f": 1.0, "n": {"huge": 1e400, "x": 1},'
+            b' "s": "\\u0000\\u00e9"}')
+    reply = api.post("/v1/queue/submit",
+                     b'{"model": "test/worker", "payload": {}, "info": ' + info + b"}")
+    assert reply.status == 200, reply
+    request_id = reply.json["request_id"]
+    job = api.claim_ok(MODEL)
+    patch = b'{"n": {"x": 2}, "added": 98765432109876543210987654321, "g": 2.50}'
+    reply = api.post("/v1/queue/heartbeat",
+                     b'{"model": "test/worker", "request_id": "' + request_id.encode()
+                     + b'", "claim_id": "' + job["claim_id"].encode() + b'", "info": '
+                     + patch + b"}")
+    assert reply.status == 200, reply
+
+    status = api.status(request_id, MODEL)
+    merged = compact(raw_member(status.raw, "info"))
+    assert b'"big":123456789012345678901234567890' in merged, merged
+    assert b'"f":1.0' in merged, merged
+    assert b'"huge":1e400' in merged, merged
+    assert b'"s":"\\u0000\\u00e9"' in merged, merged
+    assert b'"added":98765432109876543210987654321' in merged, merged
+    assert b'"g":2.50' in merged, merged
+    assert status.json["info"]["n"]["x"] == 2
+
+
+@pytest.mark.parametrize("text", ["\u00e9chec \U0001F600", 'quote " and \\ and\nnewline',
+                                  "x" * 5000])
+def test_fail_error_round_trip(api, text):
+    request_id = api.submit_ok(MODEL, {})
+    job = api.claim_ok(MODEL)
+    assert api.worker_call("fail", MODEL, request_id, job["claim_id"], error=text).status == 200
+    assert api.status_ok(request_id, MODEL)["error"] == text
+
+
+def test_waiter_gets_released_job(server, api):
+    request_id = api.submit_ok(MODEL, {})
+    job = api.claim_ok(MODEL)
+    waiter = ClaimThread(server, MODEL, 5)
+    waiter.start()
+    waiter.join(0.3)
+    assert waiter.is_alive()
+    assert api.worker_call("release", MODEL, request_id, job["claim_id"]).status == 200
+    waiter.join(3)
+    assert not waiter.is_alive(), "a waiting claim did not get the released job"
+    assert waiter.reply.status == 200, waiter.reply
+    assert waiter.reply.json["request_id"] == request_id
+
+
+def test_waiter_gets_expired_job(server, api):
+    request_id = api.submit_ok(MODEL, {})
+    api.claim_ok(MODEL, claim_timeout=1)
+    waiter = ClaimThread(server, MODEL, 8)
+    waiter.start()
+    waiter.join(5)
+    assert not waiter.is_alive(), "a waiting claim did not get the job whose lease expired"
+    assert waiter.reply.status == 200, waiter.reply
+    assert waiter.reply.json["request_id"] == request_id
+    assert waiter.reply.json["retries"] == 1
+
+
+def test_large_payload_round_trip(api):
+    payload = b'{"blob": "' + b"ab" * (2 * 1024 * 1024) + b'", "n": 1.0}'
+    reply = api.post("/v1/queue/submit", b'{"model": "test/worker", "payload": ' + payload + b"}")
+    assert reply.status == 200, reply
+    status = api.status(reply.json["request_id"], MODEL)
+    assert raw_member(status.raw, "inputs") == payload
+    claim = api.claim(MODEL)
+    assert raw_member(claim.raw, "payload") == payload

@@ -1,8 +1,8 @@
 /*
  * Unit tests for the strict JSON scanner, the span iterators, the escaping
  * writer and RFC 7386 merge patch (json.h). jansson 2.14 is the reference
- * parser: the scanner must agree with it on every input, except where
- * jansson is stricter by design, which is exactly three cases: integers
+ * parser, and the scanner must agree with it on every input except where
+ * jansson is stricter by design. Those are exactly three cases: integers
  * outside int64_t, numbers that overflow a double (1e400), and NUL bytes
  * in object keys ("\u0000" in a key). Every loop has a fixed seed and count.
  *
@@ -20,12 +20,9 @@
 #include <string.h>
 
 /*
- * jansson.h declares names that json.h also declares: json_error_t,
- * json_object_get, json_object_iter and the type constants JSON_NULL to
- * JSON_OBJECT. jansson's are renamed while it is included, and its macros
- * that expand to those names are removed. The test never calls jansson's
- * json_object_get or json_object_iter: in a binary that links json.c, those
- * two symbols are json.c's.
+ * jansson's type constants and error type are renamed JANSSON_* and
+ * jansson_* while jansson.h is included, so the reference side of each
+ * comparison reads apart from json.h's JSON_TYPE_* names.
  */
 #define json_error_t     jansson_error_t
 #define json_object_get  jansson_object_get
@@ -109,7 +106,7 @@ static uint32_t rng_below(uint32_t n)
 }
 
 /* Checks that a rejection message is printable ASCII and names err->offset. */
-static void check_error_report(const json_error_t *err, size_t len, const char *doc)
+static void check_error_report(const json_scan_error_t *err, size_t len, const char *doc)
 {
 	char where[48];
 
@@ -118,7 +115,7 @@ static void check_error_report(const json_error_t *err, size_t len, const char *
 	for (const char *c = err->message; *c; c++) {
 		if (*c < 0x20 || *c > 0x7e)
 			fail_msg("non-printable byte 0x%02x in message \"%s\"", (unsigned char)*c,
-				 show(err->message, strlen(err->message)));
+			         show(err->message, strlen(err->message)));
 	}
 	if (err->offset > len)
 		fail_msg("offset %zu beyond length %zu for %s", err->offset, len, show(doc, len));
@@ -130,7 +127,7 @@ static void check_error_report(const json_error_t *err, size_t len, const char *
 /*
  * Builds the jansson value of a span using only the json.h iterators and
  * decoders, so it can be compared with jansson's own parse. Sets *beyond
- * when the document holds something jansson rejects by design.
+ * when the document contains something jansson rejects by design.
  */
 static json_t *span_to_jansson(json_span_t v, int *beyond)
 {
@@ -139,14 +136,14 @@ static json_t *span_to_jansson(json_span_t v, int *beyond)
 	json_t *out = NULL;
 
 	switch (v.type) {
-	case JSON_NULL: return json_null();
-	case JSON_TRUE: return json_true();
-	case JSON_FALSE: return json_false();
-	case JSON_STRING:
+	case JSON_TYPE_NULL: return json_null();
+	case JSON_TYPE_TRUE: return json_true();
+	case JSON_TYPE_FALSE: return json_false();
+	case JSON_TYPE_STRING:
 		json_string_decode(v, &text);
 		out = json_stringn(text.data ? text.data : "", text.len);
 		break;
-	case JSON_NUMBER: {
+	case JSON_TYPE_NUMBER: {
 		int64_t i;
 		double d;
 		int rc = json_int64(v, &i);
@@ -159,20 +156,20 @@ static json_t *span_to_jansson(json_span_t v, int *beyond)
 		}
 		return json_real(d);
 	}
-	case JSON_ARRAY: {
+	case JSON_TYPE_ARRAY: {
 		json_span_t e;
 
 		out = json_array();
-		json_array_iter(&it, v);
+		json_array_begin(&it, v);
 		while (json_array_next(&it, &e))
 			json_array_append_new(out, span_to_jansson(e, beyond));
 		break;
 	}
-	case JSON_OBJECT: {
+	case JSON_TYPE_OBJECT: {
 		json_member_t m;
 
 		out = json_object();
-		json_object_iter(&it, v);
+		json_object_begin(&it, v);
 		while (json_object_next(&it, &m)) {
 			buf_reset(&text);
 			if (json_string_decode(m.key, &text) != 0) {
@@ -180,7 +177,7 @@ static json_t *span_to_jansson(json_span_t v, int *beyond)
 				continue;
 			}
 			json_object_setn_new(out, text.data ? text.data : "", text.len,
-					     span_to_jansson(m.value, beyond));
+			                     span_to_jansson(m.value, beyond));
 		}
 		break;
 	}
@@ -199,7 +196,7 @@ typedef struct {
 static void check_against_jansson(const char *doc, size_t len, diff_stats_t *stats)
 {
 	jansson_error_t jerr;
-	json_error_t err;
+	json_scan_error_t err;
 	json_span_t root;
 	json_t *ref = json_loadb(doc, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
 	int rc = json_validate(doc, len, 1000, &root, &err);
@@ -207,7 +204,7 @@ static void check_against_jansson(const char *doc, size_t len, diff_stats_t *sta
 	if (rc != 0) {
 		if (ref)
 			fail_msg("json_validate rejects what jansson accepts: %s (%s)",
-				 show(doc, len), err.message);
+			         show(doc, len), err.message);
 		check_error_report(&err, len, doc);
 		stats->rejected++;
 		return;
@@ -222,7 +219,7 @@ static void check_against_jansson(const char *doc, size_t len, diff_stats_t *sta
 		stats->beyond_jansson++;
 	} else if (!ref) {
 		fail_msg("json_validate accepts what jansson rejects: %s (jansson: %s)",
-			 show(doc, len), jerr.text);
+		         show(doc, len), jerr.text);
 	} else if (!json_equal(ours, ref)) {
 		fail_msg("decoded values differ from jansson for %s", show(doc, len));
 	}
@@ -239,77 +236,79 @@ typedef struct {
 	json_type_t type;
 } valid_case_t;
 
+/* clang-format off */
 #define VALID(s, t) {s, sizeof(s) - 1, t}
 
 static const valid_case_t valid_cases[] = {
-	VALID("null", JSON_NULL),
-	VALID("true", JSON_TRUE),
-	VALID("false", JSON_FALSE),
-	VALID("0", JSON_NUMBER),
-	VALID("-0", JSON_NUMBER),
-	VALID("-0.0", JSON_NUMBER),
-	VALID("1", JSON_NUMBER),
-	VALID("-1", JSON_NUMBER),
-	VALID("0.5", JSON_NUMBER),
-	VALID("0.5e-10", JSON_NUMBER),
-	VALID("1e400", JSON_NUMBER),
-	VALID("-1e400", JSON_NUMBER),
-	VALID("1e-400", JSON_NUMBER),
-	VALID("1E+2", JSON_NUMBER),
-	VALID("1e-2", JSON_NUMBER),
-	VALID("0e0", JSON_NUMBER),
-	VALID("0E-0", JSON_NUMBER),
-	VALID("10", JSON_NUMBER),
-	VALID("123456789012345678901234567890", JSON_NUMBER),
-	VALID("-123456789012345678901234567890.123456789e-456", JSON_NUMBER),
-	VALID("9223372036854775807", JSON_NUMBER),
-	VALID("-9223372036854775808", JSON_NUMBER),
-	VALID("\"\"", JSON_STRING),
-	VALID("\"abc\"", JSON_STRING),
-	VALID("\"\\u0000\"", JSON_STRING),
-	VALID("\"a\\u0000b\"", JSON_STRING),
-	VALID("\"\\\"\\\\\\/\\b\\f\\n\\r\\t\"", JSON_STRING),
-	VALID("\"\\ud834\\udd1e\"", JSON_STRING),
-	VALID("\"\\uD834\\uDD1E\"", JSON_STRING),
-	VALID("\"\\udbff\\udfff\"", JSON_STRING),
-	VALID("\"\\u00e9\\uFFFF\\ufffe\"", JSON_STRING),
-	VALID("\"\x7f\"", JSON_STRING),
-	VALID("\"\xc3\xa9\"", JSON_STRING),
-	VALID("\"\xf0\x9f\x98\x80\"", JSON_STRING),
-	VALID("\"/\"", JSON_STRING),
-	VALID("\"'\"", JSON_STRING),
-	VALID("[]", JSON_ARRAY),
-	VALID("[ ]", JSON_ARRAY),
-	VALID("{}", JSON_OBJECT),
-	VALID("{ }", JSON_OBJECT),
-	VALID(" \t\r\n[1]\n", JSON_ARRAY),
-	VALID("[1,2,3]", JSON_ARRAY),
-	VALID("[[],[[]],{}]", JSON_ARRAY),
-	VALID("{\"a\":1}", JSON_OBJECT),
-	VALID("{\"a\":{\"b\":[true,false,null]}}", JSON_OBJECT),
-	VALID("{\"\":0}", JSON_OBJECT),
-	VALID("{\"a\":1,\"a\":2}", JSON_OBJECT),
-	VALID("{\"a\\u0000\":1}", JSON_OBJECT),
-	VALID("[\"\\u0000\"]", JSON_ARRAY),
-	VALID("{ \"a\" : [ 1 , 2 ] , \"b\" : { } }", JSON_OBJECT),
-	VALID("[1e400,123456789012345678901234567890]", JSON_ARRAY),
-	VALID("{\"}\":\"]\",\"\\\"\":\"\\\\\"}", JSON_OBJECT),
-	VALID("[-0,0.0,1.5E-3,2e+8]", JSON_ARRAY),
+	VALID("null", JSON_TYPE_NULL),
+	VALID("true", JSON_TYPE_TRUE),
+	VALID("false", JSON_TYPE_FALSE),
+	VALID("0", JSON_TYPE_NUMBER),
+	VALID("-0", JSON_TYPE_NUMBER),
+	VALID("-0.0", JSON_TYPE_NUMBER),
+	VALID("1", JSON_TYPE_NUMBER),
+	VALID("-1", JSON_TYPE_NUMBER),
+	VALID("0.5", JSON_TYPE_NUMBER),
+	VALID("0.5e-10", JSON_TYPE_NUMBER),
+	VALID("1e400", JSON_TYPE_NUMBER),
+	VALID("-1e400", JSON_TYPE_NUMBER),
+	VALID("1e-400", JSON_TYPE_NUMBER),
+	VALID("1E+2", JSON_TYPE_NUMBER),
+	VALID("1e-2", JSON_TYPE_NUMBER),
+	VALID("0e0", JSON_TYPE_NUMBER),
+	VALID("0E-0", JSON_TYPE_NUMBER),
+	VALID("10", JSON_TYPE_NUMBER),
+	VALID("123456789012345678901234567890", JSON_TYPE_NUMBER),
+	VALID("-123456789012345678901234567890.123456789e-456", JSON_TYPE_NUMBER),
+	VALID("9223372036854775807", JSON_TYPE_NUMBER),
+	VALID("-9223372036854775808", JSON_TYPE_NUMBER),
+	VALID("\"\"", JSON_TYPE_STRING),
+	VALID("\"abc\"", JSON_TYPE_STRING),
+	VALID("\"\\u0000\"", JSON_TYPE_STRING),
+	VALID("\"a\\u0000b\"", JSON_TYPE_STRING),
+	VALID("\"\\\"\\\\\\/\\b\\f\\n\\r\\t\"", JSON_TYPE_STRING),
+	VALID("\"\\ud834\\udd1e\"", JSON_TYPE_STRING),
+	VALID("\"\\uD834\\uDD1E\"", JSON_TYPE_STRING),
+	VALID("\"\\udbff\\udfff\"", JSON_TYPE_STRING),
+	VALID("\"\\u00e9\\uFFFF\\ufffe\"", JSON_TYPE_STRING),
+	VALID("\"\x7f\"", JSON_TYPE_STRING),
+	VALID("\"\xc3\xa9\"", JSON_TYPE_STRING),
+	VALID("\"\xf0\x9f\x98\x80\"", JSON_TYPE_STRING),
+	VALID("\"/\"", JSON_TYPE_STRING),
+	VALID("\"'\"", JSON_TYPE_STRING),
+	VALID("[]", JSON_TYPE_ARRAY),
+	VALID("[ ]", JSON_TYPE_ARRAY),
+	VALID("{}", JSON_TYPE_OBJECT),
+	VALID("{ }", JSON_TYPE_OBJECT),
+	VALID(" \t\r\n[1]\n", JSON_TYPE_ARRAY),
+	VALID("[1,2,3]", JSON_TYPE_ARRAY),
+	VALID("[[],[[]],{}]", JSON_TYPE_ARRAY),
+	VALID("{\"a\":1}", JSON_TYPE_OBJECT),
+	VALID("{\"a\":{\"b\":[true,false,null]}}", JSON_TYPE_OBJECT),
+	VALID("{\"\":0}", JSON_TYPE_OBJECT),
+	VALID("{\"a\":1,\"a\":2}", JSON_TYPE_OBJECT),
+	VALID("{\"a\\u0000\":1}", JSON_TYPE_OBJECT),
+	VALID("[\"\\u0000\"]", JSON_TYPE_ARRAY),
+	VALID("{ \"a\" : [ 1 , 2 ] , \"b\" : { } }", JSON_TYPE_OBJECT),
+	VALID("[1e400,123456789012345678901234567890]", JSON_TYPE_ARRAY),
+	VALID("{\"}\":\"]\",\"\\\"\":\"\\\\\"}", JSON_TYPE_OBJECT),
+	VALID("[-0,0.0,1.5E-3,2e+8]", JSON_TYPE_ARRAY),
 };
+/* clang-format on */
 
 static void test_validate_accepts_valid(void **state)
 {
 	for (size_t i = 0; i < sizeof(valid_cases) / sizeof(valid_cases[0]); i++) {
 		const valid_case_t *c = &valid_cases[i];
 		json_span_t root;
-		json_error_t err;
+		json_scan_error_t err;
 		int rc = json_validate(c->text, c->len, 64, &root, &err);
 
 		if (rc != 0)
 			fail_msg("rejected %s: %s", show(c->text, c->len), err.message);
 		if (root.type != c->type)
 			fail_msg("type %d, expected %d for %s", root.type, c->type,
-				 show(c->text, c->len));
+			         show(c->text, c->len));
 	}
 }
 
@@ -320,6 +319,7 @@ typedef struct {
 	const char *message; /* a substring of the expected message */
 } invalid_case_t;
 
+/* clang-format off */
 #define INVALID(s, off, msg) {s, sizeof(s) - 1, off, msg}
 
 static const invalid_case_t invalid_cases[] = {
@@ -408,7 +408,8 @@ static const invalid_case_t invalid_cases[] = {
 	INVALID("\"\\U0041\"", 1, "invalid escape sequence"),
 	INVALID("\"\\'\"", 1, "byte 0x27 after"),
 	INVALID("\"\\0\"", 1, "invalid escape sequence"),
-	INVALID("\"\\u12\"", 5, "invalid \\u escape at offset 5: expected 4 hex digits, found byte 0x22"),
+	INVALID("\"\\u12\"", 5,
+		"invalid \\u escape at offset 5: expected 4 hex digits, found byte 0x22"),
 	INVALID("\"\\u12G4\"", 5, "found character 'G'"),
 	INVALID("\"\\u12", 5, "not closed"),
 	INVALID("\"\\u0000", 7, "string starting at offset 0 not closed"),
@@ -430,23 +431,24 @@ static const invalid_case_t invalid_cases[] = {
 	INVALID("\"\0\"", 1, "unescaped control character 0x00 at offset 1"),
 	INVALID("{\"k\":\"abcdef\xff\"}", 12, "invalid UTF-8 byte 0xff at offset 12"),
 };
+/* clang-format on */
 
 static void test_validate_rejects_invalid(void **state)
 {
 	for (size_t i = 0; i < sizeof(invalid_cases) / sizeof(invalid_cases[0]); i++) {
 		const invalid_case_t *c = &invalid_cases[i];
 		json_span_t root;
-		json_error_t err;
+		json_scan_error_t err;
 		int rc = json_validate(c->text, c->len, 64, &root, &err);
 
 		if (rc != INFERQ_EINVAL)
 			fail_msg("returned %d for %s", rc, show(c->text, c->len));
 		if (err.offset != c->offset)
 			fail_msg("offset %zu, expected %zu for %s (%s)", err.offset, c->offset,
-				 show(c->text, c->len), err.message);
+			         show(c->text, c->len), err.message);
 		if (!strstr(err.message, c->message))
 			fail_msg("message \"%s\" lacks \"%s\" for %s", err.message, c->message,
-				 show(c->text, c->len));
+			         show(c->text, c->len));
 		assert_int_equal(err.too_deep, 0);
 		check_error_report(&err, c->len, c->text);
 	}
@@ -455,27 +457,27 @@ static void test_validate_rejects_invalid(void **state)
 static void test_validate_exact_messages(void **state)
 {
 	json_span_t root;
-	json_error_t err;
+	json_scan_error_t err;
 
 	assert_int_equal(json_validate(TEXT("{\"k\":\"abcdef\xff\"}"), 64, &root, &err),
-			 INFERQ_EINVAL);
+	                 INFERQ_EINVAL);
 	assert_string_equal(err.message,
-			    "invalid UTF-8 byte 0xff at offset 12: byte never used in UTF-8");
+	                    "invalid UTF-8 byte 0xff at offset 12: byte never used in UTF-8");
 
 	assert_int_equal(json_validate(TEXT("{\"a\":1"), 64, &root, &err), INFERQ_EINVAL);
 	assert_string_equal(err.message, "unexpected end of input at offset 6: object not closed");
 
 	assert_int_equal(json_validate(TEXT("\"\xe0\x80\x80\""), 64, &root, &err), INFERQ_EINVAL);
 	assert_string_equal(err.message,
-			    "invalid UTF-8 sequence 0xe0 0x80 at offset 1: overlong encoding");
+	                    "invalid UTF-8 sequence 0xe0 0x80 at offset 1: overlong encoding");
 
 	assert_int_equal(json_validate(TEXT("\"\xe2\x82"), 64, &root, &err), INFERQ_EINVAL);
 	assert_string_equal(err.message, "invalid UTF-8 sequence 0xe2 0x82 at offset 1: sequence "
-					 "truncated by the end of input");
+	                                 "truncated by the end of input");
 
 	assert_int_equal(json_validate(TEXT("[1,]"), 64, &root, &err), INFERQ_EINVAL);
 	assert_string_equal(err.message,
-			    "unexpected character ']' at offset 3: expected a JSON value");
+	                    "unexpected character ']' at offset 3: expected a JSON value");
 }
 
 /* A NULL error pointer is allowed when the caller only needs the verdict. */
@@ -494,17 +496,17 @@ static void test_validate_root_span(void **state)
 	const char obj[] = "  {\"a\" : 1}  \n";
 	const char num[] = " 12 ";
 	json_span_t root;
-	json_error_t err;
+	json_scan_error_t err;
 
 	assert_int_equal(json_validate(obj, sizeof(obj) - 1, 64, &root, &err), 0);
 	assert_ptr_equal(root.start, obj + 2);
 	assert_int_equal(root.len, 9);
-	assert_int_equal(root.type, JSON_OBJECT);
+	assert_int_equal(root.type, JSON_TYPE_OBJECT);
 
 	assert_int_equal(json_validate(num, sizeof(num) - 1, 64, &root, &err), 0);
 	assert_ptr_equal(root.start, num + 1);
 	assert_int_equal(root.len, 2);
-	assert_int_equal(root.type, JSON_NUMBER);
+	assert_int_equal(root.type, JSON_TYPE_NUMBER);
 }
 
 /* ---- json_validate: UTF-8 ---- */
@@ -516,6 +518,7 @@ typedef struct {
 	const char *message; /* for invalid cases, a substring of the message */
 } utf8_case_t;
 
+/* clang-format off */
 #define UTF8_OK(s)        {s, sizeof(s) - 1, 1, NULL}
 #define UTF8_BAD(s, msg) {s, sizeof(s) - 1, 0, msg}
 
@@ -559,6 +562,7 @@ static const utf8_case_t utf8_cases[] = {
 	UTF8_BAD("\xf0\x9f\x98\x41", "expected a continuation byte"),
 	UTF8_BAD("\xe2\x28\xa1", "sequence 0xe2 0x28"),
 };
+/* clang-format on */
 
 static void test_validate_utf8_cases(void **state)
 {
@@ -567,7 +571,7 @@ static void test_validate_utf8_cases(void **state)
 		char doc[16];
 		size_t len = c->len + 2;
 		json_span_t root;
-		json_error_t err;
+		json_scan_error_t err;
 		int rc;
 
 		doc[0] = '"';
@@ -591,7 +595,7 @@ static void test_validate_utf8_truncated_at_end(void **state)
 {
 	static const char *const cuts[] = {"\"\xc3", "\"\xe2\x82", "\"\xf0\x9f\x98", "\"\xf0"};
 	json_span_t root;
-	json_error_t err;
+	json_scan_error_t err;
 
 	for (size_t i = 0; i < sizeof(cuts) / sizeof(cuts[0]); i++) {
 		size_t len = strlen(cuts[i]);
@@ -702,7 +706,7 @@ static char *nested_objects(size_t n, size_t *len)
 static void test_validate_depth_limit(void **state)
 {
 	json_span_t root;
-	json_error_t err;
+	json_scan_error_t err;
 	size_t len;
 	char *doc;
 
@@ -747,7 +751,7 @@ static void test_validate_depth_limit(void **state)
 static void test_validate_depth_error_order(void **state)
 {
 	json_span_t root;
-	json_error_t err;
+	json_scan_error_t err;
 
 	assert_int_equal(json_validate(TEXT("[[[x"), 2, &root, &err), INFERQ_ELIMIT);
 	assert_int_equal(err.too_deep, 1);
@@ -759,7 +763,7 @@ static void test_validate_depth_error_order(void **state)
 static void test_validate_deep_nesting(void **state)
 {
 	json_span_t root;
-	json_error_t err;
+	json_scan_error_t err;
 	buf_t b = BUF_INIT;
 	size_t len;
 	char *doc;
@@ -798,7 +802,7 @@ static void test_validate_long_strings(void **state)
 {
 	buf_t b = BUF_INIT;
 	json_span_t root;
-	json_error_t err;
+	json_scan_error_t err;
 
 	buf_putc(&b, '[');
 	for (int i = 0; i < 64; i++) {
@@ -827,42 +831,68 @@ static void test_validate_long_strings(void **state)
 /* ---- differential checks against jansson ---- */
 
 static const char *const seed_docs[] = {
-	"null",
-	"true",
-	"-0.5e-3",
-	"12345",
-	"\"hello\"",
-	"[]",
-	"{}",
-	"[1,2,3]",
-	"{\"a\":1,\"b\":[true,false,null],\"c\":{\"d\":\"e\"}}",
-	"{\"model\":\"m/x\",\"payload\":{\"prompt\":\"hi\",\"n\":2},\"priority\":-3}",
-	"[\"\\u00e9\\u20ac\\ud83d\\ude00\",\"\\\"\\\\\\/\\b\\f\\n\\r\\t\"]",
-	"{\"\\u0061\":\"\\u0000\"}",
-	"[0,-0,0.0,1e5,1E-5,2.5e+10,9223372036854775807,-9223372036854775808]",
-	"[1e400,123456789012345678901234567890]",
-	"\"\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\"",
-	" { \"a\" : [ { } , [ ] , \"x\" ] } ",
-	"[[[[[[[[1]]]]]]]]",
-	"{\"k\":{\"k\":{\"k\":{\"k\":null}}}}",
-	"[\"a\",\"b\",\"c\",\"d\",\"e\",\"f\"]",
-	"{\"a\":1,\"a\":2}",
-	"[\"\\ud800\\udc00\",\"\\udbff\\udfff\"]",
-	"[true,false,null,1,\"s\",[],{}]",
-	"3.141592653589793",
-	"[\"\x7f\",\"tab\\there\"]",
-	"{\"deep\":[[{\"x\":[1,{\"y\":\"z\"}]}]]}",
+    "null",
+    "true",
+    "-0.5e-3",
+    "12345",
+    "\"hello\"",
+    "[]",
+    "{}",
+    "[1,2,3]",
+    "{\"a\":1,\"b\":[true,false,null],\"c\":{\"d\":\"e\"}}",
+    "{\"model\":\"m/x\",\"payload\":{\"prompt\":\"hi\",\"n\":2},\"priority\":-3}",
+    "[\"\\u00e9\\u20ac\\ud83d\\ude00\",\"\\\"\\\\\\/\\b\\f\\n\\r\\t\"]",
+    "{\"\\u0061\":\"\\u0000\"}",
+    "[0,-0,0.0,1e5,1E-5,2.5e+10,9223372036854775807,-9223372036854775808]",
+    "[1e400,123456789012345678901234567890]",
+    "\"\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\"",
+    " { \"a\" : [ { } , [ ] , \"x\" ] } ",
+    "[[[[[[[[1]]]]]]]]",
+    "{\"k\":{\"k\":{\"k\":{\"k\":null}}}}",
+    "[\"a\",\"b\",\"c\",\"d\",\"e\",\"f\"]",
+    "{\"a\":1,\"a\":2}",
+    "[\"\\ud800\\udc00\",\"\\udbff\\udfff\"]",
+    "[true,false,null,1,\"s\",[],{}]",
+    "3.141592653589793",
+    "[\"\x7f\",\"tab\\there\"]",
+    "{\"deep\":[[{\"x\":[1,{\"y\":\"z\"}]}]]}",
 };
 
 static const char *const fragments[] = {
-	"\\u0000", "\\ud800", "\\udc00", "\\ud83d\\ude00", "1e400", "-0", "123456789012345678901234",
-	"\xed\xa0\x80", "\xf4\x90\x80\x80", "\xc0\x80", "\xe2\x82\xac", "null", "[", "{", "\"a\":",
-	",", "\"", "\\", "\\u", "0.", "e+", "]", "}", "\xef\xbb\xbf", "9223372036854775808",
-	"-9223372036854775809", "1e308", "1e309", "\\\"", "true",
+    "\\u0000",
+    "\\ud800",
+    "\\udc00",
+    "\\ud83d\\ude00",
+    "1e400",
+    "-0",
+    "123456789012345678901234",
+    "\xed\xa0\x80",
+    "\xf4\x90\x80\x80",
+    "\xc0\x80",
+    "\xe2\x82\xac",
+    "null",
+    "[",
+    "{",
+    "\"a\":",
+    ",",
+    "\"",
+    "\\",
+    "\\u",
+    "0.",
+    "e+",
+    "]",
+    "}",
+    "\xef\xbb\xbf",
+    "9223372036854775808",
+    "-9223372036854775809",
+    "1e308",
+    "1e309",
+    "\\\"",
+    "true",
 };
 
 static const char interesting_bytes[] = " \t\n\r{}[],:\"\\0123456789-+.eEtfnul\x01\x1f\x7f"
-					"\x80\xbf\xc0\xc2\xe0\xed\xf0\xf4\xf5\xff";
+                                        "\x80\xbf\xc0\xc2\xe0\xed\xf0\xf4\xf5\xff";
 
 #define MUTANT_MAX 512
 
@@ -904,9 +934,7 @@ static void mutate(char *doc, size_t *len)
 			*len = n + flen;
 		}
 		break;
-	case 5:
-		*len = pos;
-		break;
+	case 5: *len = pos; break;
 	default:
 		if (!n)
 			break;
@@ -928,9 +956,25 @@ static void test_differential_seeds(void **state)
 {
 	diff_stats_t stats = {0, 0, 0};
 	static const char *const numbers[] = {
-		"0", "-0", "1", "-1", "0.0", "1.0", "1e0", "1E+0", "1e-0", "0.000001", "1e-400",
-		"1e308", "1.7976931348623157e308", "4.9e-324", "9223372036854775807",
-		"-9223372036854775808", "9223372036854775806", "12.5e3", "-3.25E-2",
+	    "0",
+	    "-0",
+	    "1",
+	    "-1",
+	    "0.0",
+	    "1.0",
+	    "1e0",
+	    "1E+0",
+	    "1e-0",
+	    "0.000001",
+	    "1e-400",
+	    "1e308",
+	    "1.7976931348623157e308",
+	    "4.9e-324",
+	    "9223372036854775807",
+	    "-9223372036854775808",
+	    "9223372036854775806",
+	    "12.5e3",
+	    "-3.25E-2",
 	};
 
 	for (size_t i = 0; i < sizeof(seed_docs) / sizeof(seed_docs[0]); i++)
@@ -963,7 +1007,8 @@ static void test_differential_mutations(void **state)
 	for (int i = 0; i < 20000; i++) {
 		/* A quarter of the time keep editing the last mutant, so edits compound. */
 		if (len == 0 || rng_below(4) != 0) {
-			const char *seed = seed_docs[rng_below(sizeof(seed_docs) / sizeof(seed_docs[0]))];
+			const char *seed =
+			    seed_docs[rng_below(sizeof(seed_docs) / sizeof(seed_docs[0]))];
 
 			len = strlen(seed);
 			memcpy(doc, seed, len);
@@ -973,7 +1018,7 @@ static void test_differential_mutations(void **state)
 		check_against_jansson(doc, len, &stats);
 	}
 	print_message("mutations: %d accepted (%d beyond jansson), %d rejected\n", stats.accepted,
-		      stats.beyond_jansson, stats.rejected);
+	              stats.beyond_jansson, stats.rejected);
 	assert_true(stats.accepted > 2000);
 	assert_true(stats.rejected > 2000);
 }
@@ -983,7 +1028,7 @@ static void test_differential_mutations(void **state)
 static json_span_t parse(const char *text, size_t len)
 {
 	json_span_t root;
-	json_error_t err;
+	json_scan_error_t err;
 
 	if (json_validate(text, len, 64, &root, &err) != 0)
 		fail_msg("test document rejected: %s", err.message);
@@ -1000,70 +1045,71 @@ static void assert_span(json_span_t s, const char *text, json_type_t type)
 static void test_object_iteration(void **state)
 {
 	static const char doc[] = "{ \"a\" : 1 , \"b\":[1,{\"c\":\"}\"}], \"c\\\"\" : \"x,y\" ,"
-				  "\"d\":{ },\"e\":-1.5e3 , \"f\" :true}";
+	                          "\"d\":{ },\"e\":-1.5e3 , \"f\" :true}";
 	json_span_t root = parse(TEXT(doc));
 	json_iter_t it;
 	json_member_t m;
 
-	json_object_iter(&it, root);
+	json_object_begin(&it, root);
 	assert_int_equal(json_object_next(&it, &m), 1);
-	assert_span(m.key, "\"a\"", JSON_STRING);
-	assert_span(m.value, "1", JSON_NUMBER);
+	assert_span(m.key, "\"a\"", JSON_TYPE_STRING);
+	assert_span(m.value, "1", JSON_TYPE_NUMBER);
 	assert_int_equal(json_object_next(&it, &m), 1);
-	assert_span(m.key, "\"b\"", JSON_STRING);
-	assert_span(m.value, "[1,{\"c\":\"}\"}]", JSON_ARRAY);
+	assert_span(m.key, "\"b\"", JSON_TYPE_STRING);
+	assert_span(m.value, "[1,{\"c\":\"}\"}]", JSON_TYPE_ARRAY);
 	assert_int_equal(json_object_next(&it, &m), 1);
-	assert_span(m.key, "\"c\\\"\"", JSON_STRING);
-	assert_span(m.value, "\"x,y\"", JSON_STRING);
+	assert_span(m.key, "\"c\\\"\"", JSON_TYPE_STRING);
+	assert_span(m.value, "\"x,y\"", JSON_TYPE_STRING);
 	assert_int_equal(json_object_next(&it, &m), 1);
-	assert_span(m.value, "{ }", JSON_OBJECT);
+	assert_span(m.value, "{ }", JSON_TYPE_OBJECT);
 	assert_int_equal(json_object_next(&it, &m), 1);
-	assert_span(m.value, "-1.5e3", JSON_NUMBER);
+	assert_span(m.value, "-1.5e3", JSON_TYPE_NUMBER);
 	assert_int_equal(json_object_next(&it, &m), 1);
-	assert_span(m.key, "\"f\"", JSON_STRING);
-	assert_span(m.value, "true", JSON_TRUE);
+	assert_span(m.key, "\"f\"", JSON_TYPE_STRING);
+	assert_span(m.value, "true", JSON_TYPE_TRUE);
 	assert_int_equal(json_object_next(&it, &m), 0);
 	assert_int_equal(json_object_next(&it, &m), 0);
 
-	json_object_iter(&it, parse(TEXT("{ }")));
+	json_object_begin(&it, parse(TEXT("{ }")));
 	assert_int_equal(json_object_next(&it, &m), 0);
 
 	/* Iterating a span of another type yields nothing. */
-	json_object_iter(&it, parse(TEXT("[1]")));
+	json_object_begin(&it, parse(TEXT("[1]")));
 	assert_int_equal(json_object_next(&it, &m), 0);
 }
 
 static void test_array_iteration(void **state)
 {
-	static const char doc[] = "[ 1 , \"a]\\\\\" , [ ] , { \"k\" : [ 2 ] } , null,false,\"\\\"]\" ]";
+	static const char doc[] =
+	    "[ 1 , \"a]\\\\\" , [ ] , { \"k\" : [ 2 ] } , null,false,\"\\\"]\" ]";
 	json_span_t root = parse(TEXT(doc));
 	json_iter_t it;
 	json_span_t e;
 
-	json_array_iter(&it, root);
+	json_array_begin(&it, root);
 	assert_int_equal(json_array_next(&it, &e), 1);
-	assert_span(e, "1", JSON_NUMBER);
+	assert_span(e, "1", JSON_TYPE_NUMBER);
 	assert_int_equal(json_array_next(&it, &e), 1);
-	assert_span(e, "\"a]\\\\\"", JSON_STRING);
+	assert_span(e, "\"a]\\\\\"", JSON_TYPE_STRING);
 	assert_int_equal(json_array_next(&it, &e), 1);
-	assert_span(e, "[ ]", JSON_ARRAY);
+	assert_span(e, "[ ]", JSON_TYPE_ARRAY);
 	assert_int_equal(json_array_next(&it, &e), 1);
-	assert_span(e, "{ \"k\" : [ 2 ] }", JSON_OBJECT);
+	assert_span(e, "{ \"k\" : [ 2 ] }", JSON_TYPE_OBJECT);
 	assert_int_equal(json_array_next(&it, &e), 1);
-	assert_span(e, "null", JSON_NULL);
+	assert_span(e, "null", JSON_TYPE_NULL);
 	assert_int_equal(json_array_next(&it, &e), 1);
-	assert_span(e, "false", JSON_FALSE);
+	assert_span(e, "false", JSON_TYPE_FALSE);
 	assert_int_equal(json_array_next(&it, &e), 1);
-	assert_span(e, "\"\\\"]\"", JSON_STRING);
+	assert_span(e, "\"\\\"]\"", JSON_TYPE_STRING);
 	assert_int_equal(json_array_next(&it, &e), 0);
 
-	json_array_iter(&it, parse(TEXT("[]")));
+	json_array_begin(&it, parse(TEXT("[]")));
 	assert_int_equal(json_array_next(&it, &e), 0);
-	json_array_iter(&it, parse(TEXT("{}")));
+	json_array_begin(&it, parse(TEXT("{}")));
 	assert_int_equal(json_array_next(&it, &e), 0);
 }
 
-/* A number that ends the buffer has no byte after it; ASan catches any read past it. */
+/* A number that ends the buffer has no byte after it, so ASan catches any read past it. */
 static void test_iteration_at_buffer_end(void **state)
 {
 	char *doc = malloc(5);
@@ -1076,36 +1122,37 @@ static void test_iteration_at_buffer_end(void **state)
 	assert_int_equal(json_double(parse(doc, 4), &d), 0);
 	assert_true(d == 12.5);
 	memcpy(doc, "[7]", 3);
-	json_array_iter(&it, parse(doc, 3));
+	json_array_begin(&it, parse(doc, 3));
 	assert_int_equal(json_array_next(&it, &e), 1);
-	assert_span(e, "7", JSON_NUMBER);
+	assert_span(e, "7", JSON_TYPE_NUMBER);
 	assert_int_equal(json_array_next(&it, &e), 0);
 	free(doc);
 }
 
 static void test_object_get(void **state)
 {
-	json_span_t root = parse(TEXT("{\"model\":\"a\",\"mode\":1,\"models\":2,\"\\u006dodel\":\"b\","
-				      "\"\\u00e9\":3,\"\\ud83d\\ude00\":4,\"a\\u0000b\":5,\"\":6}"));
+	json_span_t root =
+	    parse(TEXT("{\"model\":\"a\",\"mode\":1,\"models\":2,\"\\u006dodel\":\"b\","
+	               "\"\\u00e9\":3,\"\\ud83d\\ude00\":4,\"a\\u0000b\":5,\"\":6}"));
 	json_span_t v;
 
-	assert_int_equal(json_object_get(root, "model", &v), 1);
-	assert_span(v, "\"b\"", JSON_STRING);
-	assert_int_equal(json_object_get(root, "mode", &v), 1);
-	assert_span(v, "1", JSON_NUMBER);
-	assert_int_equal(json_object_get(root, "models", &v), 1);
-	assert_span(v, "2", JSON_NUMBER);
-	assert_int_equal(json_object_get(root, "\xc3\xa9", &v), 1);
-	assert_span(v, "3", JSON_NUMBER);
-	assert_int_equal(json_object_get(root, "\xf0\x9f\x98\x80", &v), 1);
-	assert_span(v, "4", JSON_NUMBER);
-	assert_int_equal(json_object_get(root, "", &v), 1);
-	assert_span(v, "6", JSON_NUMBER);
-	assert_int_equal(json_object_get(root, "mod", &v), 0);
-	assert_int_equal(json_object_get(root, "a", &v), 0);
-	assert_int_equal(json_object_get(root, "modelx", &v), 0);
-	assert_int_equal(json_object_get(parse(TEXT("[\"model\"]")), "model", &v), 0);
-	assert_int_equal(json_object_get(parse(TEXT("{}")), "model", &v), 0);
+	assert_int_equal(json_object_find(root, "model", &v), 1);
+	assert_span(v, "\"b\"", JSON_TYPE_STRING);
+	assert_int_equal(json_object_find(root, "mode", &v), 1);
+	assert_span(v, "1", JSON_TYPE_NUMBER);
+	assert_int_equal(json_object_find(root, "models", &v), 1);
+	assert_span(v, "2", JSON_TYPE_NUMBER);
+	assert_int_equal(json_object_find(root, "\xc3\xa9", &v), 1);
+	assert_span(v, "3", JSON_TYPE_NUMBER);
+	assert_int_equal(json_object_find(root, "\xf0\x9f\x98\x80", &v), 1);
+	assert_span(v, "4", JSON_TYPE_NUMBER);
+	assert_int_equal(json_object_find(root, "", &v), 1);
+	assert_span(v, "6", JSON_TYPE_NUMBER);
+	assert_int_equal(json_object_find(root, "mod", &v), 0);
+	assert_int_equal(json_object_find(root, "a", &v), 0);
+	assert_int_equal(json_object_find(root, "modelx", &v), 0);
+	assert_int_equal(json_object_find(parse(TEXT("[\"model\"]")), "model", &v), 0);
+	assert_int_equal(json_object_find(parse(TEXT("{}")), "model", &v), 0);
 }
 
 static void test_string_equals(void **state)
@@ -1129,17 +1176,16 @@ static void test_string_decode(void **state)
 	buf_t out = BUF_INIT;
 
 	assert_int_equal(json_string_decode(parse(TEXT("\"\\\"\\\\\\/\\b\\f\\n\\r\\t\"")), &out),
-			 0);
+	                 0);
 	assert_int_equal(out.len, 8);
 	assert_memory_equal(out.data, "\"\\/\b\f\n\r\t", 8);
 
 	buf_reset(&out);
-	assert_int_equal(json_string_decode(parse(TEXT("\"x\\ud83d\\ude00y\\u00e9\xe2\x82\xac\"")),
-					    &out),
-			 0);
+	assert_int_equal(
+	    json_string_decode(parse(TEXT("\"x\\ud83d\\ude00y\\u00e9\xe2\x82\xac\"")), &out), 0);
 	assert_string_equal(out.data, "x\xf0\x9f\x98\x80y\xc3\xa9\xe2\x82\xac");
 
-	/* Decoding appends after what the buffer holds. */
+	/* Decoding appends after the buffer's existing bytes. */
 	buf_reset(&out);
 	buf_puts(&out, "pre:");
 	assert_int_equal(json_string_decode(parse(TEXT("\"\\u0041\\u07ff\\uffff\"")), &out), 0);
@@ -1167,24 +1213,24 @@ static void test_int64(void **state)
 		int rc;
 		int64_t value;
 	} cases[] = {
-		{"0", 0, 0},
-		{"-0", 0, 0},
-		{"7", 0, 7},
-		{"-5", 0, -5},
-		{"9223372036854775807", 0, INT64_MAX},
-		{"-9223372036854775808", 0, INT64_MIN},
-		{"9223372036854775806", 0, INT64_MAX - 1},
-		{"-9223372036854775807", 0, INT64_MIN + 1},
-		{"9223372036854775808", INFERQ_ERANGE, 0},
-		{"-9223372036854775809", INFERQ_ERANGE, 0},
-		{"18446744073709551616", INFERQ_ERANGE, 0},
-		{"99999999999999999999", INFERQ_ERANGE, 0},
-		{"123456789012345678901234567890", INFERQ_ERANGE, 0},
-		{"1.0", INFERQ_EINVAL, 0},
-		{"1e2", INFERQ_EINVAL, 0},
-		{"1E2", INFERQ_EINVAL, 0},
-		{"-0.0", INFERQ_EINVAL, 0},
-		{"123456789012345678901234567890.5", INFERQ_EINVAL, 0},
+	    {"0", 0, 0},
+	    {"-0", 0, 0},
+	    {"7", 0, 7},
+	    {"-5", 0, -5},
+	    {"9223372036854775807", 0, INT64_MAX},
+	    {"-9223372036854775808", 0, INT64_MIN},
+	    {"9223372036854775806", 0, INT64_MAX - 1},
+	    {"-9223372036854775807", 0, INT64_MIN + 1},
+	    {"9223372036854775808", INFERQ_ERANGE, 0},
+	    {"-9223372036854775809", INFERQ_ERANGE, 0},
+	    {"18446744073709551616", INFERQ_ERANGE, 0},
+	    {"99999999999999999999", INFERQ_ERANGE, 0},
+	    {"123456789012345678901234567890", INFERQ_ERANGE, 0},
+	    {"1.0", INFERQ_EINVAL, 0},
+	    {"1e2", INFERQ_EINVAL, 0},
+	    {"1E2", INFERQ_EINVAL, 0},
+	    {"-0.0", INFERQ_EINVAL, 0},
+	    {"123456789012345678901234567890.5", INFERQ_EINVAL, 0},
 	};
 
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -1193,7 +1239,7 @@ static void test_int64(void **state)
 
 		if (rc != cases[i].rc)
 			fail_msg("json_int64(%s) returned %d, expected %d", cases[i].text, rc,
-				 cases[i].rc);
+			         cases[i].rc);
 		if (rc == 0 && v != cases[i].value)
 			fail_msg("json_int64(%s) read %lld", cases[i].text, (long long)v);
 		if (rc != 0 && v != 42)
@@ -1257,7 +1303,7 @@ static void test_write_string_escapes(void **state)
 	assert_written(TEXT("a\0b"), "\"a\\u0000b\"");
 	assert_written(TEXT("\x7f"), "\"\x7f\"");
 	assert_written(TEXT("\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80"),
-		       "\"\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\"");
+	               "\"\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\"");
 	assert_written(TEXT("\xf4\x8f\xbf\xbf"), "\"\xf4\x8f\xbf\xbf\"");
 
 	/* Every control character gets an escape that decodes back to it. */
@@ -1266,7 +1312,7 @@ static void test_write_string_escapes(void **state)
 		buf_t out = BUF_INIT;
 		buf_t back = BUF_INIT;
 		json_span_t root;
-		json_error_t err;
+		json_scan_error_t err;
 
 		json_write_string(&out, &in, 1);
 		assert_int_equal(json_validate(out.data, out.len, 0, &root, &err), 0);
@@ -1333,7 +1379,7 @@ static size_t encode_utf8(uint32_t cp, char *out)
 	return 4;
 }
 
-/* Valid UTF-8 survives a round trip through jansson; random bytes always give valid JSON. */
+/* Valid UTF-8 survives a round trip through jansson, and random bytes always give valid JSON. */
 static void test_write_string_round_trip(void **state)
 {
 	rng_seed(12345);
@@ -1372,7 +1418,7 @@ static void test_write_string_round_trip(void **state)
 		size_t len = rng_below(sizeof(in));
 		buf_t out = BUF_INIT;
 		json_span_t root;
-		json_error_t err;
+		json_scan_error_t err;
 		jansson_error_t jerr;
 		json_t *j;
 
@@ -1411,65 +1457,65 @@ typedef struct {
 
 /* The examples of RFC 7386 Appendix A, then its section 3 example. */
 static const merge_case_t rfc7386_cases[] = {
-	{"{\"a\":\"b\"}", "{\"a\":\"c\"}", "{\"a\":\"c\"}"},
-	{"{\"a\":\"b\"}", "{\"b\":\"c\"}", "{\"a\":\"b\",\"b\":\"c\"}"},
-	{"{\"a\":\"b\"}", "{\"a\":null}", "{}"},
-	{"{\"a\":\"b\",\"b\":\"c\"}", "{\"a\":null}", "{\"b\":\"c\"}"},
-	{"{\"a\":[\"b\"]}", "{\"a\":\"c\"}", "{\"a\":\"c\"}"},
-	{"{\"a\":\"c\"}", "{\"a\":[\"b\"]}", "{\"a\":[\"b\"]}"},
-	{"{\"a\": {\"b\": \"c\"}}", "{\"a\": {\"b\": \"d\", \"c\": null}}", "{\"a\":{\"b\":\"d\"}}"},
-	{"{\"a\": [{\"b\":\"c\"}]}", "{\"a\": [1]}", "{\"a\":[1]}"},
-	{"[\"a\",\"b\"]", "[\"c\",\"d\"]", "[\"c\",\"d\"]"},
-	{"{\"a\":\"b\"}", "[\"c\"]", "[\"c\"]"},
-	{"{\"a\":\"foo\"}", "null", "null"},
-	{"{\"a\":\"foo\"}", "\"bar\"", "\"bar\""},
-	{"{\"e\":null}", "{\"a\":1}", "{\"e\":null,\"a\":1}"},
-	{"[1,2]", "{\"a\":\"b\",\"c\":null}", "{\"a\":\"b\"}"},
-	{"{}", "{\"a\":{\"bb\":{\"ccc\":null}}}", "{\"a\":{\"bb\":{}}}"},
-	{"{\n  \"title\": \"Goodbye!\",\n  \"author\" : {\n    \"givenName\" : \"John\",\n"
-	 "    \"familyName\" : \"Doe\"\n  },\n  \"tags\":[ \"example\", \"sample\" ],\n"
-	 "  \"content\": \"This will be unchanged\"\n}",
-	 "{\n  \"title\": \"Hello!\",\n  \"phoneNumber\": \"+01-234-567-8910\",\n"
-	 "  \"author\": {\n    \"familyName\": null\n  },\n  \"tags\": [ \"example\" ]\n}",
-	 "{\"title\":\"Hello!\",\"author\":{\"givenName\":\"John\"},\"tags\":[ \"example\" ],"
-	 "\"content\":\"This will be unchanged\",\"phoneNumber\":\"+01-234-567-8910\"}"},
+    {"{\"a\":\"b\"}", "{\"a\":\"c\"}", "{\"a\":\"c\"}"},
+    {"{\"a\":\"b\"}", "{\"b\":\"c\"}", "{\"a\":\"b\",\"b\":\"c\"}"},
+    {"{\"a\":\"b\"}", "{\"a\":null}", "{}"},
+    {"{\"a\":\"b\",\"b\":\"c\"}", "{\"a\":null}", "{\"b\":\"c\"}"},
+    {"{\"a\":[\"b\"]}", "{\"a\":\"c\"}", "{\"a\":\"c\"}"},
+    {"{\"a\":\"c\"}", "{\"a\":[\"b\"]}", "{\"a\":[\"b\"]}"},
+    {"{\"a\": {\"b\": \"c\"}}", "{\"a\": {\"b\": \"d\", \"c\": null}}", "{\"a\":{\"b\":\"d\"}}"},
+    {"{\"a\": [{\"b\":\"c\"}]}", "{\"a\": [1]}", "{\"a\":[1]}"},
+    {"[\"a\",\"b\"]", "[\"c\",\"d\"]", "[\"c\",\"d\"]"},
+    {"{\"a\":\"b\"}", "[\"c\"]", "[\"c\"]"},
+    {"{\"a\":\"foo\"}", "null", "null"},
+    {"{\"a\":\"foo\"}", "\"bar\"", "\"bar\""},
+    {"{\"e\":null}", "{\"a\":1}", "{\"e\":null,\"a\":1}"},
+    {"[1,2]", "{\"a\":\"b\",\"c\":null}", "{\"a\":\"b\"}"},
+    {"{}", "{\"a\":{\"bb\":{\"ccc\":null}}}", "{\"a\":{\"bb\":{}}}"},
+    {"{\n  \"title\": \"Goodbye!\",\n  \"author\" : {\n    \"givenName\" : \"John\",\n"
+     "    \"familyName\" : \"Doe\"\n  },\n  \"tags\":[ \"example\", \"sample\" ],\n"
+     "  \"content\": \"This will be unchanged\"\n}",
+     "{\n  \"title\": \"Hello!\",\n  \"phoneNumber\": \"+01-234-567-8910\",\n"
+     "  \"author\": {\n    \"familyName\": null\n  },\n  \"tags\": [ \"example\" ]\n}",
+     "{\"title\":\"Hello!\",\"author\":{\"givenName\":\"John\"},\"tags\":[ \"example\" ],"
+     "\"content\":\"This will be unchanged\",\"phoneNumber\":\"+01-234-567-8910\"}"},
 };
 
 /* Further cases: raw bytes kept, duplicates, escaped keys, absent and scalar targets. */
 static const merge_case_t merge_cases[] = {
-	{"{\"a\":1e400,\"b\":123456789012345678901234567890,\"c\":1.0,\"d\":{\"e\":-0.0E+00,"
-	 "\"f\":[1e400, 2]},\"g\":\"x\"}",
-	 "{\"g\":null,\"d\":{\"h\":99999999999999999999999}}",
-	 "{\"a\":1e400,\"b\":123456789012345678901234567890,\"c\":1.0,\"d\":{\"e\":-0.0E+00,"
-	 "\"f\":[1e400, 2],\"h\":99999999999999999999999}}"},
-	{"{\"s\":\"\\u00e9\\n\",\"t\":\"\\ud83d\\ude00\"}", "{\"u\":\"\\u0000\"}",
-	 "{\"s\":\"\\u00e9\\n\",\"t\":\"\\ud83d\\ude00\",\"u\":\"\\u0000\"}"},
-	{"{\"a\" : 1 , \"b\":[ 1 ]}", "{}", "{\"a\":1,\"b\":[ 1 ]}"},
-	{"  {\"a\":1}  ", " {\"b\":2}\n", "{\"a\":1,\"b\":2}"},
-	{NULL, "{\"a\":{\"b\":null,\"c\":[null]}}", "{\"a\":{\"c\":[null]}}"},
-	{NULL, "[1, null]", "[1, null]"},
-	{NULL, "null", "null"},
-	{"null", "{\"a\":null}", "{}"},
-	{"\"s\"", "3", "3"},
-	{"[1,2]", "{\"a\":1}", "{\"a\":1}"},
-	{"{\"a\":1}", "{\"a\":{\"b\":null,\"c\":{\"d\":null}}}", "{\"a\":{\"c\":{}}}"},
-	{"{\"a\":{\"x\":1}}", "{\"a\":{\"y\":{\"z\":null}}}", "{\"a\":{\"x\":1,\"y\":{}}}"},
-	{"{\"a\":{\"x\":1}}", "{\"a\":{}}", "{\"a\":{\"x\":1}}"},
-	{"{\"a\":1}", "{\"b\":null}", "{\"a\":1}"},
-	/* Duplicate keys: the last member wins and earlier ones are dropped. */
-	{"{\"a\":1,\"b\":2,\"a\":3}", "{\"c\":4}", "{\"b\":2,\"a\":3,\"c\":4}"},
-	{"{\"a\":1,\"b\":2,\"a\":3}", "{\"a\":null}", "{\"b\":2}"},
-	{"{\"a\":{\"p\":1},\"a\":{\"q\":2}}", "{\"a\":{\"r\":3}}", "{\"a\":{\"q\":2,\"r\":3}}"},
-	{"{}", "{\"x\":1,\"x\":2}", "{\"x\":2}"},
-	{"{\"a\":1}", "{\"a\":5,\"a\":null}", "{}"},
-	{"{\"a\":1}", "{\"a\":null,\"a\":5}", "{\"a\":5}"},
-	{"{}", "{\"n\":1,\"m\":2,\"n\":3}", "{\"m\":2,\"n\":3}"},
-	/* Keys compare after decoding; the target keeps its spelling. */
-	{"{\"\\u0061\":1,\"b\":2}", "{\"a\":2}", "{\"\\u0061\":2,\"b\":2}"},
-	{"{\"\\u0061\":1,\"b\":2}", "{\"\\u0062\":null}", "{\"\\u0061\":1}"},
-	{"{\"a\":1,\"\\u0061\":2}", "{\"c\":3}", "{\"\\u0061\":2,\"c\":3}"},
-	{"{\"a\\u0000\":1,\"a\":2}", "{\"a\\u0000\":null}", "{\"a\":2}"},
-	{"{\"ab\":1,\"a\":2,\"\":3}", "{\"a\":9,\"\":null}", "{\"ab\":1,\"a\":9}"},
+    {"{\"a\":1e400,\"b\":123456789012345678901234567890,\"c\":1.0,\"d\":{\"e\":-0.0E+00,"
+     "\"f\":[1e400, 2]},\"g\":\"x\"}",
+     "{\"g\":null,\"d\":{\"h\":99999999999999999999999}}",
+     "{\"a\":1e400,\"b\":123456789012345678901234567890,\"c\":1.0,\"d\":{\"e\":-0.0E+00,"
+     "\"f\":[1e400, 2],\"h\":99999999999999999999999}}"},
+    {"{\"s\":\"\\u00e9\\n\",\"t\":\"\\ud83d\\ude00\"}", "{\"u\":\"\\u0000\"}",
+     "{\"s\":\"\\u00e9\\n\",\"t\":\"\\ud83d\\ude00\",\"u\":\"\\u0000\"}"},
+    {"{\"a\" : 1 , \"b\":[ 1 ]}", "{}", "{\"a\":1,\"b\":[ 1 ]}"},
+    {"  {\"a\":1}  ", " {\"b\":2}\n", "{\"a\":1,\"b\":2}"},
+    {NULL, "{\"a\":{\"b\":null,\"c\":[null]}}", "{\"a\":{\"c\":[null]}}"},
+    {NULL, "[1, null]", "[1, null]"},
+    {NULL, "null", "null"},
+    {"null", "{\"a\":null}", "{}"},
+    {"\"s\"", "3", "3"},
+    {"[1,2]", "{\"a\":1}", "{\"a\":1}"},
+    {"{\"a\":1}", "{\"a\":{\"b\":null,\"c\":{\"d\":null}}}", "{\"a\":{\"c\":{}}}"},
+    {"{\"a\":{\"x\":1}}", "{\"a\":{\"y\":{\"z\":null}}}", "{\"a\":{\"x\":1,\"y\":{}}}"},
+    {"{\"a\":{\"x\":1}}", "{\"a\":{}}", "{\"a\":{\"x\":1}}"},
+    {"{\"a\":1}", "{\"b\":null}", "{\"a\":1}"},
+    /* Duplicate keys: the last member wins and earlier ones are dropped. */
+    {"{\"a\":1,\"b\":2,\"a\":3}", "{\"c\":4}", "{\"b\":2,\"a\":3,\"c\":4}"},
+    {"{\"a\":1,\"b\":2,\"a\":3}", "{\"a\":null}", "{\"b\":2}"},
+    {"{\"a\":{\"p\":1},\"a\":{\"q\":2}}", "{\"a\":{\"r\":3}}", "{\"a\":{\"q\":2,\"r\":3}}"},
+    {"{}", "{\"x\":1,\"x\":2}", "{\"x\":2}"},
+    {"{\"a\":1}", "{\"a\":5,\"a\":null}", "{}"},
+    {"{\"a\":1}", "{\"a\":null,\"a\":5}", "{\"a\":5}"},
+    {"{}", "{\"n\":1,\"m\":2,\"n\":3}", "{\"m\":2,\"n\":3}"},
+    /* Keys compare after decoding; the target keeps its spelling. */
+    {"{\"\\u0061\":1,\"b\":2}", "{\"a\":2}", "{\"\\u0061\":2,\"b\":2}"},
+    {"{\"\\u0061\":1,\"b\":2}", "{\"\\u0062\":null}", "{\"\\u0061\":1}"},
+    {"{\"a\":1,\"\\u0061\":2}", "{\"c\":3}", "{\"\\u0061\":2,\"c\":3}"},
+    {"{\"a\\u0000\":1,\"a\":2}", "{\"a\\u0000\":null}", "{\"a\":2}"},
+    {"{\"ab\":1,\"a\":2,\"\":3}", "{\"a\":9,\"\":null}", "{\"ab\":1,\"a\":9}"},
 };
 
 static void run_merge_case(const merge_case_t *c, int check_with_jansson)
@@ -1482,7 +1528,7 @@ static void run_merge_case(const merge_case_t *c, int check_with_jansson)
 		fail_msg("merge of %s into %s returned %d", c->patch, c->target, rc);
 	if (strcmp(out.data, c->result) != 0)
 		fail_msg("merge of %s into %s wrote %s, expected %s", c->patch,
-			 c->target ? c->target : "(absent)", out.data, c->result);
+		         c->target ? c->target : "(absent)", out.data, c->result);
 
 	if (check_with_jansson) {
 		json_t *got = json_loads(out.data, JSON_DECODE_ANY, NULL);
@@ -1526,16 +1572,17 @@ static void test_merge_patch_depth_limit(void **state)
 	buf_puts(&out, "keep");
 
 	/* Untouched target members count toward the depth of the result. */
-	assert_int_equal(json_merge_patch(TEXT("{\"a\":{\"b\":1}}"), TEXT("{\"c\":1}"), 2, &out), 0);
+	assert_int_equal(json_merge_patch(TEXT("{\"a\":{\"b\":1}}"), TEXT("{\"c\":1}"), 2, &out),
+	                 0);
 	buf_reset(&out);
 	buf_puts(&out, "keep");
 	assert_int_equal(json_merge_patch(TEXT("{\"a\":{\"b\":[1]}}"), TEXT("{\"c\":1}"), 2, &out),
-			 INFERQ_ELIMIT);
+	                 INFERQ_ELIMIT);
 	assert_string_equal(out.data, "keep");
 
 	/* Objects the patch adds. */
 	assert_int_equal(json_merge_patch(NULL, 0, TEXT("{\"a\":{\"b\":{\"c\":1}}}"), 2, &out),
-			 INFERQ_ELIMIT);
+	                 INFERQ_ELIMIT);
 	assert_string_equal(out.data, "keep");
 	assert_int_equal(json_merge_patch(NULL, 0, TEXT("{\"a\":{\"b\":{\"c\":1}}}"), 3, &out), 0);
 	assert_string_equal(out.data, "keep{\"a\":{\"b\":{\"c\":1}}}");
@@ -1543,7 +1590,7 @@ static void test_merge_patch_depth_limit(void **state)
 	/* Raw arrays the patch sets, and a non-object patch at the root. */
 	buf_reset(&out);
 	assert_int_equal(json_merge_patch(TEXT("{}"), TEXT("{\"a\":[[[1]]]}"), 3, &out),
-			 INFERQ_ELIMIT);
+	                 INFERQ_ELIMIT);
 	assert_int_equal(out.len, 0);
 	assert_int_equal(json_merge_patch(TEXT("{}"), TEXT("{\"a\":[[[1]]]}"), 4, &out), 0);
 	buf_reset(&out);
@@ -1553,9 +1600,8 @@ static void test_merge_patch_depth_limit(void **state)
 
 	/* The depth counted is the result's: deleting the deep part makes it fit. */
 	buf_reset(&out);
-	assert_int_equal(json_merge_patch(TEXT("{\"a\":{\"b\":{\"c\":1}}}"), TEXT("{\"a\":null}"), 1,
-					  &out),
-			 0);
+	assert_int_equal(
+	    json_merge_patch(TEXT("{\"a\":{\"b\":{\"c\":1}}}"), TEXT("{\"a\":null}"), 1, &out), 0);
 	assert_string_equal(out.data, "{}");
 	buf_reset(&out);
 	assert_int_equal(json_merge_patch(TEXT("{\"a\":1}"), TEXT("{}"), 0, &out), INFERQ_ELIMIT);
@@ -1564,9 +1610,8 @@ static void test_merge_patch_depth_limit(void **state)
 
 	/* Brackets inside strings do not count. */
 	buf_reset(&out);
-	assert_int_equal(json_merge_patch(TEXT("{\"a\":\"[[[{{\"}"), TEXT("{\"b\":\"]]\"}"), 1,
-					  &out),
-			 0);
+	assert_int_equal(
+	    json_merge_patch(TEXT("{\"a\":\"[[[{{\"}"), TEXT("{\"b\":\"]]\"}"), 1, &out), 0);
 	assert_string_equal(out.data, "{\"a\":\"[[[{{\",\"b\":\"]]\"}");
 	buf_free(&out);
 }
@@ -1577,7 +1622,7 @@ static const char *const merge_keys[] = {"a", "b", "c", "d"};
 /*
  * RFC 7386's MergePatch pseudocode on jansson values, as the reference. It
  * visits the patch by the known key set instead of iterating it, because
- * jansson's json_object_iter is out of reach in this binary (see the
+ * jansson's json_object_begin is out of reach in this binary (see the
  * include block); each key changes only its own member, so order is moot.
  */
 static json_t *reference_merge(json_t *target, json_t *patch)
@@ -1598,10 +1643,9 @@ static json_t *reference_merge(json_t *target, json_t *patch)
 		if (jansson_is_null(value))
 			json_object_del(result, key);
 		else
-			json_object_set_new(result, key,
-					    reference_merge(json_object_getn(result, key,
-									     strlen(key)),
-							    value));
+			json_object_set_new(
+			    result, key,
+			    reference_merge(json_object_getn(result, key, strlen(key)), value));
 	}
 	assert_int_equal(visited, json_object_size(patch));
 	return result;
@@ -1611,8 +1655,8 @@ static json_t *reference_merge(json_t *target, json_t *patch)
 static void random_value(buf_t *b, int depth)
 {
 	static const char *const keys[] = {"\"a\"", "\"b\"", "\"c\"", "\"\\u0061\"", "\"d\""};
-	static const char *const scalars[] = {"null", "null", "1", "\"s\"", "true", "[1,null]",
-					      "2.5", "[]"};
+	static const char *const scalars[] = {"null", "null",     "1",   "\"s\"",
+	                                      "true", "[1,null]", "2.5", "[]"};
 	uint32_t kind = depth >= 4 ? 1 : rng_below(3);
 
 	if (kind == 0) {
@@ -1639,13 +1683,12 @@ static void test_merge_patch_matches_reference(void **state)
 		buf_t target = BUF_INIT, patch = BUF_INIT, out = BUF_INIT;
 		json_t *t, *p, *want, *got;
 		json_span_t root;
-		json_error_t err;
+		json_scan_error_t err;
 
 		random_value(&target, 0);
 		random_value(&patch, rng_below(2) ? 0 : 1);
-		assert_int_equal(json_merge_patch(target.data, target.len, patch.data, patch.len, 64,
-						  &out),
-				 0);
+		assert_int_equal(
+		    json_merge_patch(target.data, target.len, patch.data, patch.len, 64, &out), 0);
 		if (json_validate(out.data, out.len, 64, &root, &err) != 0)
 			fail_msg("merge wrote invalid JSON %s: %s", out.data, err.message);
 
@@ -1687,7 +1730,7 @@ static void test_merge_patch_large_object(void **state)
 	buf_puts(&target, "}");
 	buf_puts(&want, ",\"new\":true}");
 	assert_int_equal(json_merge_patch(target.data, target.len, patch.data, patch.len, 64, &out),
-			 0);
+	                 0);
 	assert_string_equal(out.data, want.data);
 	buf_free(&target);
 	buf_free(&patch);
@@ -1698,40 +1741,40 @@ static void test_merge_patch_large_object(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_validate_accepts_valid),
-		cmocka_unit_test(test_validate_rejects_invalid),
-		cmocka_unit_test(test_validate_exact_messages),
-		cmocka_unit_test(test_validate_without_error_report),
-		cmocka_unit_test(test_validate_root_span),
-		cmocka_unit_test(test_validate_utf8_cases),
-		cmocka_unit_test(test_validate_utf8_truncated_at_end),
-		cmocka_unit_test(test_validate_utf8_matches_jansson),
-		cmocka_unit_test(test_validate_escapes_match_jansson),
-		cmocka_unit_test(test_validate_depth_limit),
-		cmocka_unit_test(test_validate_depth_error_order),
-		cmocka_unit_test(test_validate_deep_nesting),
-		cmocka_unit_test(test_validate_long_strings),
-		cmocka_unit_test(test_differential_seeds),
-		cmocka_unit_test(test_differential_mutations),
-		cmocka_unit_test(test_object_iteration),
-		cmocka_unit_test(test_array_iteration),
-		cmocka_unit_test(test_iteration_at_buffer_end),
-		cmocka_unit_test(test_object_get),
-		cmocka_unit_test(test_string_equals),
-		cmocka_unit_test(test_string_decode),
-		cmocka_unit_test(test_int64),
-		cmocka_unit_test(test_double),
-		cmocka_unit_test(test_write_string_escapes),
-		cmocka_unit_test(test_write_string_invalid_utf8),
-		cmocka_unit_test(test_write_string_alignment),
-		cmocka_unit_test(test_write_string_round_trip),
-		cmocka_unit_test(test_write_key),
-		cmocka_unit_test(test_merge_patch_rfc7386),
-		cmocka_unit_test(test_merge_patch_cases),
-		cmocka_unit_test(test_merge_patch_appends),
-		cmocka_unit_test(test_merge_patch_depth_limit),
-		cmocka_unit_test(test_merge_patch_matches_reference),
-		cmocka_unit_test(test_merge_patch_large_object),
+	    cmocka_unit_test(test_validate_accepts_valid),
+	    cmocka_unit_test(test_validate_rejects_invalid),
+	    cmocka_unit_test(test_validate_exact_messages),
+	    cmocka_unit_test(test_validate_without_error_report),
+	    cmocka_unit_test(test_validate_root_span),
+	    cmocka_unit_test(test_validate_utf8_cases),
+	    cmocka_unit_test(test_validate_utf8_truncated_at_end),
+	    cmocka_unit_test(test_validate_utf8_matches_jansson),
+	    cmocka_unit_test(test_validate_escapes_match_jansson),
+	    cmocka_unit_test(test_validate_depth_limit),
+	    cmocka_unit_test(test_validate_depth_error_order),
+	    cmocka_unit_test(test_validate_deep_nesting),
+	    cmocka_unit_test(test_validate_long_strings),
+	    cmocka_unit_test(test_differential_seeds),
+	    cmocka_unit_test(test_differential_mutations),
+	    cmocka_unit_test(test_object_iteration),
+	    cmocka_unit_test(test_array_iteration),
+	    cmocka_unit_test(test_iteration_at_buffer_end),
+	    cmocka_unit_test(test_object_get),
+	    cmocka_unit_test(test_string_equals),
+	    cmocka_unit_test(test_string_decode),
+	    cmocka_unit_test(test_int64),
+	    cmocka_unit_test(test_double),
+	    cmocka_unit_test(test_write_string_escapes),
+	    cmocka_unit_test(test_write_string_invalid_utf8),
+	    cmocka_unit_test(test_write_string_alignment),
+	    cmocka_unit_test(test_write_string_round_trip),
+	    cmocka_unit_test(test_write_key),
+	    cmocka_unit_test(test_merge_patch_rfc7386),
+	    cmocka_unit_test(test_merge_patch_cases),
+	    cmocka_unit_test(test_merge_patch_appends),
+	    cmocka_unit_test(test_merge_patch_depth_limit),
+	    cmocka_unit_test(test_merge_patch_matches_reference),
+	    cmocka_unit_test(test_merge_patch_large_object),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

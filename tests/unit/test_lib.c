@@ -33,10 +33,10 @@
 #include "inferq.h"
 
 #define START_TIMEOUT_MS 10000
-#define STOP_TIMEOUT_MS 10000
+#define STOP_TIMEOUT_MS  10000
 
 typedef struct {
-	char dir[64];       /* temp dir: data/ and server.log inside */
+	char dir[64]; /* temp dir: data/ and server.log inside */
 	char log_path[96];
 	char url[64];
 	char key[256];
@@ -138,7 +138,7 @@ static int await_listening(server_t *s)
 			break;
 		if (waitpid(s->pid, NULL, WNOHANG) == s->pid) {
 			fprintf(stderr, "server %s exited at start; see %s\n", server_binary(),
-				s->log_path);
+			        s->log_path);
 			return -1;
 		}
 		sleep_ms(10);
@@ -209,7 +209,7 @@ static int group_teardown(void **state)
 
 	if (status != 0)
 		fprintf(stderr, "server exited with status %d after SIGTERM; log kept in %s\n",
-			status, server.log_path);
+		        status, server.log_path);
 	else
 		nftw(server.dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
 	return status == 0 ? 0 : -1;
@@ -265,7 +265,7 @@ static void submit_keeps_raw_payload(void **state)
 {
 	/* Numbers jansson cannot hold must come back as the same text. */
 	const char *payload = "{\"big\": 123456789012345678901234567890, \"x\": 1e400, \"f\": 1.0, "
-			      "\"s\": \"caf\\u00e9 \\\"q\\\"\"}";
+	                      "\"s\": \"caf\\u00e9 \\\"q\\\"\"}";
 	const char *info = "{\"tag\":[1,2,{\"n\":null}]}";
 	inferq_client_t *c = connect_to(server.url);
 	inferq_status_t *st;
@@ -506,9 +506,9 @@ static void wait_until_done(void **state)
 	int polls = 0;
 	char *id = submit(c, "lib/wait", "{}");
 
-	/* Nobody works on the job yet: a short wait times out with the last status. */
+	/* No worker has claimed the job yet, so a short wait times out with the last status. */
 	assert_int_equal(inferq_job_wait(c, "lib/wait", id, 250, count_poll, &polls, &st),
-			 INFERQ_ETIMEDOUT);
+	                 INFERQ_ETIMEDOUT);
 	assert_non_null(st);
 	assert_int_equal(st->state, INFERQ_STATE_PENDING);
 	assert_true(polls >= 2);
@@ -540,7 +540,7 @@ static void invalid_json_rejected_locally(void **state)
 
 	/* A payload that closes the body's object and adds a field is not one value. */
 	assert_int_equal(inferq_job_submit(c, "lib/bad", "{}, \"priority\": 9", NULL, 0, &id),
-			 INFERQ_EINVAL);
+	                 INFERQ_EINVAL);
 	assert_int_equal(inferq_job_submit(c, "lib/bad", "[1]", NULL, 0, &id), INFERQ_EINVAL);
 	assert_non_null(strstr(inferq_client_last_error(c), "JSON object"));
 	assert_int_equal(inferq_job_submit(c, "lib/bad", "{}", "nope", 0, &id), INFERQ_EINVAL);
@@ -602,7 +602,7 @@ static void retries_until_server_starts(void **state)
 	rc = inferq_job_submit(c, "lib/late", "{}", NULL, 0, &id);
 	if (rc != 0)
 		fail_msg("submit to a server starting late failed: %s",
-			 inferq_client_last_error(c));
+		         inferq_client_last_error(c));
 	assert_true(now_ms() - start >= 400);
 	st = status_of(c, "lib/late", id);
 	assert_int_equal(st->state, INFERQ_STATE_PENDING);
@@ -653,6 +653,81 @@ static void options_and_key_file(void **state)
 	assert_null(c);
 	unsetenv("INFERQ_URL");
 	nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/*
+ * The local JSON check, seen through submit: with nothing listening and one
+ * attempt, valid JSON gets as far as INFERQ_ECONNECT and invalid JSON stops
+ * at INFERQ_EINVAL before any request.
+ */
+static void payload_json_check(void **state)
+{
+	static const char *valid[] = {
+	    "{}",
+	    " {\"a\":[1,-0.5e+3,0,1E2,true,false,null,\"\\u00e9\\n\\\"\"]}\n",
+	    "{\"a\":{\"b\":{}},\"\":\"\"}",
+	    "{\"big\":123456789012345678901234567890,\"x\":1e400}",
+	};
+	static const char *invalid[] = {
+	    "",
+	    "{",
+	    "{\"a\"}",
+	    "{\"a\":}",
+	    "{\"a\":1,}",
+	    "{\"a\":01}",
+	    "{\"a\":1.}",
+	    "{\"a\":.5}",
+	    "{\"a\":-}",
+	    "{\"a\":\"\\x\"}",
+	    "{\"a\":\"\\u12\"}",
+	    "{\"a\":\"\t\"}",
+	    "{} {}",
+	    "{\"a\":tru}",
+	    "{'a':1}",
+	    "{\"a\":1} x",
+	    "{\"a\":\"open}",
+	};
+	char url[64], deep[1100];
+	inferq_client_t *c;
+	char *id = NULL;
+	size_t i;
+
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d", free_port());
+	c = connect_to(url);
+	assert_int_equal(inferq_client_set_retries(c, 1, 0), 0);
+	for (i = 0; i < sizeof(valid) / sizeof(valid[0]); i++) {
+		int rc = inferq_job_submit(c, "lib/json", valid[i], NULL, 0, &id);
+
+		if (rc != INFERQ_ECONNECT)
+			fail_msg("valid payload %s rejected: %s", valid[i],
+			         inferq_client_last_error(c));
+	}
+	for (i = 0; i < sizeof(invalid) / sizeof(invalid[0]); i++) {
+		int rc = inferq_job_submit(c, "lib/json", invalid[i], NULL, 0, &id);
+
+		if (rc != INFERQ_EINVAL)
+			fail_msg("invalid payload %s returned %d, expected INFERQ_EINVAL",
+			         invalid[i], rc);
+		assert_int_equal(inferq_client_last_status(c), 0);
+	}
+
+	/* 512 levels of nesting pass the check, 513 do not. */
+	for (int levels = 512; levels <= 513; levels++) {
+		size_t n = 0;
+		int rc;
+
+		n += (size_t)snprintf(deep, sizeof(deep), "{\"a\":");
+		for (i = 1; i < (size_t)levels; i++)
+			deep[n++] = '[';
+		for (i = 1; i < (size_t)levels; i++)
+			deep[n++] = ']';
+		deep[n++] = '}';
+		deep[n] = '\0';
+		rc = inferq_job_submit(c, "lib/json", deep, NULL, 0, &id);
+		assert_int_equal(rc, levels == 512 ? INFERQ_ECONNECT : INFERQ_EINVAL);
+	}
+	assert_non_null(strstr(inferq_client_last_error(c), "nesting deeper than 512"));
+	inferq_client_free(c);
 }
 
 /* --- Retry rules against a scripted fake server ------------------------- */
@@ -723,9 +798,9 @@ static void *fake_run(void *arg)
 		f->served++;
 		if (f->script[i].status) {
 			snprintf(head, sizeof(head),
-				 "HTTP/1.1 %s\r\nContent-Type: application/json\r\n"
-				 "Connection: close\r\nContent-Length: %zu\r\n\r\n",
-				 f->script[i].status, strlen(f->script[i].body));
+			         "HTTP/1.1 %s\r\nContent-Type: application/json\r\n"
+			         "Connection: close\r\nContent-Length: %zu\r\n\r\n",
+			         f->script[i].status, strlen(f->script[i].body));
 			(void)!write(conn, head, strlen(head));
 			(void)!write(conn, f->script[i].body, strlen(f->script[i].body));
 		}
@@ -783,24 +858,24 @@ static const char *header_value(const char *request, const char *name, char *out
 
 static const step_t drop = {NULL, NULL};
 
-static const step_t submit_ok = {
-	"200 OK", "{\"requestId\":\"01938f6e-8a1c-7cc2-9b1e-3f0a5e0c2d11\","
-		  "\"request_id\":\"01938f6e-8a1c-7cc2-9b1e-3f0a5e0c2d11\"}"};
+static const step_t submit_ok = {"200 OK",
+                                 "{\"requestId\":\"01938f6e-8a1c-7cc2-9b1e-3f0a5e0c2d11\","
+                                 "\"request_id\":\"01938f6e-8a1c-7cc2-9b1e-3f0a5e0c2d11\"}"};
 
 static const step_t claim_ok = {
-	"200 OK", "{\"request_id\":\"01938f6e-8a1c-7cc2-9b1e-3f0a5e0c2d11\",\"model\":\"m\","
-		  "\"payload\":{\"a\":1},\"priority\":0,\"retries\":1,"
-		  "\"claim_id\":\"11111111-2222-4333-8444-555555555555\","
-		  "\"claimed_at\":\"2026-02-07T10:30:00Z\","
-		  "\"lease_expires_at\":\"2026-02-07T10:35:00Z\"}"};
+    "200 OK", "{\"request_id\":\"01938f6e-8a1c-7cc2-9b1e-3f0a5e0c2d11\",\"model\":\"m\","
+              "\"payload\":{\"a\":1},\"priority\":0,\"retries\":1,"
+              "\"claim_id\":\"11111111-2222-4333-8444-555555555555\","
+              "\"claimed_at\":\"2026-02-07T10:30:00Z\","
+              "\"lease_expires_at\":\"2026-02-07T10:35:00Z\"}"};
 
-static const step_t conflict_done = {
-	"409 Conflict", "{\"code\":\"invalid_state\",\"message\":\"job is done\","
-			"\"type\":\"conflict_error\",\"status\":\"done\"}"};
+static const step_t conflict_done = {"409 Conflict",
+                                     "{\"code\":\"invalid_state\",\"message\":\"job is done\","
+                                     "\"type\":\"conflict_error\",\"status\":\"done\"}"};
 
-static const step_t busy = {
-	"503 Service Unavailable", "{\"code\":\"store_unavailable\",\"message\":\"disk full\","
-				   "\"type\":\"server_error\"}"};
+static const step_t busy = {"503 Service Unavailable",
+                            "{\"code\":\"store_unavailable\",\"message\":\"disk full\","
+                            "\"type\":\"server_error\"}"};
 
 static void submit_retry_same_key(void **state)
 {
@@ -823,8 +898,6 @@ static void submit_retry_same_key(void **state)
 	inferq_client_free(c);
 }
 
-
-
 static void complete_retry_conflict_is_success(void **state)
 {
 	fake_t f = {.steps = 3, .script = {claim_ok, drop, conflict_done}};
@@ -842,7 +915,8 @@ static void complete_retry_conflict_is_success(void **state)
 	assert_int_equal(inferq_claim_complete(c, cl, "{}"), 0);
 	fake_stop(&f);
 	assert_int_equal(f.served, 3);
-	assert_non_null(strstr(f.requests[1], "\"claim_id\":\"11111111-2222-4333-8444-555555555555\""));
+	assert_non_null(
+	    strstr(f.requests[1], "\"claim_id\":\"11111111-2222-4333-8444-555555555555\""));
 	assert_non_null(strstr(f.requests[2], "/v1/queue/complete"));
 	inferq_claim_free(cl);
 	inferq_client_free(c);
@@ -899,33 +973,34 @@ static void busy_server_retried(void **state)
 int main(void)
 {
 	const struct CMUnitTest with_server[] = {
-		cmocka_unit_test(submit_keeps_raw_payload),
-		cmocka_unit_test(claim_heartbeat_complete),
-		cmocka_unit_test(claim_fail_sets_error),
-		cmocka_unit_test(release_then_stale_claim),
-		cmocka_unit_test(claim_empty_queue),
-		cmocka_unit_test(cancel_and_conflict),
-		cmocka_unit_test(unknown_job_not_found),
-		cmocka_unit_test(clear_and_metrics),
-		cmocka_unit_test(wait_until_done),
-		cmocka_unit_test(invalid_json_rejected_locally),
-		cmocka_unit_test(server_rejection_message),
-		cmocka_unit_test(connection_refused),
-		cmocka_unit_test(retries_until_server_starts),
+	    cmocka_unit_test(submit_keeps_raw_payload),
+	    cmocka_unit_test(claim_heartbeat_complete),
+	    cmocka_unit_test(claim_fail_sets_error),
+	    cmocka_unit_test(release_then_stale_claim),
+	    cmocka_unit_test(claim_empty_queue),
+	    cmocka_unit_test(cancel_and_conflict),
+	    cmocka_unit_test(unknown_job_not_found),
+	    cmocka_unit_test(clear_and_metrics),
+	    cmocka_unit_test(wait_until_done),
+	    cmocka_unit_test(invalid_json_rejected_locally),
+	    cmocka_unit_test(server_rejection_message),
+	    cmocka_unit_test(connection_refused),
+	    cmocka_unit_test(retries_until_server_starts),
 	};
 	const struct CMUnitTest without_server[] = {
-		cmocka_unit_test(options_and_key_file),
-		cmocka_unit_test(submit_retry_same_key),
-		cmocka_unit_test(complete_retry_conflict_is_success),
-		cmocka_unit_test(fail_conflict_done_is_error),
-		cmocka_unit_test(claim_not_repeated_after_send),
-		cmocka_unit_test(busy_server_retried),
+	    cmocka_unit_test(options_and_key_file),
+	    cmocka_unit_test(payload_json_check),
+	    cmocka_unit_test(submit_retry_same_key),
+	    cmocka_unit_test(complete_retry_conflict_is_success),
+	    cmocka_unit_test(fail_conflict_done_is_error),
+	    cmocka_unit_test(claim_not_repeated_after_send),
+	    cmocka_unit_test(busy_server_retried),
 	};
 	int failed = 0;
 
 	signal(SIGPIPE, SIG_IGN);
 	failed += cmocka_run_group_tests_name("lib_offline", without_server, NULL, NULL);
-	failed += cmocka_run_group_tests_name("lib_server", with_server, group_setup,
-					      group_teardown);
+	failed +=
+	    cmocka_run_group_tests_name("lib_server", with_server, group_setup, group_teardown);
 	return failed ? 1 : 0;
 }

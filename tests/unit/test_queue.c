@@ -77,7 +77,7 @@ static queue_model_t *model(queue_t *q, const char *name)
 static json_span_t span(const char *text)
 {
 	json_span_t root;
-	json_error_t err;
+	json_scan_error_t err;
 
 	assert_int_equal(json_validate(text, strlen(text), 64, &root, &err), 0);
 	return root;
@@ -110,12 +110,12 @@ static void assert_record_same(const job_record_t *a, const job_record_t *b)
 static json_span_t info_span(const job_t *job)
 {
 	json_span_t root;
-	json_error_t err;
+	json_scan_error_t err;
 
 	assert_non_null(job->rec.info);
 	assert_int_equal(json_validate(job->rec.info->data, job->rec.info->len, 64, &root, &err),
 			 0);
-	assert_int_equal(root.type, JSON_OBJECT);
+	assert_int_equal(root.type, JSON_TYPE_OBJECT);
 	return root;
 }
 
@@ -123,7 +123,7 @@ static json_span_t member(json_span_t object, const char *name)
 {
 	json_span_t value;
 
-	assert_true(json_object_get(object, name, &value));
+	assert_true(json_object_find(object, name, &value));
 	return value;
 }
 
@@ -131,7 +131,7 @@ static int has_member(json_span_t object, const char *name)
 {
 	json_span_t value;
 
-	return json_object_get(object, name, &value);
+	return json_object_find(object, name, &value);
 }
 
 static size_t count_items(json_span_t container)
@@ -141,13 +141,13 @@ static size_t count_items(json_span_t container)
 	json_span_t e;
 	size_t n = 0;
 
-	if (container.type == JSON_OBJECT) {
-		json_object_iter(&it, container);
+	if (container.type == JSON_TYPE_OBJECT) {
+		json_object_begin(&it, container);
 		while (json_object_next(&it, &m))
 			n++;
 	} else {
-		assert_int_equal(container.type, JSON_ARRAY);
-		json_array_iter(&it, container);
+		assert_int_equal(container.type, JSON_TYPE_ARRAY);
+		json_array_begin(&it, container);
 		while (json_array_next(&it, &e))
 			n++;
 	}
@@ -159,8 +159,8 @@ static json_span_t element(json_span_t array, size_t i)
 	json_iter_t it;
 	json_span_t e;
 
-	assert_int_equal(array.type, JSON_ARRAY);
-	json_array_iter(&it, array);
+	assert_int_equal(array.type, JSON_TYPE_ARRAY);
+	json_array_begin(&it, array);
 	for (size_t k = 0; k <= i; k++)
 		assert_true(json_array_next(&it, &e));
 	return e;
@@ -170,7 +170,7 @@ static void assert_json_string(json_span_t value, const char *want)
 {
 	buf_t text = BUF_INIT;
 
-	assert_int_equal(value.type, JSON_STRING);
+	assert_int_equal(value.type, JSON_TYPE_STRING);
 	assert_int_equal(json_string_decode(value, &text), 0);
 	assert_non_null(text.data);
 	assert_string_equal(text.data, want);
@@ -181,7 +181,7 @@ static int64_t json_integer(json_span_t value)
 {
 	int64_t n;
 
-	assert_int_equal(value.type, JSON_NUMBER);
+	assert_int_equal(value.type, JSON_TYPE_NUMBER);
 	assert_int_equal(json_int64(value, &n), 0);
 	return n;
 }
@@ -200,7 +200,7 @@ static void assert_history_entry(const job_t *job, size_t i, const char *worker,
 {
 	json_span_t entry = element(member(info_span(job), "retry_history"), i);
 
-	assert_int_equal(entry.type, JSON_OBJECT);
+	assert_int_equal(entry.type, JSON_TYPE_OBJECT);
 	assert_int_equal(json_integer(member(entry, "attempt")), i + 1);
 	if (worker)
 		assert_json_string(member(entry, "worker"), worker);
@@ -688,7 +688,7 @@ static void test_expiry_history_cases(void **state)
 	assert_history_entry(kept, 1, NULL, WALL_BASE, WALL_BASE + 5000);
 	assert_int_equal(kept->rec.retries, 2);
 
-	assert_int_equal(member(info_span(replaced), "y").type, JSON_TRUE);
+	assert_int_equal(member(info_span(replaced), "y").type, JSON_TYPE_TRUE);
 	assert_int_equal(history_len(replaced), 1);
 	assert_history_entry(replaced, 0, NULL, WALL_BASE, WALL_BASE + 5000);
 	queue_free(q);

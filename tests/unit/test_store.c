@@ -306,7 +306,7 @@ static void open_creates_schema(void **state)
 	assert_int_equal(store_check(f->store, f->err, sizeof(f->err)), 0);
 	close_main(f);
 
-	assert_int_equal(query_int(f->db_path, "PRAGMA user_version"), 1);
+	assert_int_equal(query_int(f->db_path, "PRAGMA user_version"), 2);
 	assert_int_equal(query_int(f->db_path, "SELECT count(*) FROM sqlite_master WHERE "
 	                                       "type = 'table' AND name = 'jobs'"),
 	                 1);
@@ -353,7 +353,7 @@ static void reopen_keeps_data(void **state)
 	assert_int_equal(store_load(f->store, collect, &loaded, &max_seq), 0);
 	assert_int_equal(loaded.count, 1);
 	assert_int_equal(max_seq, 1);
-	assert_int_equal(query_int(f->db_path, "PRAGMA user_version"), 1);
+	assert_int_equal(query_int(f->db_path, "PRAGMA user_version"), 2);
 
 	job_record_clear(&job);
 	store_batch_free(&b);
@@ -651,6 +651,85 @@ static void load_active_in_seq_order(void **state)
 	store_batch_free(&b);
 }
 
+static const char hash_a[] = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+static const char hash_b[] = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+
+static void idempotency_key_found_since(void **state)
+{
+	fixture_t *f = *state;
+	store_batch_t b;
+	job_record_t first, second, other_model;
+	iq_id_t id;
+	char hash[65];
+
+	open_main(f);
+	make_job(&first, 1, JOB_DONE);
+	first.idempotency_key = rbuf_from_str("retry-key-1");
+	first.body_hash = rbuf_from_str(hash_a);
+	make_job(&second, 2, JOB_PENDING);
+	second.idempotency_key = rbuf_from_str("retry-key-1");
+	second.body_hash = rbuf_from_str(hash_b);
+	make_job(&other_model, 3, JOB_PENDING);
+	rbuf_unref(other_model.model);
+	other_model.model = rbuf_from_str("org/model-b");
+	other_model.idempotency_key = rbuf_from_str("retry-key-2");
+	other_model.body_hash = rbuf_from_str(hash_a);
+	store_batch_init(&b);
+	add_op(&b, STORE_OP_INSERT, &first);
+	add_op(&b, STORE_OP_INSERT, &second);
+	add_op(&b, STORE_OP_INSERT, &other_model);
+	assert_int_equal(commit_wait(f, &b), 0);
+
+	/* The newest job with the key wins. */
+	assert_int_equal(store_find_idempotency(f->store, "org/model-a", 11, "retry-key-1", 11, 0,
+						&id, hash),
+			 0);
+	assert_true(id_equal(&id, &second.id));
+	assert_string_equal(hash, hash_b);
+
+	/* Keys are per model. */
+	assert_int_equal(store_find_idempotency(f->store, "org/model-a", 11, "retry-key-2", 11, 0,
+						&id, hash),
+			 INFERQ_ENOTFOUND);
+	assert_int_equal(store_find_idempotency(f->store, "org/model-b", 11, "retry-key-2", 11, 0,
+						&id, hash),
+			 0);
+	assert_true(id_equal(&id, &other_model.id));
+
+	/* A key older than since_ms no longer counts. */
+	assert_int_equal(store_find_idempotency(f->store, "org/model-a", 11, "retry-key-1", 11,
+						second.created_at + 1, &id, hash),
+			 INFERQ_ENOTFOUND);
+
+	job_record_clear(&first);
+	job_record_clear(&second);
+	job_record_clear(&other_model);
+	store_batch_free(&b);
+}
+
+static void migrates_version_1(void **state)
+{
+	fixture_t *f = *state;
+
+	/* Turn a new database back into schema version 1. */
+	open_main(f);
+	close_main(f);
+	exec_sql(f->db_path, "DROP INDEX jobs_idempotency;"
+			     "ALTER TABLE jobs DROP COLUMN body_hash;"
+			     "ALTER TABLE jobs DROP COLUMN idempotency_key;"
+			     "PRAGMA user_version = 1");
+	assert_int_equal(query_int(f->db_path, "SELECT count(*) FROM pragma_table_info('jobs') "
+					       "WHERE name = 'idempotency_key'"),
+			 0);
+
+	open_main(f);
+	close_main(f);
+	assert_int_equal(query_int(f->db_path, "PRAGMA user_version"), 2);
+	assert_int_equal(query_int(f->db_path, "SELECT count(*) FROM pragma_table_info('jobs') "
+					       "WHERE name IN ('idempotency_key', 'body_hash')"),
+			 2);
+}
+
 static void second_open_rejected(void **state)
 {
 	fixture_t *f = *state;
@@ -678,16 +757,16 @@ static void newer_version_rejected(void **state)
 
 	open_main(f);
 	close_main(f);
-	exec_sql(f->db_path, "PRAGMA user_version = 2");
+	exec_sql(f->db_path, "PRAGMA user_version = 3");
 
 	assert_int_equal(open_store(f, &other), INFERQ_EIO);
 	assert_null(other);
-	assert_non_null(strstr(f->err, "schema version 2"));
+	assert_non_null(strstr(f->err, "schema version 3"));
 	assert_non_null(strstr(f->err, f->db_path));
-	assert_int_equal(query_int(f->db_path, "PRAGMA user_version"), 2);
+	assert_int_equal(query_int(f->db_path, "PRAGMA user_version"), 3);
 
 	/* The lock of the failed open was released. */
-	exec_sql(f->db_path, "PRAGMA user_version = 1");
+	exec_sql(f->db_path, "PRAGMA user_version = 2");
 	open_main(f);
 }
 
@@ -948,6 +1027,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(update_missing_fails_batch, setup, teardown),
 	    cmocka_unit_test_setup_teardown(duplicate_insert_fails_batch, setup, teardown),
 	    cmocka_unit_test_setup_teardown(load_active_in_seq_order, setup, teardown),
+	    cmocka_unit_test_setup_teardown(idempotency_key_found_since, setup, teardown),
+	    cmocka_unit_test_setup_teardown(migrates_version_1, setup, teardown),
 	    cmocka_unit_test_setup_teardown(second_open_rejected, setup, teardown),
 	    cmocka_unit_test_setup_teardown(newer_version_rejected, setup, teardown),
 	    cmocka_unit_test_setup_teardown(garbage_database_rejected, setup, teardown),
