@@ -224,7 +224,7 @@ job_t *find_job_for_change(server_t *s, http_request_t *req, const iq_id_t *id,
 	if (rc == 0 && same_model(&row, model) && job_state_is_terminal(row.state)) {
 		buf_t body = BUF_INIT;
 
-		conflict_body(&body, "invalid_state", row.state,
+		conflict_body(&body, "invalid_state", NULL, row.state,
 			      "the job is already %s; a finished job cannot change",
 			      job_state_name(row.state));
 		respond_json(req, 409, &body);
@@ -262,7 +262,7 @@ void handle_cancel(server_t *s, http_request_t *req)
 		goto out;
 	if (job->rec.state != JOB_PENDING) {
 		/* Sent after the commit: the state may come from an uncommitted change. */
-		conflict_body(&reply, "invalid_state", job->rec.state,
+		conflict_body(&reply, "invalid_state", NULL, job->rec.state,
 			      "only pending jobs can be canceled; this job is %s",
 			      job_state_name(job->rec.state));
 		engine_reply_after_commit(s, req, 409, &reply);

@@ -74,18 +74,31 @@ typedef struct {
 static int fenced_begin(server_t *s, http_request_t *req, const char *const *fields, fenced_t *f)
 {
 	input_error_t err;
+	buf_t reply = BUF_INIT;
+	int has_claim;
 
 	memset(f, 0, sizeof(*f));
 	if (body_parse(&s->config, req->body, req->body_len, fields, &f->body, &err) != 0 ||
 	    read_model(&s->config, &f->body, &f->model, &err) != 0 ||
 	    read_id(&f->body, "request_id", &f->id, &err) != 0 ||
-	    read_id(&f->body, "claim_id", &f->claim_id, &err) != 0 ||
+	    ((has_claim = body_field(&f->body, "claim_id") != NULL) &&
+	     read_id(&f->body, "claim_id", &f->claim_id, &err) != 0) ||
 	    read_info(&s->config, &f->body, &f->info, &f->has_info, &err) != 0) {
 		respond_input_error(req, &err);
 		return INFERQ_EINVAL;
 	}
 	f->job = find_job_for_change(s, req, &f->id, &f->model);
-	return f->job ? 0 : INFERQ_ENOTFOUND;
+	if (f->job == NULL)
+		return INFERQ_ENOTFOUND;
+	if (!has_claim) {
+		/* No claim proves ownership as little as a stale one: a conflict, not bad syntax. */
+		conflict_body(&reply, "claim_mismatch", "claim_id", f->job->rec.state,
+			      "claim_id is missing; only the worker that holds the current claim "
+			      "can change the job, so send the claim_id of its claim response");
+		engine_reply_after_commit(s, req, 409, &reply);
+		return INFERQ_ECONFLICT;
+	}
+	return 0;
 }
 
 static void fenced_end(fenced_t *f)
@@ -108,11 +121,11 @@ static void fenced_finish(server_t *s, http_request_t *req, fenced_t *f, int rc,
 		engine_untouch(s, job);
 		buf_reset(reply);
 		if (job_state_is_terminal(job->rec.state))
-			conflict_body(reply, "invalid_state", job->rec.state,
+			conflict_body(reply, "invalid_state", NULL, job->rec.state,
 				      "the job is already %s; a finished job cannot change",
 				      job_state_name(job->rec.state));
 		else
-			conflict_body(reply, "claim_mismatch", job->rec.state,
+			conflict_body(reply, "claim_mismatch", NULL, job->rec.state,
 				      "claim_id is not the job's current claim: its lease expired "
 				      "and another worker claimed it, or it was released; stop "
 				      "working on this job");

@@ -210,8 +210,8 @@ static int query_param(const char *query, size_t len, const char *name, buf_t *o
 			    "query parameter \"%s\" is required", name);
 	if (rc < 0)
 		return fail(err, INFERQ_EINVAL, "invalid_field", name,
-			    "query parameter \"%s\" is not valid percent-encoded text, contains "
-			    "a NUL, or is longer than %d bytes",
+			    "the query string is not valid percent-encoded text, or query "
+			    "parameter \"%s\" contains a NUL or is longer than %d bytes",
 			    name, MAX_QUERY_VALUE);
 	buf_reset(out);
 	buf_append(out, value, value_len);
@@ -294,10 +294,15 @@ int read_info(const serve_config_t *c, const body_t *b, json_span_t *out, int *p
 	      input_error_t *err)
 {
 	json_span_t history;
+	int sent = 0;
 
-	if (read_object(b, "info", 0, out, present, err) != 0)
-		return INFERQ_EINVAL;
-	if (!*present)
+	int rc = read_object(b, "info", 0, out, &sent, err);
+
+	if (present)
+		*present = sent;
+	if (rc != 0)
+		return rc;
+	if (!sent)
 		return 0;
 	if (out->len > c->max_info_bytes)
 		return fail(err, INFERQ_ELIMIT, "too_large", "info",
@@ -401,7 +406,8 @@ void respond_error(http_request_t *req, int status, const char *code, const char
 	respond_input_error(req, &err);
 }
 
-void conflict_body(buf_t *out, const char *code, job_state_t state, const char *fmt, ...)
+void conflict_body(buf_t *out, const char *code, const char *param, job_state_t state,
+		   const char *fmt, ...)
 {
 	char message[512];
 	char status[32];
@@ -410,7 +416,7 @@ void conflict_body(buf_t *out, const char *code, job_state_t state, const char *
 	va_start(ap, fmt);
 	vsnprintf(message, sizeof(message), fmt, ap);
 	va_end(ap);
-	error_body(out, 409, code, NULL, "%s", message);
+	error_body(out, 409, code, param, "%s", message);
 	snprintf(status, sizeof(status), "\"%s\"", job_state_name(state));
 	render_add_raw_field(out, "status", status, strlen(status));
 }

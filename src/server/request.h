@@ -98,9 +98,12 @@ void respond_json(http_request_t *req, int status, buf_t *body);
 /* Sends an error with the QueueError body; fmt says what failed and the fix. */
 void respond_error(http_request_t *req, int status, const char *code, const char *param,
 		   const char *fmt, ...) __attribute__((format(printf, 5, 6)));
-/* Appends a 409 QueueError body that also carries the job's unchanged "status". */
-void conflict_body(buf_t *out, const char *code, job_state_t state, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
+/*
+ * Appends a 409 QueueError body that also carries the job's unchanged "status";
+ * param names the field at fault, or NULL.
+ */
+void conflict_body(buf_t *out, const char *code, const char *param, job_state_t state,
+		   const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 
 /*
  * Writes a short printable excerpt of untrusted text into out (for error

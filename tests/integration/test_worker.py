@@ -329,7 +329,8 @@ def test_claim_id_missing(api, route):
     if route in ("heartbeat", "release"):
         del body["outputs"], body["error"]
     reply = api.post(f"/v1/queue/{route}", body)
-    assert_error(reply, 400, "missing_field", param="claim_id")
+    error = assert_error(reply, 409, "claim_mismatch", param="claim_id", message_has="claim_id")
+    assert error["status"] == "running"
     assert api.status_ok(request_id, MODEL)["status"] == "running"
 
 
