@@ -30,6 +30,7 @@ enum {
 	OPT_REQUEST_TIMEOUT,
 	OPT_IDLE_TIMEOUT,
 	OPT_MAX_CONNECTIONS,
+	OPT_MAX_PENDING_CHANGES,
 	OPT_LOG_LEVEL,
 	OPT_HELP,
 };
@@ -49,6 +50,7 @@ static const struct option options[] = {
 	{"request-timeout", required_argument, NULL, OPT_REQUEST_TIMEOUT},
 	{"idle-timeout", required_argument, NULL, OPT_IDLE_TIMEOUT},
 	{"max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS},
+	{"max-pending-changes", required_argument, NULL, OPT_MAX_PENDING_CHANGES},
 	{"log-level", required_argument, NULL, OPT_LOG_LEVEL},
 	{"help", no_argument, NULL, OPT_HELP},
 	{NULL, 0, NULL, 0},
@@ -71,6 +73,7 @@ void config_defaults(serve_config_t *c)
 	c->request_timeout_ms = 30000;
 	c->idle_timeout_ms = 60000;
 	c->max_connections = 10000;
+	c->max_pending_changes = 100000;
 	c->log_level = LOG_INFO;
 }
 
@@ -99,6 +102,8 @@ void config_usage(void)
 	       "  --request-timeout DURATION  time allowed to receive one request (default 30s)\n"
 	       "  --idle-timeout DURATION   idle keep-alive connections close after it (default 60s)\n"
 	       "  --max-connections N       open connections at most (default 10000)\n"
+	       "  --max-pending-changes N   changes waiting for the disk before submits are\n"
+	       "                            answered 503 (default 100000)\n"
 	       "  --log-level LEVEL         debug, info, warn or error (default info)\n"
 	       "  --help                    print this help\n");
 }
@@ -234,6 +239,11 @@ static int apply(serve_config_t *c, int opt, const char *v)
 		if (parse_u64(v, 1, 1000000, &n) != 0)
 			return flag_error("max-connections", v, "a whole number from 1 to 1000000");
 		c->max_connections = (uint32_t)n;
+		return 0;
+	case OPT_MAX_PENDING_CHANGES:
+		if (parse_u64(v, 1, 10000000, &n) != 0)
+			return flag_error("max-pending-changes", v, "a whole number from 1 to 10000000");
+		c->max_pending_changes = (uint32_t)n;
 		return 0;
 	case OPT_LOG_LEVEL:
 		if (log_parse_level(v, &c->log_level) != 0)

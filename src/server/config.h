@@ -27,6 +27,7 @@ typedef struct {
 	int64_t request_timeout_ms; /* first byte of a request to its last */
 	int64_t idle_timeout_ms;    /* idle keep-alive connection */
 	uint32_t max_connections;
+	uint32_t max_pending_changes; /* uncommitted changes before submits get 503 */
 	log_level_t log_level;
 } serve_config_t;
 

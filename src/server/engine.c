@@ -62,6 +62,26 @@ int engine_busy(const server_t *s)
 	return s->inflight != NULL || !batch_empty(s->collecting);
 }
 
+int engine_overloaded(server_t *s)
+{
+	size_t waiting = s->collecting->batch.count;
+	int64_t now;
+
+	if (s->inflight)
+		waiting += s->inflight->batch.count;
+	if (waiting < s->config.max_pending_changes)
+		return 0;
+	now = clock_mono_ms();
+	if (now - s->overload_logged_ms >= 1000) {
+		log_warn("store", "%zu changes wait for the disk (limit %u, --max-pending-changes): "
+				  "answering submits 503 until the store catches up; check the disk's "
+				  "latency",
+			 waiting, s->config.max_pending_changes);
+		s->overload_logged_ms = now;
+	}
+	return 1;
+}
+
 void engine_touch(server_t *s, job_t *job)
 {
 	if (job->uncommitted_insert || job->committed)

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "clock.h"
+#include "error.h"
 #include "inferq_error.h"
 #include "log.h"
 #include "render.h"
@@ -28,6 +29,18 @@ static void not_found(http_request_t *req, const iq_id_t *id, const buf_t *model
 		      "no job %s for model %s; check the id and model, or the job may have been "
 		      "deleted after the retention period",
 		      text, model->data);
+}
+
+/* Refuses new work while the store falls behind, so memory stays bounded. */
+static void respond_overloaded(http_request_t *req)
+{
+	buf_t body = BUF_INIT;
+
+	error_body(&body, 503, "overloaded", NULL,
+		   "more changes wait for the disk than the server accepts "
+		   "(--max-pending-changes); retry the submit after the Retry-After delay");
+	http_respond(req, 503, NULL, "Retry-After: 1\r\n", body.data, body.len);
+	buf_free(&body);
 }
 
 static const char *const submit_fields[] = {"model", "payload", "info", "priority", NULL};
@@ -110,6 +123,10 @@ void handle_submit(server_t *s, http_request_t *req)
 	    read_info(&s->config, &b, &info, &has_info, &err) != 0 ||
 	    read_int(&b, "priority", INT32_MIN, INT32_MAX, &priority, &err) != 0) {
 		respond_input_error(req, &err);
+		goto out;
+	}
+	if (engine_overloaded(s)) {
+		respond_overloaded(req);
 		goto out;
 	}
 	if (key) {

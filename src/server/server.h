@@ -63,6 +63,7 @@ typedef struct server {
 	uv_signal_t sigint, sigterm;
 	int stopping;
 	int exit_code;
+	int64_t overload_logged_ms; /* monotonic ms of the last overload warning */
 } server_t;
 
 /* The time now on both clocks. */
@@ -104,6 +105,12 @@ void engine_arm_lease_timer(server_t *s);
 
 /* Returns 1 while a batch is in flight or changes wait to be committed. */
 int engine_busy(const server_t *s);
+
+/*
+ * Returns 1 when more changes wait for the disk than --max-pending-changes:
+ * the store has fallen behind and new work should be refused with 503.
+ */
+int engine_overloaded(server_t *s);
 
 /* claim.c: claims, shared by the claim route and the long-poll waiters. */
 
