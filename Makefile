@@ -41,6 +41,7 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 .DEFAULT_GOAL := all
 
 .PHONY: all run test unit integration deps check-deps clean install format lint
+.PHONY: fuzz fuzz-ci fuzz-long
 
 all: check-deps $(BUILD)/inferq
 
@@ -73,6 +74,14 @@ integration: all
 
 test: all $(UNIT_BIN)
 	BUILD=$(BUILD) tests/run.sh
+
+# libFuzzer targets (fuzz/README.md): build, a short run for CI, a long run.
+fuzz:
+	$(MAKE) -C fuzz
+fuzz-ci:
+	$(MAKE) -C fuzz ci
+fuzz-long:
+	$(MAKE) -C fuzz long
 
 deps:
 	scripts/deps.sh install

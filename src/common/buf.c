@@ -43,6 +43,7 @@ void buf_reserve(buf_t *b, size_t extra)
 		cap *= 2;
 	b->data = xrealloc(b->data, cap);
 	b->cap = cap;
+	b->data[b->len] = '\0'; /* a first allocation must hold the NUL too */
 }
 
 void buf_append(buf_t *b, const void *p, size_t n)

@@ -731,12 +731,25 @@ static int on_header_field(llhttp_t *p, const char *at, size_t len)
 	return 0;
 }
 
+/* Rejects a header line with no name (": x"), which llhttp 8.1 lets through. */
+static int reject_empty_name(struct conn *c)
+{
+	conn_reject(c, 400, "invalid_http",
+	            "invalid HTTP request: a header line has an empty name (RFC 9110 section 5.1)");
+	return -1;
+}
+
 static int on_header_field_complete(llhttp_t *p)
 {
 	struct conn *c = p->data;
-	struct header_span *sp = &c->spans[c->span_count - 1];
+	struct header_span *sp;
 
+	if (!c->in_field)
+		return reject_empty_name(c);
+	sp = &c->spans[c->span_count - 1];
 	sp->name_len = c->text.len - sp->name_off;
+	if (sp->name_len == 0)
+		return reject_empty_name(c);
 	sp->value_off = c->text.len;
 
 	/* llhttp 8.1 lets "Bad Name:" and "Name :" through; RFC 9112 section 5.1
@@ -758,6 +771,8 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len)
 {
 	struct conn *c = p->data;
 
+	if (!c->in_field)
+		return reject_empty_name(c);
 	buf_append(&c->text, at, len);
 	return 0;
 }
@@ -765,8 +780,11 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len)
 static int on_header_value_complete(llhttp_t *p)
 {
 	struct conn *c = p->data;
-	struct header_span *sp = &c->spans[c->span_count - 1];
+	struct header_span *sp;
 
+	if (!c->in_field)
+		return reject_empty_name(c);
+	sp = &c->spans[c->span_count - 1];
 	sp->value_len = c->text.len - sp->value_off;
 	c->in_field = 0;
 	return 0;
@@ -923,12 +941,13 @@ static int check_headers(struct conn *c, struct req *r)
 		return 400;
 	}
 	if (te_count > 0 && (te_count != 1 || te_chunked != 1)) {
-		const char *v = http_request_header(&r->pub, "transfer-encoding", &(size_t){0});
+		size_t v_len = 0;
+		const char *v = http_request_header(&r->pub, "transfer-encoding", &v_len);
 
 		conn_reject(c, 501, "unsupported_transfer_encoding",
 		            "Transfer-Encoding %s is not supported; send one \"Transfer-Encoding: "
 		            "chunked\" header or a Content-Length",
-		            log_quote(v, strlen(v), quoted, sizeof(quoted)));
+		            log_quote(v, v_len, quoted, sizeof(quoted)));
 		return 501;
 	}
 	if ((p->flags & F_CONTENT_LENGTH) && p->content_length > lim->max_body_bytes) {

@@ -816,6 +816,13 @@ static void framing_errors_rejected(void **state)
 	expect_rejected("POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
 	                "3\r\nabc\rX0\r\n\r\n",
 	                400, "chunk data not followed by CRLF");
+	/* llhttp 8.1 accepts a header line with no name. */
+	expect_rejected("GET /fast HTTP/1.1\r\nHost: t\r\n: x\r\n\r\n", 400, "empty name");
+	expect_rejected("GET /fast HTTP/1.1\r\n: x\r\nHost: t\r\n\r\n", 400, "empty name");
+	/* The 501 message quotes the Transfer-Encoding value, not the headers after it. */
+	expect_rejected("POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip\r\nX-After: "
+	                "secret\r\n\r\n",
+	                501, "Transfer-Encoding gzip is not supported");
 	/* RFC 9112 section 3.2: HTTP/1.1 needs exactly one Host. */
 	expect_rejected("GET /fast HTTP/1.1\r\n\r\n", 400, "exactly one Host header, got 0");
 	expect_rejected("GET /fast HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400,
