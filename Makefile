@@ -41,7 +41,7 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 .DEFAULT_GOAL := all
 
 .PHONY: all run test unit integration deps check-deps clean install format lint
-.PHONY: fuzz fuzz-ci fuzz-long
+.PHONY: fuzz fuzz-ci fuzz-long stress valgrind
 
 all: check-deps $(BUILD)/inferq
 
@@ -82,6 +82,15 @@ fuzz-ci:
 	$(MAKE) -C fuzz ci
 fuzz-long:
 	$(MAKE) -C fuzz long
+
+# Long reliability runs, too slow for CI (docs/reliability.md): kill -9
+# under load, 10,000 idle connections, the integration tests under valgrind.
+stress: all
+	/usr/bin/python3 tests/stress/crash_loop.py --kills 20 --seconds 120 --binary $(BUILD)/inferq
+	INFERQ_BIN=$(CURDIR)/$(BUILD)/inferq INFERQ_TEST_CONNECTIONS=10000 /usr/bin/python3 -m pytest \
+		-q -p no:cacheprovider tests/integration/test_hostile.py -k many_idle
+valgrind: all
+	BUILD=$(BUILD) tests/valgrind.sh
 
 deps:
 	scripts/deps.sh install

@@ -40,6 +40,7 @@
 #ifndef INFERQ_H
 #define INFERQ_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "inferq_error.h"
@@ -291,6 +292,65 @@ int inferq_claim_fail(inferq_client_t *c, inferq_claim_t *claim, const char *err
  * inferq_claim_heartbeat().
  */
 int inferq_claim_release(inferq_client_t *c, inferq_claim_t *claim);
+
+/* --- API keys (admin role) ---------------------------------------------- */
+
+/*
+ * One API key as the admin routes return it. The library allocates it and
+ * the caller frees it with inferq_key_free(); fields the server left out
+ * are NULL. New fields may be appended in later versions.
+ */
+typedef struct {
+	char *name;
+	char *key;          /* the key itself: only from inferq_keys_create(), shown once */
+	char *key_prefix;   /* first 8 hex digits of the key's SHA-256, to tell keys apart */
+	char *role;         /* "admin", "client" or "worker" */
+	char *models;       /* raw JSON array text of the model patterns */
+	char *created_at;   /* RFC 3339 UTC */
+	char *last_used_at; /* when the key was last accepted, or NULL when never */
+	char *expires_at;   /* or NULL when the key never expires */
+	char *revoked_at;   /* or NULL while the key is not revoked */
+} inferq_key_t;
+
+/* Frees a key and its strings; accepts NULL. */
+void inferq_key_free(inferq_key_t *key);
+
+/* Frees an array of count keys from inferq_keys_list(); accepts NULL. */
+void inferq_key_list_free(inferq_key_t **keys, size_t count);
+
+/*
+ * Creates an API key (the client's key must have the admin role). role is
+ * "admin", "client" or "worker"; models lists model_count patterns ("*",
+ * "org/model", or a prefix "org/" followed by "*"), and may be NULL for an
+ * admin key, which covers every model; expires_in is a duration such as
+ * "30d" or NULL for a key that never expires. Stores the new key, with its
+ * text in key->key, in *out (caller frees with inferq_key_free()). The
+ * server keeps only a hash, so the text cannot be read again. Not repeated
+ * after a connection error once the request was sent, because a lost
+ * response would leave a key nobody knows. Returns 0; INFERQ_EINVAL (a
+ * field was rejected, see inferq_client_last_error()); INFERQ_ECONFLICT
+ * (the name is taken); INFERQ_EAUTH; transport and protocol errors.
+ */
+int inferq_keys_create(inferq_client_t *c, const char *name, const char *role,
+                       const char *const *models, size_t model_count, const char *expires_in,
+                       inferq_key_t **out);
+
+/*
+ * Lists every key, revoked and expired ones included, in creation order,
+ * without their texts. Stores a malloc'd array of *count keys in *out
+ * (caller frees with inferq_key_list_free()). Returns 0, INFERQ_EAUTH, or
+ * transport and protocol errors.
+ */
+int inferq_keys_list(inferq_client_t *c, inferq_key_t ***out, size_t *count);
+
+/*
+ * Revokes the key called name; it stops working at once. Revoking a
+ * revoked key succeeds and changes nothing. Stores the key's new state in
+ * *out when out is not NULL. Returns 0; INFERQ_ENOTFOUND (no such key);
+ * INFERQ_ECONFLICT (the last working admin key); INFERQ_EAUTH; transport
+ * errors.
+ */
+int inferq_keys_revoke(inferq_client_t *c, const char *name, inferq_key_t **out);
 
 #ifdef __cplusplus
 }

@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "worker.h"
 
 enum {
 	OPT_SERVER = 1000,
@@ -122,13 +123,16 @@ static const command_t *find_command(const char *name)
 
 int cli_is_command(const char *name)
 {
-	return find_command(name) != NULL;
+	return find_command(name) != NULL || strcmp(name, "worker") == 0 ||
+	       strcmp(name, "keys") == 0;
 }
 
 void cli_print_commands(FILE *out)
 {
 	for (size_t i = 0; i < N_COMMANDS; i++)
 		fprintf(out, "  %-9s %s\n", commands[i].name, commands[i].summary);
+	fprintf(out, "  %-9s %s\n", "worker", "run a program once per claimed job of a model");
+	fprintf(out, "  %-9s %s\n", "keys", "create, list and revoke API keys (admin)");
 }
 
 void cli_print_exit_codes(FILE *out)
@@ -284,6 +288,10 @@ int cli_main(int argc, char **argv)
 	cli_opts_t opts = {0};
 	int rc;
 
+	if (strcmp(argv[0], "worker") == 0)
+		return worker_main(argc, argv);
+	if (strcmp(argv[0], "keys") == 0)
+		return keys_main(argc, argv);
 	if (!cmd) {
 		fprintf(stderr, "inferq: unknown command \"%s\"\n", argv[0]);
 		return CLI_EXIT_USAGE;

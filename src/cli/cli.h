@@ -33,6 +33,9 @@ int cli_is_command(const char *name);
  */
 int cli_main(int argc, char **argv);
 
+/* keys.c: `inferq keys create|list|revoke`; argv[0] is "keys". Returns the exit code. */
+int keys_main(int argc, char **argv);
+
 /* Prints the list of client subcommands for `inferq --help`. */
 void cli_print_commands(FILE *out);
 

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 
 #include "alloc.h"
+#include "auth.h"
 #include "inferq_error.h"
 #include "log.h"
 #include "render.h"
@@ -110,6 +111,8 @@ void claim_wait(server_t *s, queue_model_t *m, claim_params_t *p, int64_t wait_m
 	uv_timer_init(s->loop, &w->timer);
 	w->timer.data = w;
 	uv_timer_start(&w->timer, on_wait_over, (uint64_t)wait_ms, 0);
+	log_debug("queue", "claim waits up to %lld ms for a job model=%s", (long long)wait_ms,
+		  m->name->data);
 }
 
 void claim_dispatch_waiters(server_t *s, queue_model_t *m)
@@ -122,6 +125,8 @@ void claim_dispatch_waiters(server_t *s, queue_model_t *m)
 		unlink_waiter(w);
 		if (http_request_is_orphaned(w->req))
 			http_respond(w->req, 204, NULL, NULL, "", 0);
+		else if (!auth_still_valid(s, w->req))
+			auth_respond_key_gone(w->req);
 		else
 			claim_next(s, m, &w->params, w->req, NULL);
 		close_waiter(w);

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "auth.h"
 #include "clock.h"
 #include "inferq_error.h"
 
@@ -32,6 +33,8 @@ enum {
 	OPT_MAX_CONNECTIONS,
 	OPT_MAX_PENDING_CHANGES,
 	OPT_LOG_LEVEL,
+	OPT_AUTH,
+	OPT_TRUSTED_PROXY,
 	OPT_HELP,
 };
 
@@ -52,6 +55,8 @@ static const struct option options[] = {
 	{"max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS},
 	{"max-pending-changes", required_argument, NULL, OPT_MAX_PENDING_CHANGES},
 	{"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+	{"auth", required_argument, NULL, OPT_AUTH},
+	{"trusted-proxy", required_argument, NULL, OPT_TRUSTED_PROXY},
 	{"help", no_argument, NULL, OPT_HELP},
 	{NULL, 0, NULL, 0},
 };
@@ -105,6 +110,12 @@ void config_usage(void)
 	       "  --max-pending-changes N   changes waiting for the disk before submits are\n"
 	       "                            answered 503 (default 100000)\n"
 	       "  --log-level LEVEL         debug, info, warn or error (default info)\n"
+	       "  --auth keys|none          keys: every route but /healthz and /readyz needs an\n"
+	       "                            API key (default); none: no checks, allowed only\n"
+	       "                            with a loopback --listen address\n"
+	       "  --trusted-proxy CIDR      a reverse proxy's address range, e.g. 10.0.0.0/8;\n"
+	       "                            for peers inside it the client address is the last\n"
+	       "                            X-Forwarded-For hop; repeatable, up to 16\n"
 	       "  --help                    print this help\n");
 }
 
@@ -249,6 +260,24 @@ static int apply(serve_config_t *c, int opt, const char *v)
 		if (log_parse_level(v, &c->log_level) != 0)
 			return flag_error("log-level", v, "debug, info, warn or error");
 		return 0;
+	case OPT_AUTH:
+		if (strcmp(v, "keys") != 0 && strcmp(v, "none") != 0)
+			return flag_error("auth", v, "keys or none");
+		c->auth_none = strcmp(v, "none") == 0;
+		return 0;
+	case OPT_TRUSTED_PROXY: {
+		auth_cidr_t range;
+
+		if (strlen(v) >= sizeof(c->trusted_proxies[0]) || auth_cidr_parse(v, &range) != 0)
+			return flag_error("trusted-proxy", v,
+					  "an address or range such as 127.0.0.1, 10.0.0.0/8 or "
+					  "fd00::/8, with no host bits set beyond the prefix");
+		if (c->trusted_proxy_count == CONFIG_MAX_PROXIES)
+			return flag_error("trusted-proxy", v, "at most 16 --trusted-proxy flags");
+		snprintf(c->trusted_proxies[c->trusted_proxy_count++], sizeof(c->trusted_proxies[0]),
+			 "%s", v);
+		return 0;
+	}
 	}
 	return INFERQ_EINVAL;
 }
@@ -277,6 +306,14 @@ int config_parse(serve_config_t *c, int argc, char **argv)
 		fprintf(stderr, "inferq serve: unexpected argument \"%s\"\n"
 				"run 'inferq serve --help' for the flags\n",
 			argv[optind]);
+		return INFERQ_EINVAL;
+	}
+	if (c->auth_none && !auth_listen_is_loopback(c->listen)) {
+		fprintf(stderr, "inferq serve: --auth none is allowed only with a loopback --listen "
+				"address (127.0.0.0/8, ::1 or localhost), because it lets anyone "
+				"who can connect use every route; got --listen %s. Use --auth keys, "
+				"or listen on 127.0.0.1\n",
+			c->listen);
 		return INFERQ_EINVAL;
 	}
 	return 0;

@@ -12,6 +12,8 @@
 
 #include "log.h"
 
+#define CONFIG_MAX_PROXIES 16 /* --trusted-proxy flags */
+
 typedef struct {
 	char listen[256];           /* "host:port" */
 	char data_dir[1024];
@@ -29,6 +31,9 @@ typedef struct {
 	uint32_t max_connections;
 	uint32_t max_pending_changes; /* uncommitted changes before submits get 503 */
 	log_level_t log_level;
+	int auth_none;              /* --auth none: every request allowed (loopback only) */
+	char trusted_proxies[CONFIG_MAX_PROXIES][64]; /* --trusted-proxy CIDR ranges, checked */
+	size_t trusted_proxy_count;
 } serve_config_t;
 
 /* Fills c with the defaults. */

@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "alloc.h"
+#include "auth.h"
 #include "clock.h"
 #include "error.h"
 #include "inferq_error.h"
@@ -211,6 +212,8 @@ static void commit_succeeded(server_t *s, pending_batch_t *pb)
 				schedule_purge(s);
 			continue;
 		}
+		if (store_op_is_key(op->kind))
+			continue;
 		count_committed(job, op);
 		if (op->kind == STORE_OP_INSERT)
 			idempotency_untrack(s->idempotency, job);
@@ -259,8 +262,11 @@ static void undo_batch(server_t *s, pending_batch_t *pb, queue_time_t now)
 		store_op_t *op = &b->ops[i];
 		job_t *job = op->owner;
 
-		if (job == NULL)
+		if (job == NULL) {
+			if (store_op_is_key(op->kind))
+				auth_undo(s, op);
 			continue;
+		}
 		if (job->uncommitted_insert) {
 			if (op->kind == STORE_OP_INSERT) {
 				idempotency_untrack(s->idempotency, job);

@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "auth.h"
 #include "clock.h"
 #include "error.h"
 #include "inferq_error.h"
@@ -125,6 +126,10 @@ void handle_submit(server_t *s, http_request_t *req)
 		respond_input_error(req, &err);
 		goto out;
 	}
+	if (!auth_covers(s, req, model.data, model.len)) {
+		auth_respond_model_not_found(req, model.data, model.len);
+		goto out;
+	}
 	if (engine_overloaded(s)) {
 		respond_overloaded(req);
 		goto out;
@@ -191,6 +196,11 @@ void handle_status(server_t *s, http_request_t *req)
 		respond_input_error(req, &err);
 		goto out;
 	}
+	/* The same answer as for an unknown job, so other tenants' jobs stay invisible. */
+	if (!auth_covers(s, req, model.data, model.len)) {
+		not_found(req, &id, &model);
+		goto out;
+	}
 	job = queue_find(s->queue, &id);
 	if (job) {
 		rec = engine_committed_record(job);
@@ -221,16 +231,22 @@ out:
 
 /*
  * Finds the job of a body's request_id and model for a change. Answers 404
- * (unknown, other model) or 409 (already terminal, read from the store) and
- * returns NULL when there is no job to change.
+ * (unknown, other model, or a model the key does not cover) or 409 (already
+ * terminal, read from the store) and returns NULL when there is no job to
+ * change.
  */
 job_t *find_job_for_change(server_t *s, http_request_t *req, const iq_id_t *id,
 			   const buf_t *model)
 {
-	job_t *job = queue_find(s->queue, id);
+	job_t *job;
 	job_record_t row;
 	int rc;
 
+	if (!auth_covers(s, req, model->data, model->len)) {
+		not_found(req, id, model);
+		return NULL;
+	}
+	job = queue_find(s->queue, id);
 	if (job && !job->uncommitted_insert) {
 		if (same_model(&job->rec, model))
 			return job;
@@ -308,6 +324,10 @@ void handle_metrics(server_t *s, http_request_t *req)
 		respond_input_error(req, &err);
 		goto out;
 	}
+	if (!auth_covers(s, req, model.data, model.len)) {
+		auth_respond_model_not_found(req, model.data, model.len);
+		goto out;
+	}
 	m = queue_model_get(s->queue, model.data, model.len, 0);
 	if (m && m->user) {
 		model_state_t *ms = m->user;
@@ -340,6 +360,10 @@ void handle_clear(server_t *s, http_request_t *req)
 	if (body_parse(&s->config, req->body, req->body_len, clear_fields, &b, &err) != 0 ||
 	    read_model(&s->config, &b, &model, &err) != 0) {
 		respond_input_error(req, &err);
+		goto out;
+	}
+	if (!auth_covers(s, req, model.data, model.len)) {
+		auth_respond_model_not_found(req, model.data, model.len);
 		goto out;
 	}
 	m = queue_model_get(s->queue, model.data, model.len, 0);

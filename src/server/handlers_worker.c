@@ -8,6 +8,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "auth.h"
 #include "inferq_error.h"
 #include "log.h"
 #include "render.h"
@@ -37,6 +38,10 @@ void handle_claim(server_t *s, http_request_t *req)
 	    read_seconds(&b, "wait", 0, MAX_WAIT_S, &wait, &err) != 0 ||
 	    read_string(&b, "worker", 0, MAX_WORKER_NAME, &worker, &has_worker, &err) != 0) {
 		respond_input_error(req, &err);
+		goto out;
+	}
+	if (!auth_covers(s, req, model.data, model.len)) {
+		auth_respond_model_not_found(req, model.data, model.len);
 		goto out;
 	}
 

@@ -111,6 +111,7 @@ struct conn {
 	uint32_t unanswered; /* dispatched to the handler, http_respond() not yet called */
 	buf_t out;           /* ready bytes not yet handed to uv_write */
 	size_t write_queued; /* bytes in out and in uv_write requests */
+	size_t ready_bytes;  /* responses formatted but not yet handed to uv_write */
 
 	enum timer_mode timer_mode;
 	unsigned in_header_block : 1; /* next byte belongs to a request line or header */
@@ -123,7 +124,7 @@ struct conn {
 	unsigned close_after_flush : 1;
 	unsigned shutdown_started : 1;
 	unsigned lingering : 1;
-	unsigned backlogged : 1; /* write_queued went over WRITE_HIGH_BYTES */
+	unsigned backlogged : 1; /* write_queued + ready_bytes went over WRITE_HIGH_BYTES */
 	unsigned flush_scheduled : 1;
 	unsigned closed : 1;
 };
@@ -403,7 +404,7 @@ static void on_write(uv_write_t *wr, int status)
 			log_debug("http", "write to %s failed: %s", c->remote, uv_strerror(status));
 			conn_close(c);
 		} else {
-			if (c->backlogged && c->write_queued < WRITE_LOW_BYTES) {
+			if (c->backlogged && c->write_queued + c->ready_bytes < WRITE_LOW_BYTES) {
 				c->backlogged = 0;
 				schedule_flush(c);
 			}
@@ -422,6 +423,7 @@ static void write_out(struct conn *c)
 	w->conn = c;
 	w->data = c->out;
 	buf_init(&c->out);
+	c->ready_bytes -= w->data.len;
 	c->write_queued += w->data.len;
 	b = uv_buf_init(w->data.data, (unsigned)w->data.len);
 	rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_write);
@@ -1520,8 +1522,19 @@ static void queue_response(struct conn *c, struct req *r, int status, const char
 		conn_header = CONN_HDR_KEEP_ALIVE;
 
 	/* At the head of the ring the bytes can go straight to the output. */
-	format_response(c->server, r->seq == c->head_seq ? &c->out : &sl->resp, status,
-	                content_type, extra_headers, body, body_len, r->is_head, conn_header);
+	buf_t *target = r->seq == c->head_seq ? &c->out : &sl->resp;
+	size_t before = target->len;
+
+	format_response(c->server, target, status, content_type, extra_headers, body, body_len,
+	                r->is_head, conn_header);
+	/*
+	 * Responses wait here until the loop pass ends, so pipelined requests
+	 * answered at once would pile up unbounded for a client that does not
+	 * read: counting them pauses parsing as unsent writes do.
+	 */
+	c->ready_bytes += target->len - before;
+	if (c->write_queued + c->ready_bytes > WRITE_HIGH_BYTES)
+		c->backlogged = 1;
 	sl->ready = 1;
 	sl->close_after = conn_header == CONN_HDR_CLOSE;
 	schedule_flush(c);

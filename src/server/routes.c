@@ -1,6 +1,8 @@
 /*
- * Route table and dispatch: exact path match, then method. A known path
- * with another method gets 405 with an Allow header; an unknown path 404.
+ * Route table and dispatch: exact path match (or prefix match for the
+ * routes that take a name in the path), then method, then the API key and
+ * its role. A known path with another method gets 405 with an Allow
+ * header; an unknown path 404.
  *
  * SPDX-License-Identifier: MIT
  */
@@ -9,43 +11,49 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "auth.h"
 #include "error.h"
 #include "inferq_error.h"
 #include "request.h"
 
+#define CLIENT AUTH_ROLE_CLIENT
+#define WORKER AUTH_ROLE_WORKER
+#define ADMIN AUTH_ROLE_ADMIN
+
 typedef struct {
 	const char *method;
-	const char *path;
+	const char *path; /* exact, or a prefix when it ends in '/' */
 	void (*handler)(server_t *s, http_request_t *req);
-	int needs_key; /* 0 for the routes that answer without a key */
+	unsigned roles; /* AUTH_ROLE_* bits that may use it (admin always may); 0: no key needed */
 } route_t;
 
 static const route_t routes[] = {
-	{"POST", "/v1/queue/submit", handle_submit, 1},
-	{"GET", "/v1/queue/status", handle_status, 1},
-	{"POST", "/v1/queue/cancel", handle_cancel, 1},
-	{"GET", "/v1/queue/metrics", handle_metrics, 1},
-	{"POST", "/v1/queue/clear", handle_clear, 1},
-	{"POST", "/v1/queue/claim", handle_claim, 1},
-	{"POST", "/v1/queue/heartbeat", handle_heartbeat, 1},
-	{"POST", "/v1/queue/complete", handle_complete, 1},
-	{"POST", "/v1/queue/fail", handle_fail, 1},
-	{"POST", "/v1/queue/release", handle_release, 1},
+	{"POST", "/v1/queue/submit", handle_submit, CLIENT},
+	{"GET", "/v1/queue/status", handle_status, CLIENT | WORKER},
+	{"POST", "/v1/queue/cancel", handle_cancel, CLIENT},
+	{"GET", "/v1/queue/metrics", handle_metrics, CLIENT},
+	{"POST", "/v1/queue/clear", handle_clear, CLIENT},
+	{"POST", "/v1/queue/claim", handle_claim, WORKER},
+	{"POST", "/v1/queue/heartbeat", handle_heartbeat, WORKER},
+	{"POST", "/v1/queue/complete", handle_complete, WORKER},
+	{"POST", "/v1/queue/fail", handle_fail, WORKER},
+	{"POST", "/v1/queue/release", handle_release, WORKER},
+	{"POST", "/v1/admin/keys", handle_keys_create, ADMIN},
+	{"GET", "/v1/admin/keys", handle_keys_list, ADMIN},
+	{"POST", "/v1/admin/keys/revoke", handle_keys_revoke, ADMIN},
+	{"DELETE", "/v1/admin/keys/", handle_key_delete, ADMIN},
 	{"GET", "/healthz", handle_healthz, 0},
 	{"GET", "/readyz", handle_readyz, 0},
 };
 
 #define ROUTE_COUNT (sizeof(routes) / sizeof(routes[0]))
 
-int auth_check(server_t *s, http_request_t *req)
-{
-	return 0;
-}
-
 static int path_is(const http_request_t *req, const char *path)
 {
 	size_t len = strlen(path);
 
+	if (path[len - 1] == '/')
+		return req->path_len > len && memcmp(req->path, path, len) == 0;
 	return req->path_len == len && memcmp(req->path, path, len) == 0;
 }
 
@@ -86,7 +94,7 @@ void routes_dispatch(void *ctx, http_request_t *req)
 			allowed = r->method;
 			continue;
 		}
-		if (r->needs_key && auth_check(s, req) != 0)
+		if (r->roles && auth_check(s, req, r->roles) != 0)
 			return;
 		r->handler(s, req);
 		return;

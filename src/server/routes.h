@@ -14,15 +14,8 @@
 void routes_dispatch(void *ctx, http_request_t *req);
 
 /*
- * Decides whether req may use its route. Returns 0 when allowed; otherwise
- * sends 401/403 and returns INFERQ_EAUTH. This version has no keys yet and
- * allows every request.
- */
-int auth_check(server_t *s, http_request_t *req);
-
-/*
  * Finds the job with id for a change through a model's route. Answers 404
- * (unknown, or another model's) or 409 (already finished) itself and
+ * (unknown, another model's, or a model the request's key does not cover) or 409 (already finished) itself and
  * returns NULL when there is no job to change.
  */
 job_t *find_job_for_change(server_t *s, http_request_t *req, const iq_id_t *id,
@@ -39,6 +32,12 @@ void handle_heartbeat(server_t *s, http_request_t *req);
 void handle_complete(server_t *s, http_request_t *req);
 void handle_fail(server_t *s, http_request_t *req);
 void handle_release(server_t *s, http_request_t *req);
+
+/* handlers_admin.c: API keys, admin role only. */
+void handle_keys_create(server_t *s, http_request_t *req);
+void handle_keys_list(server_t *s, http_request_t *req);
+void handle_keys_revoke(server_t *s, http_request_t *req);
+void handle_key_delete(server_t *s, http_request_t *req);
 
 void handle_healthz(server_t *s, http_request_t *req);
 void handle_readyz(server_t *s, http_request_t *req);

@@ -9,11 +9,13 @@
  * SPDX-License-Identifier: MIT
  */
 #include <signal.h>
+#include <sys/resource.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "alloc.h"
+#include "auth.h"
 #include "clock.h"
 #include "inferq_error.h"
 #include "log.h"
@@ -21,6 +23,11 @@
 #include "server.h"
 
 int serve_main(int argc, char **argv);
+
+/* Files kept for the store, the log, listeners and libuv, beside connections. */
+#define RESERVED_FILES 64
+/* Soft limit taken when the hard limit is unlimited. */
+#define MAX_OPEN_FILES 1048576
 
 typedef struct {
 	server_t *server;
@@ -93,6 +100,7 @@ static void on_http_closed(void *ctx)
 	server_t *s = ctx;
 
 	s->http = NULL;
+	auth_flush_last_used(s);
 	uv_timer_stop(&s->lease_timer);
 	uv_timer_stop(&s->retention_timer);
 	uv_timer_init(s->loop, &drain_timer);
@@ -114,6 +122,40 @@ static void on_signal(uv_signal_t *handle, int signum)
 	http_server_close(s->http, on_http_closed, s);
 }
 
+/*
+ * Raises the open-file soft limit to the hard limit, and returns how many
+ * connections fit under it. Past the limit libuv closes new connections
+ * without telling the server, so --max-connections, which logs, must stay
+ * below it.
+ */
+static uint32_t fit_connections_to_file_limit(uint32_t wanted)
+{
+	struct rlimit rl;
+	rlim_t target, usable;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+		return wanted;
+	target = rl.rlim_max == RLIM_INFINITY ? MAX_OPEN_FILES : rl.rlim_max;
+	if (rl.rlim_cur < target) {
+		rlim_t old = rl.rlim_cur;
+
+		rl.rlim_cur = target;
+		if (setrlimit(RLIMIT_NOFILE, &rl) == 0)
+			log_info("server", "raised the open-file limit from %llu to %llu",
+				 (unsigned long long)old, (unsigned long long)target);
+		else
+			getrlimit(RLIMIT_NOFILE, &rl);
+	}
+	usable = rl.rlim_cur > RESERVED_FILES ? rl.rlim_cur - RESERVED_FILES : 1;
+	if (wanted <= usable)
+		return wanted;
+	log_warn("server",
+		 "--max-connections %u does not fit the open-file limit of %llu; accepting at "
+		 "most %llu connections: raise the limit (ulimit -n, LimitNOFILE= in systemd)",
+		 wanted, (unsigned long long)rl.rlim_cur, (unsigned long long)usable);
+	return (uint32_t)usable;
+}
+
 static int start_listening(server_t *s)
 {
 	http_limits_t limits = {
@@ -121,7 +163,7 @@ static int start_listening(server_t *s)
 		.max_body_bytes = s->config.max_body_bytes,
 		.idle_timeout_ms = (uint64_t)s->config.idle_timeout_ms,
 		.request_timeout_ms = (uint64_t)s->config.request_timeout_ms,
-		.max_connections = s->config.max_connections,
+		.max_connections = fit_connections_to_file_limit(s->config.max_connections),
 		.max_pipelined = 64,
 	};
 	char err[256];
@@ -188,9 +230,10 @@ int serve_main(int argc, char **argv)
 		idempotency_free(s->idempotency);
 		return 1;
 	}
-	if (load_queue(s) != 0 || start_listening(s) != 0) {
+	if (load_queue(s) != 0 || auth_open(s) != 0 || start_listening(s) != 0) {
 		store_close(s->store);
 		uv_run(s->loop, UV_RUN_NOWAIT);
+		auth_close(s);
 		queue_model_each(s->queue, free_model_state, NULL);
 		queue_free(s->queue);
 		idempotency_free(s->idempotency);
@@ -209,6 +252,7 @@ int serve_main(int argc, char **argv)
 	queue_model_each(s->queue, free_model_state, NULL);
 	queue_free(s->queue);
 	idempotency_free(s->idempotency);
+	auth_close(s);
 	uv_loop_close(s->loop);
 	log_info("server", "stopped");
 	return s->exit_code;

@@ -26,6 +26,7 @@
 #include "queue.h"
 #include "store.h"
 
+typedef struct auth auth_t;
 typedef struct reply reply_t;
 typedef struct waiter waiter_t;
 
@@ -50,6 +51,7 @@ typedef struct server {
 	store_t *store;
 	http_server_t *http;
 	idempotency_t *idempotency; /* keyed submits not committed yet */
+	auth_t *auth;               /* API keys and the failure limiter (auth.h) */
 
 	uint64_t next_seq;      /* seq of the next submitted job */
 	uint64_t next_batch_id; /* id of the next collecting batch; starts at 1 */

@@ -49,6 +49,10 @@ static const char sql_max_seq[] =
     "SELECT max(coalesce((SELECT max(seq) FROM jobs), 0), "
     "coalesce((SELECT value FROM store_meta WHERE name = 'max_seq'), 0))";
 
+static const char sql_load_keys[] =
+    "SELECT name, key_hash, role, models, created_at, last_used_at, expires_at, revoked_at "
+    "FROM api_keys ORDER BY created_at, rowid";
+
 static char *path_join(const char *dir, const char *name)
 {
 	size_t n = strlen(dir) + 1 + strlen(name) + 1;
@@ -504,6 +508,58 @@ static int local_load(void *state, int (*fn)(void *ctx, job_record_t *rec), void
 	return ret;
 }
 
+/* Copies column col into out[0..size) as a C string; returns 0 or INFERQ_EIO when it does not fit. */
+static int column_copy(sqlite3_stmt *st, int col, char *out, size_t size)
+{
+	const unsigned char *text = sqlite3_column_text(st, col);
+	size_t len = (size_t)sqlite3_column_bytes(st, col);
+
+	if (!text || len == 0 || len >= size)
+		return INFERQ_EIO;
+	memcpy(out, text, len);
+	out[len] = '\0';
+	return 0;
+}
+
+static int read_key_row(sqlite3_stmt *st, store_key_t *k)
+{
+	memset(k, 0, sizeof(*k));
+	if (column_copy(st, 0, k->name, sizeof(k->name)) < 0 ||
+	    column_copy(st, 1, k->hash, sizeof(k->hash)) < 0 ||
+	    column_copy(st, 2, k->role, sizeof(k->role)) < 0 ||
+	    sqlite3_column_type(st, 3) == SQLITE_NULL)
+		return INFERQ_EIO;
+	k->models = column_bytes(st, 3);
+	k->created_at = sqlite3_column_int64(st, 4);
+	k->last_used_at = sqlite3_column_int64(st, 5);
+	k->expires_at = sqlite3_column_int64(st, 6);
+	k->revoked_at = sqlite3_column_int64(st, 7);
+	return 0;
+}
+
+static int local_load_keys(void *state, int (*fn)(void *ctx, store_key_t *key), void *ctx)
+{
+	local_store_t *s = state;
+	sqlite3_stmt *st = NULL;
+	store_key_t key;
+	int rc, ret = 0;
+
+	if (sqlite3_prepare_v2(s->rdb, sql_load_keys, -1, &st, NULL) != SQLITE_OK)
+		return INFERQ_EIO;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		ret = read_key_row(st, &key);
+		if (ret < 0)
+			break;
+		ret = fn(ctx, &key);
+		if (ret != 0)
+			break;
+	}
+	if (ret == 0 && rc != SQLITE_DONE)
+		ret = INFERQ_EIO;
+	sqlite3_finalize(st);
+	return ret;
+}
+
 static int local_find_idempotency(void *state, const char *model, size_t model_len,
                                   const char *key, size_t key_len, int64_t since_ms, iq_id_t *id,
                                   char body_hash[65])
@@ -555,6 +611,7 @@ const store_backend_t store_backend_local = {
     .open = local_open,
     .close = local_close,
     .load = local_load,
+    .load_keys = local_load_keys,
     .find_idempotency = local_find_idempotency,
     .commit = local_commit,
     .get = local_get,

@@ -53,6 +53,7 @@ typedef struct {
 	sqlite3 *db;
 	sqlite3_stmt *begin, *commit, *rollback;
 	sqlite3_stmt *insert, *update, *purge, *keep_max_seq;
+	sqlite3_stmt *key_insert, *key_revoke, *key_used;
 	/* Id texts bound with SQLITE_STATIC, valid until the statement is reset. */
 	char id_text[ID_TEXT_LEN + 1];
 	char claim_text[ID_TEXT_LEN + 1];

@@ -62,6 +62,22 @@ static const char *const migrations[] = {
     "ALTER TABLE jobs ADD COLUMN body_hash TEXT;"
     "CREATE INDEX jobs_idempotency ON jobs (model, idempotency_key, created_at)"
     " WHERE idempotency_key IS NOT NULL;",
+
+    /*
+     * Version 3: API keys, stored as the SHA-256 of the key text only.
+     * Revoked keys stay, so their names cannot be reused and the list
+     * shows when they were revoked. models is a JSON array of patterns.
+     */
+    "CREATE TABLE api_keys ("
+    " name TEXT NOT NULL UNIQUE CHECK (length(name) BETWEEN 1 AND 64),"
+    " key_hash TEXT NOT NULL UNIQUE CHECK (length(key_hash) = 64),"
+    " role TEXT NOT NULL CHECK (role IN ('admin', 'client', 'worker')),"
+    " models TEXT NOT NULL,"
+    " created_at INTEGER NOT NULL,"
+    " last_used_at INTEGER,"
+    " expires_at INTEGER,"
+    " revoked_at INTEGER"
+    ") STRICT;",
 };
 
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
@@ -76,6 +92,13 @@ static const char sql_update[] =
 static const char sql_purge[] =
     "DELETE FROM jobs WHERE seq IN (SELECT seq FROM jobs WHERE done_at < ?1 "
     "AND state IN ('done', 'failed', 'canceled') ORDER BY done_at LIMIT ?2)";
+static const char sql_key_insert[] =
+    "INSERT INTO api_keys (name, key_hash, role, models, created_at, last_used_at, expires_at, "
+    "revoked_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+static const char sql_key_revoke[] =
+    "UPDATE api_keys SET revoked_at = ?2 WHERE name = ?1 AND revoked_at IS NULL";
+static const char sql_key_used[] =
+    "UPDATE api_keys SET last_used_at = max(coalesce(last_used_at, 0), ?2) WHERE key_hash = ?1";
 static const char sql_keep_max_seq[] =
     "UPDATE store_meta SET value = max(value, coalesce((SELECT max(seq) FROM jobs), 0)) "
     "WHERE name = 'max_seq'";
@@ -223,6 +246,9 @@ static int prepare_writer(local_store_t *s, char *err, size_t errlen)
 	    {sql_update, &w->update},
 	    {sql_purge, &w->purge},
 	    {sql_keep_max_seq, &w->keep_max_seq},
+	    {sql_key_insert, &w->key_insert},
+	    {sql_key_revoke, &w->key_revoke},
+	    {sql_key_used, &w->key_used},
 	};
 
 	for (size_t i = 0; i < sizeof(list) / sizeof(list[0]); i++) {
@@ -269,8 +295,10 @@ int local_writer_open(local_store_t *s, char *err, size_t errlen)
 void local_writer_close(local_store_t *s)
 {
 	writer_t *w = &s->w;
-	sqlite3_stmt **list[] = {&w->begin,  &w->commit, &w->rollback,    &w->insert,
-	                         &w->update, &w->purge,  &w->keep_max_seq};
+	sqlite3_stmt **list[] = {&w->begin,        &w->commit,     &w->rollback,
+	                         &w->insert,       &w->update,     &w->purge,
+	                         &w->keep_max_seq, &w->key_insert, &w->key_revoke,
+	                         &w->key_used};
 
 	for (size_t i = 0; i < sizeof(list) / sizeof(list[0]); i++) {
 		sqlite3_finalize(*list[i]);
@@ -410,12 +438,64 @@ static int exec_purge(writer_t *w, store_op_t *op)
 	return rc;
 }
 
+static int exec_key_insert(writer_t *w, const store_key_t *k)
+{
+	sqlite3_stmt *st = w->key_insert;
+	int rc = sqlite3_bind_text(st, 1, k->name, -1, SQLITE_STATIC);
+
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_text(st, 2, k->hash, -1, SQLITE_STATIC);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_text(st, 3, k->role, -1, SQLITE_STATIC);
+	if (rc == SQLITE_OK)
+		rc = k->models ? sqlite3_bind_text64(st, 4, k->models->data, k->models->len,
+		                                     SQLITE_STATIC, SQLITE_UTF8)
+		               : SQLITE_MISUSE;
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(st, 5, k->created_at);
+	/* The columns of times 6 to 8 are NULL when the time is 0, as in jobs. */
+	if (rc == SQLITE_OK)
+		rc = k->last_used_at ? sqlite3_bind_int64(st, 6, k->last_used_at)
+		                     : sqlite3_bind_null(st, 6);
+	if (rc == SQLITE_OK)
+		rc = k->expires_at ? sqlite3_bind_int64(st, 7, k->expires_at) : sqlite3_bind_null(st, 7);
+	if (rc == SQLITE_OK)
+		rc = k->revoked_at ? sqlite3_bind_int64(st, 8, k->revoked_at) : sqlite3_bind_null(st, 8);
+	if (rc != SQLITE_OK) {
+		sqlite3_clear_bindings(st);
+		return rc;
+	}
+	return step_bound(st);
+}
+
+/* Runs an UPDATE of one key bound by text ?1 and time ?2; no row changed is ERR_NO_ROW. */
+static int exec_key_update(writer_t *w, sqlite3_stmt *st, const char *text, int64_t ms)
+{
+	int rc = sqlite3_bind_text(st, 1, text, -1, SQLITE_STATIC);
+
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(st, 2, ms);
+	if (rc != SQLITE_OK) {
+		sqlite3_clear_bindings(st);
+		return rc;
+	}
+	rc = step_bound(st);
+	if (rc == SQLITE_OK && sqlite3_changes(w->db) == 0)
+		return ERR_NO_ROW;
+	return rc;
+}
+
 static int exec_op(writer_t *w, store_op_t *op)
 {
 	switch (op->kind) {
 	case STORE_OP_INSERT: return exec_insert(w, &op->rec);
 	case STORE_OP_UPDATE: return exec_update(w, &op->rec);
 	case STORE_OP_PURGE: return exec_purge(w, op);
+	case STORE_OP_KEY_PUT: return exec_key_insert(w, &op->key);
+	case STORE_OP_KEY_REVOKE:
+		return exec_key_update(w, w->key_revoke, op->key.name, op->key.revoked_at);
+	case STORE_OP_KEY_USED:
+		return exec_key_update(w, w->key_used, op->key.hash, op->key.last_used_at);
 	}
 	return SQLITE_MISUSE;
 }
@@ -457,15 +537,26 @@ static void describe_op(const store_op_t *op, char *out, size_t outlen)
 	case STORE_OP_INSERT: snprintf(out, outlen, "insert of job %s", id); break;
 	case STORE_OP_UPDATE: snprintf(out, outlen, "update of job %s", id); break;
 	case STORE_OP_PURGE: snprintf(out, outlen, "purge of finished jobs"); break;
+	case STORE_OP_KEY_PUT: snprintf(out, outlen, "insert of API key %s", op->key.name); break;
+	case STORE_OP_KEY_REVOKE:
+		snprintf(out, outlen, "revocation of API key %s", op->key.name);
+		break;
+	case STORE_OP_KEY_USED:
+		snprintf(out, outlen, "last use of API key %.8s", op->key.hash);
+		break;
 	default: snprintf(out, outlen, "operation of unknown kind %d", (int)op->kind); break;
 	}
 }
 
 /* Sets the batch's result and error. Call it before ROLLBACK, which clears sqlite3_errmsg. */
-static void fail_batch(local_store_t *s, store_batch_t *b, int rc, const char *failed_step)
+static void fail_batch(local_store_t *s, store_batch_t *b, int rc, const store_op_t *failed,
+                       const char *failed_step)
 {
-	const char *cause =
-	    rc == ERR_NO_ROW ? "no such job in the database" : sqlite3_errmsg(s->w.db);
+	const char *cause = sqlite3_errmsg(s->w.db);
+
+	if (rc == ERR_NO_ROW)
+		cause = failed && store_op_is_key(failed->kind) ? "no such API key in the database"
+		                                                : "no such job in the database";
 
 	b->result = result_code(rc);
 	snprintf(b->error, sizeof(b->error), "%s: %s failed: %s; %s", s->db_path, failed_step,
@@ -484,7 +575,7 @@ static void run_batch(local_store_t *s, store_batch_t *b)
 	writer_t *w = &s->w;
 	const store_op_t *failed = NULL;
 	const char *step = "begin";
-	char failed_step[80];
+	char failed_step[128];
 	int rc;
 
 	b->result = 0;
@@ -511,7 +602,7 @@ static void run_batch(local_store_t *s, store_batch_t *b)
 		describe_op(failed, failed_step, sizeof(failed_step));
 	else
 		snprintf(failed_step, sizeof(failed_step), "%s of %zu operations", step, b->count);
-	fail_batch(s, b, rc, failed_step);
+	fail_batch(s, b, rc, failed, failed_step);
 	rollback(w);
 }
 

@@ -52,6 +52,11 @@ int store_load(store_t *s, int (*fn)(void *ctx, job_record_t *rec), void *ctx, u
 	return s->backend->load(s->state, fn, ctx, max_seq);
 }
 
+int store_load_keys(store_t *s, int (*fn)(void *ctx, store_key_t *key), void *ctx)
+{
+	return s->backend->load_keys(s->state, fn, ctx);
+}
+
 int store_find_idempotency(store_t *s, const char *model, size_t model_len, const char *key,
 			   size_t key_len, int64_t since_ms, iq_id_t *id, char body_hash[65])
 {
@@ -100,8 +105,11 @@ store_op_t *store_batch_add(store_batch_t *batch, store_op_kind_t kind)
 
 void store_batch_reset(store_batch_t *batch)
 {
-	for (size_t i = 0; i < batch->count; i++)
+	for (size_t i = 0; i < batch->count; i++) {
 		job_record_clear(&batch->ops[i].rec);
+		rbuf_unref(batch->ops[i].key.models);
+		batch->ops[i].key.models = NULL;
+	}
 	batch->count = 0;
 	batch->result = 0;
 	batch->error[0] = '\0';

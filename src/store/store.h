@@ -29,11 +29,36 @@ typedef enum {
 			    done_at, lease_expires_at, claim_timeout, claim_id, worker,
 			    info, outputs, error */
 	STORE_OP_PURGE,  /* delete terminal jobs with done_at < purge_before */
+	STORE_OP_KEY_PUT,    /* a new API key: every field of key */
+	STORE_OP_KEY_REVOKE, /* key.name and key.revoked_at of a key not revoked yet */
+	STORE_OP_KEY_USED,   /* key.hash and key.last_used_at (kept when the stored one is later) */
 } store_op_kind_t;
+
+/* Returns 1 for the operations on API keys, which carry no job. */
+static inline int store_op_is_key(store_op_kind_t kind)
+{
+	return kind >= STORE_OP_KEY_PUT;
+}
+
+#define STORE_KEY_NAME_MAX 64 /* bytes of an API key's name */
+#define STORE_KEY_HASH_HEX 64 /* hex digits of a SHA-256 */
+
+/* An API key as the store keeps it: its name and the SHA-256 of its text, never the key. */
+typedef struct {
+	char name[STORE_KEY_NAME_MAX + 1];
+	char hash[STORE_KEY_HASH_HEX + 1]; /* lowercase hex SHA-256 of the key text */
+	char role[8];                      /* "admin", "client" or "worker" */
+	rbuf_t *models;                    /* JSON array of model pattern strings */
+	int64_t created_at;                /* ms since epoch */
+	int64_t last_used_at;              /* ms since epoch, 0 = never used */
+	int64_t expires_at;                /* ms since epoch, 0 = never expires */
+	int64_t revoked_at;                /* ms since epoch, 0 = not revoked */
+} store_key_t;
 
 typedef struct {
 	store_op_kind_t kind;
 	job_record_t rec;     /* INSERT, UPDATE: holds references until the op is freed */
+	store_key_t key;      /* KEY_*: holds a reference to key.models until the op is freed */
 	int64_t purge_before; /* PURGE: ms since epoch */
 	uint32_t purge_limit; /* PURGE: delete at most this many rows */
 	int64_t purged;       /* PURGE: rows deleted, set by the backend */
@@ -83,6 +108,14 @@ void store_close(store_t *s);
 int store_load(store_t *s, int (*fn)(void *ctx, job_record_t *rec), void *ctx, uint64_t *max_seq);
 
 /*
+ * Reads every API key, revoked and expired ones included, in creation
+ * order, calling fn once per key; fn takes over key->models and returns 0
+ * to go on. Called at start. Returns 0, INFERQ_EIO, or the first non-zero
+ * value fn returned.
+ */
+int store_load_keys(store_t *s, int (*fn)(void *ctx, store_key_t *key), void *ctx);
+
+/*
  * Finds the newest committed job of model submitted with Idempotency-Key key
  * at or after since_ms (ms since epoch). Fills *id and body_hash (the hex
  * SHA-256 of that submit's body, NUL-terminated) and returns 0; returns
@@ -121,7 +154,7 @@ int store_check(store_t *s, char *err, size_t errlen);
 void store_batch_init(store_batch_t *batch);
 store_op_t *store_batch_add(store_batch_t *batch, store_op_kind_t kind);
 /*
- * Clears every op's record, empties the batch and clears result and error,
+ * Clears every op's record and key, empties the batch and clears result and error,
  * keeping its memory, id and user.
  */
 void store_batch_reset(store_batch_t *batch);
@@ -139,6 +172,7 @@ typedef struct store_backend {
 	void (*close)(void *state);
 	int (*load)(void *state, int (*fn)(void *ctx, job_record_t *rec), void *ctx,
 		    uint64_t *max_seq);
+	int (*load_keys)(void *state, int (*fn)(void *ctx, store_key_t *key), void *ctx);
 	int (*find_idempotency)(void *state, const char *model, size_t model_len, const char *key,
 				size_t key_len, int64_t since_ms, iq_id_t *id, char body_hash[65]);
 	int (*commit)(void *state, store_batch_t *batch, store_commit_cb cb, void *ctx);

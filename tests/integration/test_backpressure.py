@@ -6,17 +6,18 @@ import json
 MODEL = "test/backpressure"
 
 
-def submit_request(i):
+def submit_request(i, key):
     body = json.dumps({"model": MODEL, "payload": {"i": i}}).encode()
     return (b"POST /v1/queue/submit HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
-            b"Content-Length: %d\r\n\r\n" % len(body)) + body
+            b"Authorization: Bearer %s\r\n"
+            b"Content-Length: %d\r\n\r\n" % (key.encode(), len(body))) + body
 
 
 def test_submits_refused_when_store_behind(start_server):
     server = start_server(max_pending_changes=1)
     conn = server.raw()
     # Pipelined submits reach the server in one read, before the first one's commit.
-    conn.send(b"".join(submit_request(i) for i in range(20)))
+    conn.send(b"".join(submit_request(i, server.key) for i in range(20)))
     accepted = refused = 0
     for _ in range(20):
         response = conn.read_response()

@@ -21,14 +21,18 @@ MODEL = "cli/test"
 
 
 @pytest.fixture
+def server(start_server, tmp_path):
+    """The server, with its data dir where the CLI finds the admin key: ./inferq-data."""
+    return start_server(data_dir=tmp_path / "inferq-data")
+
+
+@pytest.fixture
 def cli(server, tmp_path):
-    """Return run(*args, **kwargs) that runs the CLI against the default server."""
-    work = tmp_path / "work"
-    work.mkdir()
+    """Return run(*args, **kwargs) that runs the CLI against the default server in tmp_path."""
 
     def run(*args, **kwargs):
         kwargs.setdefault("url", server_url(server))
-        return run_cli(args, work, **kwargs)
+        return run_cli(args, tmp_path, **kwargs)
 
     return run
 

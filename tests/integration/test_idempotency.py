@@ -50,7 +50,9 @@ def test_repeat_in_one_pipeline(server):
     """The second submit arrives before the first one's commit: still one job."""
     body = json.dumps(BODY).encode()
     request = (b"POST /v1/queue/submit HTTP/1.1\r\nHost: t\r\nIdempotency-Key: piped\r\n"
-               b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)) + body
+               b"Authorization: Bearer %s\r\n"
+               b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+               % (server.key.encode(), len(body))) + body
     conn = server.raw()
     conn.send(request * 5)
     ids = set()

@@ -42,6 +42,7 @@ typedef struct {
 	char key[256];
 	pid_t pid;
 	int port;
+	int auth_none; /* start with --auth none: for a server whose key the client cannot know */
 } server_t;
 
 static server_t server;
@@ -109,7 +110,7 @@ static void spawn_server(server_t *s, int port, long delay_ms)
 		if (delay_ms > 0)
 			sleep_ms(delay_ms);
 		execl(server_binary(), "inferq", "serve", "--listen", listen_arg, "--data-dir",
-		      data_dir, (char *)NULL);
+		      data_dir, "--auth", s->auth_none ? "none" : "keys", (char *)NULL);
 		_exit(127);
 	}
 }
@@ -594,6 +595,8 @@ static void retries_until_server_starts(void **state)
 	make_temp_dir(&late);
 	late.port = free_port();
 	snprintf(url, sizeof(url), "http://127.0.0.1:%d", late.port);
+	/* Its admin key does not exist before it starts, so it runs without keys. */
+	late.auth_none = 1;
 	spawn_server(&late, late.port, 500);
 	c = connect_to(url);
 	assert_int_equal(inferq_client_set_retries(c, 10, 100), 0);

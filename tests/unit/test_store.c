@@ -306,7 +306,7 @@ static void open_creates_schema(void **state)
 	assert_int_equal(store_check(f->store, f->err, sizeof(f->err)), 0);
 	close_main(f);
 
-	assert_int_equal(query_int(f->db_path, "PRAGMA user_version"), 2);
+	assert_int_equal(query_int(f->db_path, "PRAGMA user_version"), 3);
 	assert_int_equal(query_int(f->db_path, "SELECT count(*) FROM sqlite_master WHERE "
 	                                       "type = 'table' AND name = 'jobs'"),
 	                 1);
@@ -353,7 +353,7 @@ static void reopen_keeps_data(void **state)
 	assert_int_equal(store_load(f->store, collect, &loaded, &max_seq), 0);
 	assert_int_equal(loaded.count, 1);
 	assert_int_equal(max_seq, 1);
-	assert_int_equal(query_int(f->db_path, "PRAGMA user_version"), 2);
+	assert_int_equal(query_int(f->db_path, "PRAGMA user_version"), 3);
 
 	job_record_clear(&job);
 	store_batch_free(&b);
@@ -714,7 +714,8 @@ static void migrates_version_1(void **state)
 	/* Turn a new database back into schema version 1. */
 	open_main(f);
 	close_main(f);
-	exec_sql(f->db_path, "DROP INDEX jobs_idempotency;"
+	exec_sql(f->db_path, "DROP TABLE api_keys;"
+			     "DROP INDEX jobs_idempotency;"
 			     "ALTER TABLE jobs DROP COLUMN body_hash;"
 			     "ALTER TABLE jobs DROP COLUMN idempotency_key;"
 			     "PRAGMA user_version = 1");
@@ -724,10 +725,11 @@ static void migrates_version_1(void **state)
 
 	open_main(f);
 	close_main(f);
-	assert_int_equal(query_int(f->db_path, "PRAGMA user_version"), 2);
+	assert_int_equal(query_int(f->db_path, "PRAGMA user_version"), 3);
 	assert_int_equal(query_int(f->db_path, "SELECT count(*) FROM pragma_table_info('jobs') "
 					       "WHERE name IN ('idempotency_key', 'body_hash')"),
 			 2);
+	assert_int_equal(query_int(f->db_path, "SELECT count(*) FROM api_keys"), 0);
 }
 
 static void second_open_rejected(void **state)
@@ -757,16 +759,16 @@ static void newer_version_rejected(void **state)
 
 	open_main(f);
 	close_main(f);
-	exec_sql(f->db_path, "PRAGMA user_version = 3");
+	exec_sql(f->db_path, "PRAGMA user_version = 4");
 
 	assert_int_equal(open_store(f, &other), INFERQ_EIO);
 	assert_null(other);
-	assert_non_null(strstr(f->err, "schema version 3"));
+	assert_non_null(strstr(f->err, "schema version 4"));
 	assert_non_null(strstr(f->err, f->db_path));
-	assert_int_equal(query_int(f->db_path, "PRAGMA user_version"), 3);
+	assert_int_equal(query_int(f->db_path, "PRAGMA user_version"), 4);
 
 	/* The lock of the failed open was released. */
-	exec_sql(f->db_path, "PRAGMA user_version = 2");
+	exec_sql(f->db_path, "PRAGMA user_version = 3");
 	open_main(f);
 }
 
@@ -1015,6 +1017,116 @@ static void batch_helpers_reuse_memory(void **state)
 	job_record_clear(&job);
 }
 
+/* --- API keys ----------------------------------------------------------- */
+
+static void add_key_op(store_batch_t *b, store_op_kind_t kind, const char *name, char hash_digit,
+		       int64_t ms)
+{
+	store_op_t *op = store_batch_add(b, kind);
+
+	snprintf(op->key.name, sizeof(op->key.name), "%s", name);
+	memset(op->key.hash, hash_digit, STORE_KEY_HASH_HEX);
+	op->key.hash[STORE_KEY_HASH_HEX] = '\0';
+	snprintf(op->key.role, sizeof(op->key.role), "client");
+	op->key.models = rbuf_from_str("[\"org/*\"]");
+	op->key.created_at = ms;
+	op->key.last_used_at = kind == STORE_OP_KEY_USED ? ms : 0;
+	op->key.revoked_at = kind == STORE_OP_KEY_REVOKE ? ms : 0;
+	op->key.expires_at = kind == STORE_OP_KEY_PUT && hash_digit == 'b' ? ms + 1000 : 0;
+}
+
+typedef struct {
+	store_key_t keys[4];
+	int count;
+} keys_ctx_t;
+
+static int collect_key(void *arg, store_key_t *key)
+{
+	keys_ctx_t *c = arg;
+
+	assert_true(c->count < 4);
+	c->keys[c->count++] = *key;
+	return 0;
+}
+
+static void free_keys(keys_ctx_t *c)
+{
+	for (int i = 0; i < c->count; i++)
+		rbuf_unref(c->keys[i].models);
+	c->count = 0;
+}
+
+static void keys_round_trip(void **state)
+{
+	fixture_t *f = *state;
+	store_batch_t b;
+	keys_ctx_t c = {0};
+
+	open_main(f);
+	store_batch_init(&b);
+	add_key_op(&b, STORE_OP_KEY_PUT, "web", 'a', BASE_MS);
+	add_key_op(&b, STORE_OP_KEY_PUT, "gpu", 'b', BASE_MS + 1);
+	assert_int_equal(commit_wait(f, &b), 0);
+	store_batch_reset(&b);
+
+	add_key_op(&b, STORE_OP_KEY_REVOKE, "web", 'a', BASE_MS + 5000);
+	add_key_op(&b, STORE_OP_KEY_USED, "gpu", 'b', BASE_MS + 7000);
+	/* An older last use never moves last_used_at back. */
+	add_key_op(&b, STORE_OP_KEY_USED, "gpu", 'b', BASE_MS + 6000);
+	assert_int_equal(commit_wait(f, &b), 0);
+	store_batch_free(&b);
+
+	assert_int_equal(store_load_keys(f->store, collect_key, &c), 0);
+	assert_int_equal(c.count, 2);
+	assert_string_equal(c.keys[0].name, "web");
+	assert_int_equal(c.keys[0].hash[0], 'a');
+	assert_int_equal(strlen(c.keys[0].hash), STORE_KEY_HASH_HEX);
+	assert_string_equal(c.keys[0].role, "client");
+	assert_string_equal(c.keys[0].models->data, "[\"org/*\"]");
+	assert_int_equal(c.keys[0].created_at, BASE_MS);
+	assert_int_equal(c.keys[0].revoked_at, BASE_MS + 5000);
+	assert_int_equal(c.keys[0].last_used_at, 0);
+	assert_int_equal(c.keys[0].expires_at, 0);
+	assert_string_equal(c.keys[1].name, "gpu");
+	assert_int_equal(c.keys[1].last_used_at, BASE_MS + 7000);
+	assert_int_equal(c.keys[1].expires_at, BASE_MS + 1001);
+	assert_int_equal(c.keys[1].revoked_at, 0);
+	free_keys(&c);
+}
+
+static void keys_bad_batch_leaves_nothing(void **state)
+{
+	fixture_t *f = *state;
+	store_batch_t b;
+	keys_ctx_t c = {0};
+
+	open_main(f);
+	store_batch_init(&b);
+	add_key_op(&b, STORE_OP_KEY_PUT, "web", 'a', BASE_MS);
+	add_key_op(&b, STORE_OP_KEY_REVOKE, "nobody", 'c', BASE_MS);
+	assert_int_equal(commit_wait(f, &b), INFERQ_EIO);
+	assert_non_null(strstr(b.error, "revocation of API key nobody"));
+	assert_non_null(strstr(b.error, "no such API key"));
+	store_batch_reset(&b);
+
+	/* A second key with a name or hash already stored breaks a constraint. */
+	add_key_op(&b, STORE_OP_KEY_PUT, "web", 'a', BASE_MS);
+	assert_int_equal(commit_wait(f, &b), 0);
+	store_batch_reset(&b);
+	add_key_op(&b, STORE_OP_KEY_PUT, "web", 'd', BASE_MS);
+	assert_int_equal(commit_wait(f, &b), INFERQ_EIO);
+	store_batch_reset(&b);
+	add_key_op(&b, STORE_OP_KEY_PUT, "other", 'a', BASE_MS);
+	assert_int_equal(commit_wait(f, &b), INFERQ_EIO);
+	store_batch_free(&b);
+
+	assert_int_equal(store_load_keys(f->store, collect_key, &c), 0);
+	assert_int_equal(c.count, 1);
+	assert_string_equal(c.keys[0].name, "web");
+	assert_int_equal(c.keys[0].revoked_at, 0);
+	free_keys(&c);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1029,6 +1141,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(load_active_in_seq_order, setup, teardown),
 	    cmocka_unit_test_setup_teardown(idempotency_key_found_since, setup, teardown),
 	    cmocka_unit_test_setup_teardown(migrates_version_1, setup, teardown),
+	    cmocka_unit_test_setup_teardown(keys_round_trip, setup, teardown),
+	    cmocka_unit_test_setup_teardown(keys_bad_batch_leaves_nothing, setup, teardown),
 	    cmocka_unit_test_setup_teardown(second_open_rejected, setup, teardown),
 	    cmocka_unit_test_setup_teardown(newer_version_rejected, setup, teardown),
 	    cmocka_unit_test_setup_teardown(garbage_database_rejected, setup, teardown),
