@@ -131,7 +131,7 @@ static int parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
 	char *end;
 	unsigned long long v;
 
-	if (*s == '\0' || *s == '-' || *s == '+')
+	if (*s < '0' || *s > '9')
 		return INFERQ_EINVAL;
 	v = strtoull(s, &end, 10);
 	if (*end != '\0' || v < min || v > max)
@@ -180,8 +180,11 @@ static int parse_duration(const char *s, int64_t min_ms, int64_t max_ms, int64_t
 
 static int copy_string(char *dst, size_t size, const char *flag, const char *value)
 {
-	if (value[0] == '\0' || strlen(value) >= size)
-		return flag_error(flag, value, "a non-empty value shorter than 1 KiB");
+	if (value[0] == '\0' || strlen(value) >= size) {
+		fprintf(stderr, "inferq serve: invalid value for --%s: expected 1 to %zu bytes, got %zu\n",
+			flag, size - 1, strlen(value));
+		return INFERQ_EINVAL;
+	}
 	snprintf(dst, size, "%s", value);
 	return 0;
 }
@@ -294,9 +297,14 @@ int config_parse(serve_config_t *c, int argc, char **argv)
 			return 1;
 		}
 		if (opt == '?' || opt == ':') {
-			fprintf(stderr, "inferq serve: unknown flag or missing value: %s\n"
-					"run 'inferq serve --help' for the flags\n",
-				argv[optind - 1]);
+			/* optopt names a short flag; a long one is the argument before optind. */
+			if (optopt > 0 && optopt < 128 && optopt != '?')
+				fprintf(stderr, "inferq serve: unknown flag or missing value: -%c\n",
+					optopt);
+			else
+				fprintf(stderr, "inferq serve: unknown flag or missing value: %s\n",
+					argv[optind - 1]);
+			fprintf(stderr, "run 'inferq serve --help' for the flags\n");
 			return INFERQ_EINVAL;
 		}
 		if (apply(c, opt, optarg) != 0)

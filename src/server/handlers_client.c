@@ -60,9 +60,9 @@ static void reply_request_id(server_t *s, http_request_t *req, const iq_id_t *id
 }
 
 /*
- * Answers a submit whose Idempotency-Key was used before for this model
+ * Responds to a submit whose Idempotency-Key was used before for this model
  * within --idempotency-ttl: the first job's id for the same body, 409 for
- * another. Returns 1 when it answered, 0 when the key is new.
+ * another. Returns 1 when it responded, 0 when the key is new.
  */
 static int answer_repeated_submit(server_t *s, http_request_t *req, const buf_t *model,
 				  const char *key, size_t key_len, const char *hash,
@@ -230,7 +230,7 @@ out:
 }
 
 /*
- * Finds the job of a body's request_id and model for a change. Answers 404
+ * Finds the job of a body's request_id and model for a change. Sends 404
  * (unknown, other model, or a model the key does not cover) or 409 (already
  * terminal, read from the store) and returns NULL when there is no job to
  * change.

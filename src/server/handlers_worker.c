@@ -75,7 +75,7 @@ typedef struct {
 	job_t *job;
 } fenced_t;
 
-/* Reads model, request_id, claim_id and info; finds the job. Returns 0 or answers. */
+/* Reads model, request_id, claim_id and info and finds the job; else responds with the error. */
 static int fenced_begin(server_t *s, http_request_t *req, const char *const *fields, fenced_t *f)
 {
 	input_error_t err;
@@ -114,7 +114,7 @@ static void fenced_end(fenced_t *f)
 
 /*
  * Finishes a fenced call after the queue engine returned rc: records the
- * change and queues the reply, or answers the conflict or limit error.
+ * change and queues the reply, or sends the conflict or limit error.
  */
 static void fenced_finish(server_t *s, http_request_t *req, fenced_t *f, int rc,
 			  job_state_t prev, buf_t *reply)

@@ -389,7 +389,7 @@ void respond_input_error(http_request_t *req, const input_error_t *err)
 	buf_t body = BUF_INIT;
 
 	error_body(&body, err->status, err->code, err->param, "%s", err->message);
-	log_debug("http", "request %llu answered %d %s: %s", (unsigned long long)req->id,
+	log_debug("http", "request %llu rejected with %d %s: %s", (unsigned long long)req->id,
 		  err->status, err->code, err->message);
 	respond_json(req, err->status, &body);
 }

@@ -3,10 +3,10 @@
  * and fuzzers can drive it. Every reader checks one field; on bad input it
  * fills an input_error_t (status, QueueError code, field, and a message
  * that names the value and the fix) and returns a negative code, so a
- * handler chains readers and answers the first error:
+ * handler chains readers and responds with the first error:
  *
  *	if (read_model(c, &body, &model, &err) != 0 ||
- *	    read_int32(&body, "priority", INT32_MIN, INT32_MAX, &priority, &err) != 0) {
+ *	    read_int(&body, "priority", INT32_MIN, INT32_MAX, &priority, &err) != 0) {
  *		respond_input_error(req, &err);
  *		goto out;
  *	}

@@ -1,6 +1,6 @@
 /*
  * The route table and the request handlers. Every handler is named
- * handle_* and answers its request exactly once, at once or after a commit.
+ * handle_* and responds to its request exactly once, at once or after a commit.
  *
  * SPDX-License-Identifier: MIT
  */
@@ -14,9 +14,10 @@
 void routes_dispatch(void *ctx, http_request_t *req);
 
 /*
- * Finds the job with id for a change through a model's route. Answers 404
- * (unknown, another model's, or a model the request's key does not cover) or 409 (already finished) itself and
- * returns NULL when there is no job to change.
+ * Finds the job with id for a change through a model's route. When there is
+ * no job to change, it sends the response itself and returns NULL: 404 for an
+ * unknown job, another model's, or a model the request's key does not cover,
+ * and 409 for a finished one.
  */
 job_t *find_job_for_change(server_t *s, http_request_t *req, const iq_id_t *id,
 			   const buf_t *model);

@@ -117,7 +117,7 @@ static void on_signal(uv_signal_t *handle, int signum)
 		exit(1);
 	}
 	s->stopping = 1;
-	log_info("server", "%s received, stopping: answering open requests", strsignal(signum));
+	log_info("server", "%s received, stopping: finishing open requests", strsignal(signum));
 	claim_flush_waiters(s);
 	http_server_close(s->http, on_http_closed, s);
 }

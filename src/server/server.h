@@ -136,7 +136,7 @@ void claim_wait(server_t *s, queue_model_t *m, claim_params_t *p, int64_t wait_m
 /* Hands pending jobs of m to its long-poll waiters, oldest waiter first. */
 void claim_dispatch_waiters(server_t *s, queue_model_t *m);
 
-/* Answers every long-poll waiter with 204 (used when stopping). */
+/* Sends 204 to every long-poll waiter (used when stopping). */
 void claim_flush_waiters(server_t *s);
 
 #endif

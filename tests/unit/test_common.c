@@ -965,7 +965,7 @@ static void test_config_strings(void **state)
 		config_defaults(&c);
 		assert_int_equal(parse_flags(&c, list, err, sizeof(err)), INFERQ_EINVAL);
 		assert_string_equal(c.listen, "127.0.0.1:8080");
-		assert_non_null(strstr(err, "--listen"));
+		assert_non_null(strstr(err, "--listen: expected 1 to 255 bytes, got 256"));
 	}
 	memset(long_value, 'd', sizeof(long_value));
 	long_value[1023] = '\0';
@@ -980,14 +980,14 @@ static void test_config_strings(void **state)
 		config_defaults(&c);
 		assert_int_equal(parse_flags(&c, list, err, sizeof(err)), INFERQ_EINVAL);
 		assert_string_equal(c.data_dir, "./inferq-data");
-		assert_non_null(strstr(err, "--data-dir"));
+		assert_non_null(strstr(err, "--data-dir: expected 1 to 1023 bytes, got 1024"));
 	}
 	{
 		const char *const list[] = {"serve", "--listen=", NULL};
 
 		config_defaults(&c);
 		assert_int_equal(parse_flags(&c, list, err, sizeof(err)), INFERQ_EINVAL);
-		assert_non_null(strstr(err, "invalid value \"\" for --listen"));
+		assert_non_null(strstr(err, "invalid value for --listen: expected 1 to 255 bytes, got 0"));
 	}
 	{
 		const char *const list[] = {"serve", "--data-dir", "", NULL};
@@ -1009,6 +1009,8 @@ static void test_config_invalid_values(void **state)
 	    {"claim-timeout", "86401", "from 1 to 86400"},
 	    {"claim-timeout", "-1", "from 1 to 86400"},
 	    {"claim-timeout", "+5", "from 1 to 86400"},
+	    {"claim-timeout", " 5", "from 1 to 86400"},
+	    {"max-retries", " 3", "from 0 to 1000"},
 	    {"claim-timeout", "5s", "whole seconds"},
 	    {"claim-timeout", "1.5", "whole seconds"},
 	    {"claim-timeout", "abc", "whole seconds"},
