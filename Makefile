@@ -36,7 +36,7 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
 # Build fragments of the client library and the CLI; they define LIB_OBJ,
 # LIB_LIBS and CLI_OBJ, which the inferq binary links.
--include src/lib/build.mk src/cli/build.mk
+-include src/lib/build.mk src/cli/build.mk tests/fault/build.mk
 
 .DEFAULT_GOAL := all
 

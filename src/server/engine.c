@@ -91,6 +91,22 @@ void engine_touch(server_t *s, job_t *job)
 	job_record_copy(job->committed, &job->rec);
 }
 
+static void on_idle(uv_idle_t *handle)
+{
+	/* Nothing to do: an active idle handle keeps the poll phase from blocking. */
+}
+
+/*
+ * Makes the loop reach its check phase soon. Changes recorded by a timer
+ * (a lease expiry, a retention purge) arrive with no I/O to wake the poll
+ * phase, so without this they would wait uncommitted until the next request.
+ */
+static void wake_flush(server_t *s)
+{
+	if (!s->inflight)
+		uv_idle_start(&s->flush_idle, on_idle);
+}
+
 static store_op_t *add_op(server_t *s, job_t *job, store_op_kind_t kind, job_state_t prev)
 {
 	store_op_t *op = store_batch_add(&s->collecting->batch, kind);
@@ -99,6 +115,7 @@ static store_op_t *add_op(server_t *s, job_t *job, store_op_kind_t kind, job_sta
 	op->owner = job;
 	op->prev_state = prev;
 	job->dirty_batch = s->collecting->batch.id;
+	wake_flush(s);
 	return op;
 }
 
@@ -143,6 +160,7 @@ void engine_reply_after_commit(server_t *s, http_request_t *req, int status, buf
 	else
 		pb->replies_head = r;
 	pb->replies_tail = r;
+	wake_flush(s);
 }
 
 /* Sends each reply of pb, or 503 to each when failed is set. */
@@ -326,6 +344,8 @@ static void flush(server_t *s)
 	pending_batch_t *pb = s->collecting;
 	int rc;
 
+	/* The commit callback calls flush again, so no idle spin while one is in flight. */
+	uv_idle_stop(&s->flush_idle);
 	if (s->inflight || batch_empty(pb))
 		return;
 	if (pb->batch.count == 0) {
@@ -392,6 +412,7 @@ static void add_purge(server_t *s)
 
 	op->purge_before = clock_wall_ms() - s->config.retention_ms;
 	op->purge_limit = PURGE_LIMIT;
+	wake_flush(s);
 }
 
 static void on_retention_timer(uv_timer_t *timer)
@@ -426,6 +447,8 @@ void engine_init(server_t *s)
 	uv_check_init(s->loop, &s->flush_check);
 	s->flush_check.data = s;
 	uv_check_start(&s->flush_check, on_check);
+	uv_idle_init(s->loop, &s->flush_idle);
+	s->flush_idle.data = s;
 	uv_timer_init(s->loop, &s->lease_timer);
 	s->lease_timer.data = s;
 	uv_timer_init(s->loop, &s->retention_timer);
@@ -438,6 +461,8 @@ void engine_close(server_t *s)
 {
 	uv_check_stop(&s->flush_check);
 	uv_close((uv_handle_t *)&s->flush_check, NULL);
+	uv_idle_stop(&s->flush_idle);
+	uv_close((uv_handle_t *)&s->flush_idle, NULL);
 	uv_close((uv_handle_t *)&s->lease_timer, NULL);
 	uv_close((uv_handle_t *)&s->retention_timer, NULL);
 	for (int i = 0; i < 2; i++)

@@ -60,6 +60,7 @@ typedef struct server {
 	pending_batch_t *inflight;   /* handed to the store, or NULL */
 
 	uv_check_t flush_check;
+	uv_idle_t flush_idle; /* active while changes wait and no batch is in flight */
 	uv_timer_t lease_timer;
 	uv_timer_t retention_timer;
 	uv_signal_t sigint, sigterm;
