@@ -26,7 +26,8 @@ static void usage(FILE *out)
 		     "\n"
 		     "Run `inferq COMMAND --help` for the flags of a command; client commands\n"
 		     "take --server URL (default $INFERQ_URL, then http://127.0.0.1:8080) and an\n"
-		     "API key from $INFERQ_API_KEY, then $TOGETHER_API_KEY, then --key-file.\n"
+		     "API key from $INFERQ_API_KEY, then $TOGETHER_API_KEY, then --key-file\n"
+		     "(default ./inferq-data/admin.key when readable).\n"
 		     "\n");
 	cli_print_exit_codes(out);
 }

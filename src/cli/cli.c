@@ -324,6 +324,11 @@ int cli_report(const cli_opts_t *opts, inferq_client_t *c, int rc)
 	if (opts->json && inferq_client_last_status(c) >= 400 && body[0] == '{')
 		printf("%s\n", body);
 	fprintf(stderr, "inferq %s: %s\n", opts->command, inferq_client_last_error(c));
+	if (inferq_client_last_status(c) == 401)
+		fprintf(stderr, "inferq %s: give the CLI a key with $INFERQ_API_KEY or --key-file "
+		                "(default ./inferq-data/admin.key, written by the server at its "
+		                "first start)\n",
+		        opts->command);
 	return cli_exit_code(rc);
 }
 

@@ -301,8 +301,8 @@ int inferq_job_wait(inferq_client_t *c, const char *model, const char *request_i
 		if (left <= 0) {
 			*out = st;
 			return inferq__fail(c, INFERQ_ETIMEDOUT,
-			                    "timed out after %ld ms waiting for job %s; it is %s",
-			                    timeout_ms, request_id, st->status);
+			                    "timed out after %.3g s waiting for job %s; it is %s",
+			                    (double)timeout_ms / 1000, request_id, st->status);
 		}
 		inferq__sleep_ms(left < pause ? left : pause);
 		pause = pause * 3 / 2 > WAIT_MAX_PAUSE_MS ? WAIT_MAX_PAUSE_MS : pause * 3 / 2;

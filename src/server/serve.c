@@ -167,20 +167,36 @@ static int start_listening(server_t *s)
 		.max_pipelined = 64,
 	};
 	char err[256];
-	char host[256];
-	char *colon;
 
 	if (http_server_start(s->loop, s->config.listen, &limits, routes_dispatch, s, &s->http,
 			      err, sizeof(err)) != 0) {
-		log_error("server", "cannot listen on %s: %s", s->config.listen, err);
+		log_error("server", "cannot listen on %s: %s; choose another address or port with "
+				    "--listen",
+			  s->config.listen, err);
 		return INFERQ_EIO;
 	}
+	return 0;
+}
+
+/* Logs the bound address, once the server is ready: tests and scripts wait for this line. */
+static void log_listening(const server_t *s)
+{
+	char host[256];
+	char *colon;
+
 	snprintf(host, sizeof(host), "%s", s->config.listen);
 	colon = strrchr(host, ':');
 	if (colon)
 		*colon = '\0';
 	log_info("server", "listening on %s:%d", host, http_server_port(s->http));
-	return 0;
+}
+
+/* Closes the listener of a start that failed later, before anything was served. */
+static void stop_listening(server_t *s)
+{
+	http_server_close(s->http, NULL, NULL);
+	s->http = NULL;
+	uv_run(s->loop, UV_RUN_DEFAULT);
 }
 
 static void log_config(const serve_config_t *c)
@@ -222,17 +238,24 @@ int serve_main(int argc, char **argv)
 	s->queue = queue_new(&qc);
 	s->idempotency = idempotency_new();
 
-	sc.loop = s->loop;
-	sc.data_dir = s->config.data_dir;
-	if (store_open(&sc, &s->store, err, sizeof(err)) != 0) {
-		log_error("store", "cannot open the store: %s", err);
+	/* Bind first, so a bad --listen or a busy port fails before the data dir is touched. */
+	if (start_listening(s) != 0) {
 		queue_free(s->queue);
 		idempotency_free(s->idempotency);
 		return 1;
 	}
-	if (load_queue(s) != 0 || auth_open(s) != 0 || start_listening(s) != 0) {
+	sc.loop = s->loop;
+	sc.data_dir = s->config.data_dir;
+	if (store_open(&sc, &s->store, err, sizeof(err)) != 0) {
+		log_error("store", "cannot open the store: %s", err);
+		stop_listening(s);
+		queue_free(s->queue);
+		idempotency_free(s->idempotency);
+		return 1;
+	}
+	if (load_queue(s) != 0 || auth_open(s) != 0) {
 		store_close(s->store);
-		uv_run(s->loop, UV_RUN_NOWAIT);
+		stop_listening(s);
 		auth_close(s);
 		queue_model_each(s->queue, free_model_state, NULL);
 		queue_free(s->queue);
@@ -246,6 +269,7 @@ int serve_main(int argc, char **argv)
 	s->sigint.data = s->sigterm.data = s;
 	uv_signal_start(&s->sigint, on_signal, SIGINT);
 	uv_signal_start(&s->sigterm, on_signal, SIGTERM);
+	log_listening(s);
 
 	uv_run(s->loop, UV_RUN_DEFAULT);
 
