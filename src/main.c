@@ -51,7 +51,12 @@ int main(int argc, char **argv)
 		usage(stdout);
 		return 0;
 	}
-	fprintf(stderr, "inferq: unknown command \"%s\"\n", argv[1]);
+	if (argv[1][0] == '-')
+		fprintf(stderr, "inferq: unknown option \"%s\": options go after the command, as in "
+				"inferq submit --model M\n",
+			argv[1]);
+	else
+		fprintf(stderr, "inferq: unknown command \"%s\"\n", argv[1]);
 	usage(stderr);
 	return 2;
 }
