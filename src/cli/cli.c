@@ -172,15 +172,14 @@ static int usage_error(const command_t *cmd, const char *fmt, ...)
 	return CLI_EXIT_USAGE;
 }
 
-/* Parses a number of seconds: finite, at least 0. Returns 0 or -1. */
-static int parse_seconds(const char *text, double *out)
+int cli_parse_seconds(const char *text, double min, double max, double *out)
 {
 	char *end;
 	double v;
 
 	errno = 0;
 	v = strtod(text, &end);
-	if (end == text || *end != '\0' || errno == ERANGE || !isfinite(v) || v < 0)
+	if (end == text || *end != '\0' || errno == ERANGE || !isfinite(v) || v < min || v > max)
 		return -1;
 	*out = v;
 	return 0;
@@ -223,7 +222,7 @@ static int command_option(const command_t *cmd, cli_opts_t *opts, int opt, const
 			                   arg);
 		break;
 	case OPT_TIMEOUT:
-		if (parse_seconds(arg, &opts->timeout) != 0)
+		if (cli_parse_seconds(arg, 0, 1e9, &opts->timeout) != 0)
 			return usage_error(cmd,
 			                   "invalid --timeout \"%s\": use a number of seconds, "
 			                   "0 or more, such as 30 or 2.5",
@@ -249,8 +248,7 @@ static int parse_options(const command_t *cmd, int argc, char **argv, cli_opts_t
 		case OPT_MODEL: opts->model = optarg; break;
 		case OPT_HELP: print_help(stdout, cmd); return -1;
 		case OPT_REQUEST_TIMEOUT:
-			if (parse_seconds(optarg, &opts->request_timeout) != 0 ||
-			    opts->request_timeout < 0.001)
+			if (cli_parse_seconds(optarg, 0.001, 1e9, &opts->request_timeout) != 0)
 				return usage_error(cmd,
 				                   "invalid --request-timeout \"%s\": use a "
 				                   "number of seconds above 0, such as 30",

@@ -79,6 +79,12 @@ int cli_report(const cli_opts_t *opts, inferq_client_t *c, int rc);
 int cli_exit_code(int rc);
 
 /*
+ * Parses a number of seconds (fractions allowed) from min to max into *out.
+ * Returns 0, or -1 for text that is not such a number.
+ */
+int cli_parse_seconds(const char *text, double min, double max, double *out);
+
+/*
  * Resolves --payload: JSON text as given, @FILE read from FILE, "-" read
  * from stdin. Stores a malloc'd copy in *out. Returns 0, or an exit code
  * after printing why.

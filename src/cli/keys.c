@@ -129,19 +129,6 @@ static int add_models(keys_opts_t *opts, const char *value)
 	return 0;
 }
 
-static int parse_seconds(const char *text, double *out)
-{
-	char *end;
-	double v;
-
-	errno = 0;
-	v = strtod(text, &end);
-	if (end == text || *end != '\0' || errno == ERANGE || !isfinite(v) || v < 0.001)
-		return -1;
-	*out = v;
-	return 0;
-}
-
 /* Parses argv (argv[0] is the subcommand). Returns 0, -1 after --help, or an exit code. */
 static int parse(int argc, char **argv, keys_opts_t *opts)
 {
@@ -164,7 +151,7 @@ static int parse(int argc, char **argv, keys_opts_t *opts)
 				return rc;
 			break;
 		case OPT_REQUEST_TIMEOUT:
-			if (parse_seconds(optarg, &opts->common.request_timeout) != 0)
+			if (cli_parse_seconds(optarg, 0.001, 1e9, &opts->common.request_timeout) != 0)
 				return usage_error(command,
 				                   "invalid --request-timeout \"%s\": use a number of "
 				                   "seconds above 0, such as 30",

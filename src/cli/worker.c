@@ -149,20 +149,6 @@ static int usage_error(const char *fmt, ...)
 	return CLI_EXIT_USAGE;
 }
 
-/* Parses a number of seconds from min to max. Returns 0 or -1. */
-static int parse_seconds(const char *text, double min, double max, double *out)
-{
-	char *end;
-	double v;
-
-	errno = 0;
-	v = strtod(text, &end);
-	if (end == text || *end != '\0' || errno == ERANGE || !isfinite(v) || v < min || v > max)
-		return -1;
-	*out = v;
-	return 0;
-}
-
 static int parse_int(const char *text, long min, long max, int *out)
 {
 	char *end;
@@ -201,27 +187,27 @@ static int take_option(worker_config_t *cfg, int opt, const char *arg)
 			    arg);
 		break;
 	case OPT_TIMEOUT:
-		if (parse_seconds(arg, 0.001, 1e9, &cfg->timeout_s) != 0)
+		if (cli_parse_seconds(arg, 0.001, 1e9, &cfg->timeout_s) != 0)
 			return usage_error(
 			    "invalid --timeout \"%s\": use a number of seconds above "
 			    "0, such as 600 or 2.5",
 			    arg);
 		break;
 	case OPT_GRACE:
-		if (parse_seconds(arg, 0, 1e9, &cfg->grace_s) != 0)
+		if (cli_parse_seconds(arg, 0, 1e9, &cfg->grace_s) != 0)
 			return usage_error("invalid --grace \"%s\": use a number of seconds, 0 or "
 			                   "more, such as 30",
 			                   arg);
 		break;
 	case OPT_WAIT:
-		if (parse_seconds(arg, 0, 60, &cfg->wait_s) != 0)
+		if (cli_parse_seconds(arg, 0, 60, &cfg->wait_s) != 0)
 			return usage_error(
 			    "invalid --wait \"%s\": use a number of seconds from 0 to "
 			    "60, such as 30",
 			    arg);
 		break;
 	case OPT_REQUEST_TIMEOUT:
-		if (parse_seconds(arg, 0.001, 1e9, &cfg->cli.request_timeout) != 0)
+		if (cli_parse_seconds(arg, 0.001, 1e9, &cfg->cli.request_timeout) != 0)
 			return usage_error("invalid --request-timeout \"%s\": use a number of "
 			                   "seconds above 0, such as 30",
 			                   arg);
