@@ -841,6 +841,14 @@ void queue_restore(queue_t *q, job_t *job, job_record_t *rec, queue_time_t now)
 	reindex(q, job);
 }
 
+void queue_set_lease(queue_t *q, job_t *job, int64_t lease_mono)
+{
+	IQ_ASSERT(job->rec.state == JOB_RUNNING);
+	unindex(q, job);
+	job->lease_mono = lease_mono;
+	reindex(q, job);
+}
+
 /* ---- self-check ---- */
 
 static int check_fail(const char *what)

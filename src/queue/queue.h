@@ -61,6 +61,7 @@ typedef struct job {
 	/* Owned by the server's commit logic; the queue never reads them. */
 	uint64_t dirty_batch;          /* batch with the latest uncommitted change, 0 = clean */
 	job_record_t *committed;       /* last committed record while dirty, NULL when clean */
+	int64_t committed_lease_mono;  /* lease_mono that goes with committed */
 	unsigned uncommitted_insert:1; /* submitted, and the insert is not committed yet */
 } job_t;
 
@@ -179,6 +180,13 @@ job_t *queue_expire_next(queue_t *q, queue_time_t now);
  * as in queue_add(). Consumes rec's references and zeroes *rec.
  */
 void queue_restore(queue_t *q, job_t *job, job_record_t *rec, queue_time_t now);
+
+/*
+ * Sets the monotonic lease deadline of a running job and fixes its place in
+ * the lease heap; undo uses it to put back the exact deadline, which a wall
+ * clock that jumped since would misplace.
+ */
+void queue_set_lease(queue_t *q, job_t *job, int64_t lease_mono);
 
 /*
  * Checks every index invariant: heap order and stored positions, heap

@@ -28,6 +28,12 @@
 
 #define STATE_NONE JOB_STATE_COUNT /* prev_state of an insert */
 #define PURGE_LIMIT 10000          /* rows one retention pass deletes */
+/*
+ * Delay of the lease timer after a failed commit. An expired lease whose
+ * commit failed is undone with its deadline still past, so without a pause
+ * the timer would expire it again at once, in a busy loop of failing commits.
+ */
+#define LEASE_RETRY_MS 1000
 
 struct reply {
 	reply_t *next;
@@ -38,6 +44,7 @@ struct reply {
 
 static void flush(server_t *s);
 static void on_commit(store_batch_t *batch, void *ctx);
+static void arm_lease_timer(server_t *s, int64_t min_delay_ms);
 
 queue_time_t server_now(void)
 {
@@ -89,6 +96,7 @@ void engine_touch(server_t *s, job_t *job)
 		return;
 	job->committed = xmalloc(sizeof(*job->committed));
 	job_record_copy(job->committed, &job->rec);
+	job->committed_lease_mono = job->lease_mono;
 }
 
 static void on_idle(uv_idle_t *handle)
@@ -114,6 +122,7 @@ static store_op_t *add_op(server_t *s, job_t *job, store_op_kind_t kind, job_sta
 	job_record_copy(&op->rec, &job->rec);
 	op->owner = job;
 	op->prev_state = prev;
+	op->lease_mono = job->lease_mono;
 	job->dirty_batch = s->collecting->batch.id;
 	wake_flush(s);
 	return op;
@@ -174,9 +183,16 @@ static void send_replies(pending_batch_t *pb, const char *failure)
 		if (failure) {
 			buf_t body = BUF_INIT;
 
+			/*
+			 * After a failed fsync the disk may still hold the commit, and a
+			 * crash before the next commit can bring it back: the outcome is
+			 * unknown, so the message must not promise that nothing happened.
+			 */
 			error_body(&body, 503, "store_unavailable", NULL,
-				   "the change was not saved because the store failed (%s); nothing "
-				   "was applied, retry the request later",
+				   "the store could not commit the change (%s), so it is not applied; "
+				   "if the disk wrote part of it, it can reappear after a crash, so "
+				   "retry the request (a submit with the same Idempotency-Key is never "
+				   "applied twice)",
 				   failure);
 			http_respond(r->req, 503, NULL, "Retry-After: 1\r\n", body.data, body.len);
 			buf_free(&body);
@@ -241,6 +257,7 @@ static void commit_succeeded(server_t *s, pending_batch_t *pb)
 			else
 				job->committed = xmalloc(sizeof(*job->committed));
 			job_record_copy(job->committed, &op->rec);
+			job->committed_lease_mono = op->lease_mono;
 			job->uncommitted_insert = 0;
 		}
 	}
@@ -294,6 +311,8 @@ static void undo_batch(server_t *s, pending_batch_t *pb, queue_time_t now)
 		}
 		if (job->committed) {
 			queue_restore(s->queue, job, job->committed, now);
+			if (job->rec.state == JOB_RUNNING && job->committed_lease_mono > 0)
+				queue_set_lease(s->queue, job, job->committed_lease_mono);
 			free(job->committed);
 			job->committed = NULL;
 			job->dirty_batch = 0;
@@ -322,7 +341,7 @@ static void commit_failed(server_t *s, pending_batch_t *pb)
 
 	/* Restored jobs may be claimable again, and leases may have moved. */
 	queue_model_each(s->queue, dispatch_model, s);
-	engine_arm_lease_timer(s);
+	arm_lease_timer(s, LEASE_RETRY_MS);
 }
 
 static void on_commit(store_batch_t *batch, void *ctx)
@@ -394,16 +413,25 @@ static void on_lease_timer(uv_timer_t *timer)
 	engine_arm_lease_timer(s);
 }
 
-void engine_arm_lease_timer(server_t *s)
+/* Starts the lease timer for the earliest lease, but no sooner than min_delay_ms from now. */
+static void arm_lease_timer(server_t *s, int64_t min_delay_ms)
 {
 	int64_t next = queue_next_lease(s->queue);
-	int64_t now = clock_mono_ms();
+	int64_t delay;
 
 	if (next < 0) {
 		uv_timer_stop(&s->lease_timer);
 		return;
 	}
-	uv_timer_start(&s->lease_timer, on_lease_timer, (uint64_t)(next > now ? next - now : 0), 0);
+	delay = next - clock_mono_ms();
+	if (delay < min_delay_ms)
+		delay = min_delay_ms;
+	uv_timer_start(&s->lease_timer, on_lease_timer, (uint64_t)delay, 0);
+}
+
+void engine_arm_lease_timer(server_t *s)
+{
+	arm_lease_timer(s, 0);
 }
 
 static void add_purge(server_t *s)

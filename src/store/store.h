@@ -64,6 +64,7 @@ typedef struct {
 	int64_t purged;       /* PURGE: rows deleted, set by the backend */
 	void *owner;          /* free for the caller (the job this op changes) */
 	job_state_t prev_state; /* free for the caller (state before this op) */
+	int64_t lease_mono;     /* free for the caller (monotonic lease deadline after this op) */
 } store_op_t;
 
 typedef struct store_batch {
