@@ -1071,6 +1071,31 @@ static void test_restore_recomputes_lease(void **state)
 	queue_free(q);
 }
 
+static void test_set_lease_reorders_heap(void **state)
+{
+	queue_t *q = new_queue(3, 0, 0);
+	job_t *first = add_job(q, "m", 0, 1, at(0));
+	job_t *second = add_job(q, "m", 0, 2, at(0));
+
+	queue_claim(q, model(q, "m"), 10, NULL, at(0));
+	queue_claim(q, model(q, "m"), 20, NULL, at(0));
+	assert_ptr_equal(queue_lease_first(q), first);
+
+	/* Moving the second lease before the first makes it the next to expire. */
+	queue_set_lease(q, second, MONO_BASE + 5000);
+	assert_ptr_equal(queue_lease_first(q), second);
+	assert_int_equal(queue_next_lease(q), MONO_BASE + 5000);
+	assert_int_equal(second->lease_mono, MONO_BASE + 5000);
+	assert_int_equal(second->rec.state, JOB_RUNNING);
+
+	/* And back behind it. */
+	queue_set_lease(q, second, MONO_BASE + 60000);
+	assert_ptr_equal(queue_lease_first(q), first);
+	assert_int_equal(model(q, "m")->running, 2);
+	assert_int_equal(queue_check(q), 0);
+	queue_free(q);
+}
+
 /* ---- drop, hash growth, models ---- */
 
 static void test_drop_fixes_counters(void **state)
@@ -1545,6 +1570,7 @@ int main(void)
 		cmocka_unit_test(test_add_shares_model_name),
 		cmocka_unit_test(test_restore_round_trips),
 		cmocka_unit_test(test_restore_recomputes_lease),
+		cmocka_unit_test(test_set_lease_reorders_heap),
 		cmocka_unit_test(test_drop_fixes_counters),
 		cmocka_unit_test(test_hash_grows_and_shrinks),
 		cmocka_unit_test(test_many_models),
