@@ -44,5 +44,25 @@ fi
 passed=$((passed + p))
 failed=$((failed + f))
 
+# The Together SDK conformance tests need Node.js 20 or later and npm; their TAP
+# summary ends with "# pass N", "# fail N" and "# cancelled N" lines.
+INFERQ_BIN="$PWD/$BUILD/inferq" sh tests/compat/run.sh >"$BUILD/compat.log" 2>&1
+rc=$?
+cat "$BUILD/compat.log"
+tap_count() {
+	sed -n "s/^# $1 \([0-9][0-9]*\)\$/\1/p" "$BUILD/compat.log" | tail -n 1
+}
+p=$(tap_count pass)
+f=$(tap_count fail)
+c=$(tap_count cancelled)
+p=${p:-0}
+f=$(( ${f:-0} + ${c:-0} ))
+if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
+	echo "tests/compat/run.sh exited with status $rc" >&2
+	f=1
+fi
+passed=$((passed + p))
+failed=$((failed + f))
+
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -671,7 +671,7 @@ static void fail(server_t *s, http_request_t *req, auth_bearer_t kind, const aut
 	auth_t *a = s->auth;
 	int64_t mono = clock_mono_ms();
 	int64_t left = auth_limiter_blocked(a->limiter, addr, mono);
-	char retry[48];
+	char retry[96];
 
 	if (left == 0 && auth_limiter_fail(a->limiter, addr, mono)) {
 		log_warn("auth", "more than %d failed authentications from %s within %d s: "
@@ -683,7 +683,13 @@ static void fail(server_t *s, http_request_t *req, auth_bearer_t kind, const aut
 		reject(req, kind, k, addr, digest);
 		return;
 	}
-	snprintf(retry, sizeof(retry), "Retry-After: %lld\r\n", (long long)((left + 999) / 1000));
+	/*
+	 * Unlike other 429s this one carries x-should-retry: false, because the
+	 * official SDKs would otherwise sleep Retry-After and repeat the request
+	 * with the same wrong key, hanging a misconfigured client for a minute.
+	 */
+	snprintf(retry, sizeof(retry), "Retry-After: %lld\r\nx-should-retry: false\r\n",
+		 (long long)((left + 999) / 1000));
 	respond_with(req, 429, "too_many_auth_failures", retry,
 		     "too many failed authentications from %s; retry after %lld s with a valid "
 		     "API key",
