@@ -2,7 +2,8 @@
  * Claims and long-poll waiters. A claim that finds no pending job and asks
  * to wait parks on its model's waiter list (oldest first) with one timer;
  * whenever a job becomes pending (submit, lease expiry, release, undo) the
- * oldest waiter gets it. No polling.
+ * oldest waiter gets it. No polling. The native claim route and Sprocket's
+ * retrieve share this path; claim_params_t.format picks the response shape.
  *
  * SPDX-License-Identifier: MIT
  */
@@ -13,6 +14,7 @@
 #include "inferq_error.h"
 #include "log.h"
 #include "render.h"
+#include "request.h"
 #include "server.h"
 
 struct waiter {
@@ -38,17 +40,24 @@ int claim_next(server_t *s, queue_model_t *m, const claim_params_t *p, http_requ
 	claimed = queue_claim(s->queue, m, p->claim_timeout, p->worker, now);
 	IQ_ASSERT(claimed == job);
 	engine_record_update(s, job, JOB_PENDING);
+	if (p->format == CLAIM_FORMAT_SPROCKET)
+		buf_puts(&body, "{\"data\":");
 	render_claim(&body, &job->rec);
 	if (warnings && warnings->len)
 		render_add_raw_field(&body, "warnings", warnings->data, warnings->len);
+	if (p->format == CLAIM_FORMAT_SPROCKET)
+		buf_putc(&body, '}');
 	engine_reply_after_commit(s, req, 200, &body);
 	engine_arm_lease_timer(s);
 	if (log_enabled(LOG_DEBUG)) {
 		char id[ID_TEXT_LEN + 1];
+		char worker[64];
+		const rbuf_t *name = job->rec.worker;
 
 		id_format(&job->rec.id, id);
-		log_debug("queue", "claimed request_id=%s model=%s retries=%u", id,
-			  job->rec.model->data, job->rec.retries);
+		excerpt(name ? name->data : "", name ? name->len : 0, worker, sizeof(worker));
+		log_debug("queue", "claimed request_id=%s model=%s retries=%u worker=\"%s\"", id,
+			  job->rec.model->data, job->rec.retries, worker);
 	}
 	return 1;
 }
@@ -82,12 +91,23 @@ static void close_waiter(waiter_t *w)
 	uv_close((uv_handle_t *)&w->timer, free_waiter);
 }
 
+/* Sends the response for "no job arrived in time" in the waiter's format. */
+static void respond_no_job(waiter_t *w)
+{
+	static const char sprocket_none[] = "{\"data\":null}";
+
+	if (w->params.format == CLAIM_FORMAT_SPROCKET)
+		http_respond(w->req, 200, NULL, NULL, sprocket_none, sizeof(sprocket_none) - 1);
+	else
+		http_respond(w->req, 204, NULL, NULL, "", 0);
+}
+
 static void on_wait_over(uv_timer_t *timer)
 {
 	waiter_t *w = timer->data;
 
 	unlink_waiter(w);
-	http_respond(w->req, 204, NULL, NULL, "", 0);
+	respond_no_job(w);
 	close_waiter(w);
 }
 
@@ -124,7 +144,7 @@ void claim_dispatch_waiters(server_t *s, queue_model_t *m)
 
 		unlink_waiter(w);
 		if (http_request_is_orphaned(w->req))
-			http_respond(w->req, 204, NULL, NULL, "", 0);
+			respond_no_job(w);
 		else if (!auth_still_valid(s, w->req))
 			auth_respond_key_gone(w->req);
 		else
@@ -141,7 +161,7 @@ static void flush_model(queue_model_t *m, void *ctx)
 		waiter_t *w = ms->waiters_head;
 
 		unlink_waiter(w);
-		http_respond(w->req, 204, NULL, NULL, "", 0);
+		respond_no_job(w);
 		close_waiter(w);
 	}
 }

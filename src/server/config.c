@@ -20,6 +20,7 @@ enum {
 	OPT_LISTEN = 1000,
 	OPT_DATA_DIR,
 	OPT_CLAIM_TIMEOUT,
+	OPT_MAX_CLAIM_HOLD,
 	OPT_MAX_RETRIES,
 	OPT_RETENTION,
 	OPT_IDEMPOTENCY_TTL,
@@ -42,6 +43,7 @@ static const struct option options[] = {
 	{"listen", required_argument, NULL, OPT_LISTEN},
 	{"data-dir", required_argument, NULL, OPT_DATA_DIR},
 	{"claim-timeout", required_argument, NULL, OPT_CLAIM_TIMEOUT},
+	{"max-claim-hold", required_argument, NULL, OPT_MAX_CLAIM_HOLD},
 	{"max-retries", required_argument, NULL, OPT_MAX_RETRIES},
 	{"retention", required_argument, NULL, OPT_RETENTION},
 	{"idempotency-ttl", required_argument, NULL, OPT_IDEMPOTENCY_TTL},
@@ -67,6 +69,7 @@ void config_defaults(serve_config_t *c)
 	snprintf(c->listen, sizeof(c->listen), "127.0.0.1:8080");
 	snprintf(c->data_dir, sizeof(c->data_dir), "./inferq-data");
 	c->claim_timeout = 300;
+	c->max_claim_hold = 86400;
 	c->max_retries = 3;
 	c->retention_ms = 7LL * 86400 * 1000;
 	c->idempotency_ttl_ms = 86400LL * 1000;
@@ -93,6 +96,9 @@ void config_usage(void)
 	       "  --data-dir DIR            directory of the SQLite store (default ./inferq-data)\n"
 	       "  --claim-timeout SECONDS   lease of a claim that sets no claim_timeout,\n"
 	       "                            1 to 86400 (default 300)\n"
+	       "  --max-claim-hold DURATION  lease of a Sprocket retrieve that sets no\n"
+	       "                            claim_timeout, renewed by each running update;\n"
+	       "                            whole seconds up to 365d, 0 = no limit (default 24h)\n"
 	       "  --max-retries N           lease expiries retried before a job fails,\n"
 	       "                            0 to 1000 (default 3)\n"
 	       "  --retention DURATION      how long finished jobs stay readable, e.g. 7d, 12h,\n"
@@ -203,6 +209,15 @@ static int apply(serve_config_t *c, int opt, const char *v)
 			return flag_error("claim-timeout", v, "whole seconds from 1 to 86400");
 		c->claim_timeout = (uint32_t)n;
 		return 0;
+	case OPT_MAX_CLAIM_HOLD: {
+		int64_t ms;
+
+		if (parse_duration(v, 0, 365LL * 86400 * 1000, &ms) != 0 || ms % 1000 != 0)
+			return flag_error("max-claim-hold", v,
+					  "whole seconds from 0 (no limit) to 365d, e.g. 24h or 90s");
+		c->max_claim_hold = (uint32_t)(ms / 1000);
+		return 0;
+	}
 	case OPT_MAX_RETRIES:
 		if (parse_u64(v, 0, 1000, &n) != 0)
 			return flag_error("max-retries", v, "a whole number from 0 to 1000");

@@ -18,6 +18,8 @@ typedef struct {
 	char listen[256];           /* "host:port" */
 	char data_dir[1024];
 	uint32_t claim_timeout;     /* s, default lease of a claim */
+	uint32_t max_claim_hold;    /* s, lease of a Sprocket retrieve without claim_timeout;
+	                               0 = no lease */
 	uint32_t max_retries;       /* lease expiries retried before a job fails */
 	int64_t retention_ms;       /* how long finished jobs are kept */
 	int64_t idempotency_ttl_ms; /* how long a submit's Idempotency-Key is honoured */

@@ -29,7 +29,7 @@ void handle_claim(server_t *s, http_request_t *req)
 	int64_t timeout = s->config.claim_timeout;
 	double wait = 0;
 	int has_worker = 0;
-	claim_params_t params = {0, NULL};
+	claim_params_t params = {0, NULL, CLAIM_FORMAT_NATIVE};
 	queue_model_t *m;
 
 	if (body_parse(&s->config, req->body, req->body_len, claim_fields, &b, &err) != 0 ||

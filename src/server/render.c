@@ -111,7 +111,8 @@ void render_claim(buf_t *out, const job_record_t *rec)
 	int_field(out, "retries", rec->retries);
 	id_field(out, "claim_id", &rec->claim_id, 0);
 	render_time_field(out, "claimed_at", rec->claimed_at);
-	render_time_field(out, "lease_expires_at", rec->lease_expires_at);
+	if (rec->lease_expires_at) /* 0: a claim with no lease */
+		render_time_field(out, "lease_expires_at", rec->lease_expires_at);
 	buf_putc(out, '}');
 }
 

@@ -38,6 +38,8 @@ static const route_t routes[] = {
 	{"POST", "/v1/queue/complete", handle_complete, WORKER},
 	{"POST", "/v1/queue/fail", handle_fail, WORKER},
 	{"POST", "/v1/queue/release", handle_release, WORKER},
+	{"GET", "/internal/v1/queue/retrieve", handle_sprocket_retrieve, WORKER},
+	{"POST", "/internal/v1/videos/status", handle_sprocket_status, WORKER},
 	{"POST", "/v1/admin/keys", handle_keys_create, ADMIN},
 	{"GET", "/v1/admin/keys", handle_keys_list, ADMIN},
 	{"POST", "/v1/admin/keys/revoke", handle_keys_revoke, ADMIN},

@@ -34,6 +34,10 @@ void handle_complete(server_t *s, http_request_t *req);
 void handle_fail(server_t *s, http_request_t *req);
 void handle_release(server_t *s, http_request_t *req);
 
+/* handlers_sprocket.c: the routes of Together's Sprocket worker SDK. */
+void handle_sprocket_retrieve(server_t *s, http_request_t *req);
+void handle_sprocket_status(server_t *s, http_request_t *req);
+
 /* handlers_admin.c: API keys, admin role only. */
 void handle_keys_create(server_t *s, http_request_t *req);
 void handle_keys_list(server_t *s, http_request_t *req);

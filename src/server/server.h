@@ -117,15 +117,23 @@ int engine_overloaded(server_t *s);
 
 /* claim.c: claims, shared by the claim route and the long-poll waiters. */
 
+/* Response shape of a claim: the native route's, or Sprocket's retrieve. */
+typedef enum {
+	CLAIM_FORMAT_NATIVE = 0,   /* the job object; 204 when no job */
+	CLAIM_FORMAT_SPROCKET = 1, /* {"data": job object}; 200 {"data":null} when no job */
+} claim_format_t;
+
 typedef struct {
-	uint32_t claim_timeout; /* s */
+	uint32_t claim_timeout; /* s, 0 = no lease */
 	rbuf_t *worker;         /* or NULL */
+	claim_format_t format;
 } claim_params_t;
 
 /*
- * Claims the next job of m for req and queues the 200 response for after the
- * commit, with warnings (a JSON array, or NULL) added to it. Returns 1 when a
- * job was claimed, 0 when none is pending.
+ * Claims the next job of m for req and queues the 200 response, shaped by
+ * p->format, for after the commit, with warnings (a JSON array, or NULL)
+ * added to the job object. Returns 1 when a job was claimed, 0 when none is
+ * pending.
  */
 int claim_next(server_t *s, queue_model_t *m, const claim_params_t *p, http_request_t *req,
 	       const buf_t *warnings);
@@ -137,7 +145,7 @@ void claim_wait(server_t *s, queue_model_t *m, claim_params_t *p, int64_t wait_m
 /* Hands pending jobs of m to its long-poll waiters, oldest waiter first. */
 void claim_dispatch_waiters(server_t *s, queue_model_t *m);
 
-/* Sends 204 to every long-poll waiter (used when stopping). */
+/* Sends the no-job response (204, or Sprocket's {"data":null}) to every long-poll waiter. */
 void claim_flush_waiters(server_t *s);
 
 #endif
