@@ -52,22 +52,6 @@ static int check_name(const char *name, size_t len, input_error_t *err)
 	return 0;
 }
 
-static int field_error(input_error_t *err, const char *param, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static int field_error(input_error_t *err, const char *param, const char *fmt, ...)
-{
-	va_list ap;
-
-	err->status = 400;
-	err->code = "invalid_field";
-	err->param = param;
-	va_start(ap, fmt);
-	vsnprintf(err->message, sizeof(err->message), fmt, ap);
-	va_end(ap);
-	return INFERQ_EINVAL;
-}
-
 /* Appends one checked pattern to the JSON array in out. */
 static int add_pattern(const serve_config_t *c, json_span_t item, size_t index, buf_t *out,
 		       input_error_t *err)
@@ -78,7 +62,7 @@ static int add_pattern(const serve_config_t *c, json_span_t item, size_t index, 
 
 	if (item.type != JSON_TYPE_STRING || json_string_decode(item, &text) != 0 ||
 	    auth_pattern_check(text.data ? text.data : "", text.len, c->max_model_length) != 0)
-		rc = field_error(err, "models",
+		rc = input_fail(err, INFERQ_EINVAL, "invalid_field", "models",
 				 "models[%zu] %s is not a valid model pattern; use \"*\", a model "
 				 "name, or a prefix ending in \"/*\" such as \"my-org/*\"",
 				 index, excerpt(item.start, item.len, shown, sizeof(shown)));
@@ -114,14 +98,14 @@ static int read_models(const serve_config_t *c, const body_t *b, unsigned role, 
 		return INFERQ_EINVAL;
 	}
 	if (v->type != JSON_TYPE_ARRAY)
-		return field_error(err, "models",
+		return input_fail(err, INFERQ_EINVAL, "invalid_field", "models",
 				   "models must be an array of model patterns such as "
 				   "[\"my-org/*\"]");
 	buf_putc(out, '[');
 	json_array_begin(&it, *v);
 	while (json_array_next(&it, &item)) {
 		if (n == AUTH_MAX_PATTERNS)
-			return field_error(err, "models", "models has more than %d patterns",
+			return input_fail(err, INFERQ_EINVAL, "invalid_field", "models", "models has more than %d patterns",
 					   AUTH_MAX_PATTERNS);
 		if (n > 0)
 			buf_putc(out, ',');
@@ -131,10 +115,10 @@ static int read_models(const serve_config_t *c, const body_t *b, unsigned role, 
 	}
 	buf_putc(out, ']');
 	if (n == 0)
-		return field_error(err, "models",
+		return input_fail(err, INFERQ_EINVAL, "invalid_field", "models",
 				   "models is empty; send at least one pattern such as \"my-org/*\"");
 	if (role == AUTH_ROLE_ADMIN && strcmp(out->data, "[\"*\"]") != 0)
-		return field_error(err, "models",
+		return input_fail(err, INFERQ_EINVAL, "invalid_field", "models",
 				   "an admin key covers every model; leave out models or send "
 				   "[\"*\"]");
 	return 0;
@@ -154,7 +138,7 @@ static int read_expires(const body_t *b, int64_t now, int64_t *expires_at, input
 	if (rc == 0 && present &&
 	    (clock_parse_duration(text.data ? text.data : "", text.len, 1000, &ms) != 0 ||
 	     ms < 1000 || ms > MAX_EXPIRES_MS))
-		rc = field_error(err, "expires_in",
+		rc = input_fail(err, INFERQ_EINVAL, "invalid_field", "expires_in",
 				 "expires_in \"%s\" is not a duration from 1s to 3650d; send one "
 				 "such as \"30d\", \"12h\" or \"90s\"",
 				 excerpt(text.data ? text.data : "", text.len, shown, sizeof(shown)));

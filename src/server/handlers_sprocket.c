@@ -37,22 +37,6 @@ typedef struct {
 	buf_t worker;          /* "HOST (VERSION)", "HOST", "(VERSION)" or empty */
 } retrieve_t;
 
-static int query_fail(input_error_t *err, const char *param, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static int query_fail(input_error_t *err, const char *param, const char *fmt, ...)
-{
-	va_list ap;
-
-	err->status = 400;
-	err->code = "invalid_field";
-	err->param = param;
-	va_start(ap, fmt);
-	vsnprintf(err->message, sizeof(err->message), fmt, ap);
-	va_end(ap);
-	return INFERQ_EINVAL;
-}
-
 /*
  * Reads optional query parameter name into value (MAX_QUERY_VALUE + 1
  * bytes). Returns 1 when present, 0 when absent, or a negative code with
@@ -65,7 +49,7 @@ static int query_value(const http_request_t *req, const char *name, char *value,
 				  len);
 
 	if (rc < 0)
-		return query_fail(err, name,
+		return input_fail(err, INFERQ_EINVAL, "invalid_field", name,
 				  "query parameter \"%s\" is not valid percent-encoded text, "
 				  "contains a NUL, or is longer than %d bytes",
 				  name, MAX_QUERY_VALUE);
@@ -82,7 +66,7 @@ static int read_timeout(const http_request_t *req, retrieve_t *r, input_error_t 
 		return rc;
 	if (clock_parse_duration(value, len, 1000, &r->timeout_ms) != 0 ||
 	    r->timeout_ms > MAX_TIMEOUT_MS)
-		return query_fail(err, "timeout",
+		return input_fail(err, INFERQ_EINVAL, "invalid_field", "timeout",
 				  "timeout \"%s\" is not a duration from 0 to 60 s; send a number "
 				  "with a unit, e.g. 5s, 500ms or 1m",
 				  excerpt(value, len, shown, sizeof(shown)));
@@ -106,7 +90,7 @@ static int read_claim_timeout(const http_request_t *req, retrieve_t *r, input_er
 		n = n * 10 + (value[i] - '0');
 	}
 	if (len == 0 || n < 1 || n > 86400)
-		return query_fail(err, "claim_timeout",
+		return input_fail(err, INFERQ_EINVAL, "invalid_field", "claim_timeout",
 				  "claim_timeout \"%s\" is not whole seconds from 1 to 86400; "
 				  "send e.g. claim_timeout=90, or leave it out to hold the claim "
 				  "until the job ends (bounded by --max-claim-hold)",
@@ -126,11 +110,11 @@ static int read_worker(const http_request_t *req, retrieve_t *r, input_error_t *
 	if (rc < 0)
 		return rc;
 	if (host_len > MAX_HOSTNAME)
-		return query_fail(err, "hostname",
+		return input_fail(err, INFERQ_EINVAL, "invalid_field", "hostname",
 				  "hostname is %zu bytes long; the limit is %d bytes", host_len,
 				  MAX_HOSTNAME);
 	if (version && version_len > MAX_WORKER_VERSION)
-		return query_fail(err, "x-worker-version",
+		return input_fail(err, INFERQ_EINVAL, "invalid_field", "x-worker-version",
 				  "header x-worker-version is %zu bytes long; the limit is %d bytes",
 				  version_len, MAX_WORKER_VERSION);
 	buf_append(&r->worker, host, host_len);
@@ -206,7 +190,7 @@ static int read_update_kind(const body_t *b, update_kind_t *out, input_error_t *
 		}
 	}
 	if (rc == 0)
-		rc = query_fail(err, "status",
+		rc = input_fail(err, INFERQ_EINVAL, "invalid_field", "status",
 				"status \"%s\" is not a Sprocket update; send running, done or "
 				"failed",
 				excerpt(text.data ? text.data : "", text.len, shown, sizeof(shown)));

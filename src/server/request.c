@@ -40,11 +40,8 @@ const char *excerpt(const char *s, size_t len, char *out, size_t outlen)
 	return out;
 }
 
-static int fail(input_error_t *err, int rc, const char *code, const char *param, const char *fmt,
-		...) __attribute__((format(printf, 5, 6)));
-
-static int fail(input_error_t *err, int rc, const char *code, const char *param, const char *fmt,
-		...)
+int input_fail(input_error_t *err, int rc, const char *code, const char *param, const char *fmt,
+	       ...)
 {
 	va_list ap;
 
@@ -92,19 +89,19 @@ int body_parse(const serve_config_t *c, const char *text, size_t len, const char
 	memset(out, 0, sizeof(*out));
 	out->names = names;
 	if (len == 0)
-		return fail(err, INFERQ_EINVAL, "invalid_json", NULL,
+		return input_fail(err, INFERQ_EINVAL, "invalid_json", NULL,
 			    "request body is empty; send a JSON object");
 	rc = json_validate(text, len, c->max_json_depth, &out->root, &jerr);
 	if (rc == INFERQ_ELIMIT)
-		return fail(err, rc, "too_deep", NULL,
+		return input_fail(err, rc, "too_deep", NULL,
 			    "request body nests deeper than the limit of %d levels (offset %zu); "
 			    "flatten the JSON or raise --max-json-depth",
 			    c->max_json_depth, jerr.offset);
 	if (rc != 0)
-		return fail(err, rc, "invalid_json", NULL, "request body is not valid JSON: %s",
+		return input_fail(err, rc, "invalid_json", NULL, "request body is not valid JSON: %s",
 			    jerr.message);
 	if (out->root.type != JSON_TYPE_OBJECT)
-		return fail(err, INFERQ_EINVAL, "invalid_body", NULL,
+		return input_fail(err, INFERQ_EINVAL, "invalid_body", NULL,
 			    "request body must be a JSON object such as {\"model\": ...}, not %s",
 			    type_name(out->root.type));
 
@@ -117,7 +114,7 @@ int body_parse(const serve_config_t *c, const char *text, size_t len, const char
 				continue;
 			known = 1;
 			if (out->present[i])
-				return fail(err, INFERQ_EINVAL, "duplicate_field", names[i],
+				return input_fail(err, INFERQ_EINVAL, "duplicate_field", names[i],
 					    "field \"%s\" appears more than once; send it once",
 					    names[i]);
 			out->present[i] = 1;
@@ -163,16 +160,16 @@ static int check_model(const serve_config_t *c, const char *name, size_t len, in
 	char shown[64];
 
 	if (len == 0)
-		return fail(err, INFERQ_EINVAL, "invalid_field", "model",
+		return input_fail(err, INFERQ_EINVAL, "invalid_field", "model",
 			    "model must not be empty; send the model name, e.g. "
 			    "\"my-org/video-gen\"");
 	if (len > c->max_model_length)
-		return fail(err, INFERQ_EINVAL, "invalid_field", "model",
+		return input_fail(err, INFERQ_EINVAL, "invalid_field", "model",
 			    "model is %zu characters long; the limit is %zu (--max-model-length)",
 			    len, c->max_model_length);
 	for (size_t i = 0; i < len; i++) {
 		if (!model_char_ok((unsigned char)name[i]))
-			return fail(err, INFERQ_EINVAL, "invalid_field", "model",
+			return input_fail(err, INFERQ_EINVAL, "invalid_field", "model",
 				    "model \"%s\" has a character that is not allowed at byte %zu; "
 				    "use only A-Z a-z 0-9 . _ : / -",
 				    excerpt(name, len, shown, sizeof(shown)), i + 1);
@@ -185,14 +182,14 @@ int read_model(const serve_config_t *c, const body_t *b, buf_t *out, input_error
 	const json_span_t *v = body_field(b, "model");
 
 	if (v == NULL)
-		return fail(err, INFERQ_EINVAL, "missing_field", "model",
+		return input_fail(err, INFERQ_EINVAL, "missing_field", "model",
 			    "field \"model\" is required; send the model name as a string");
 	if (v->type != JSON_TYPE_STRING)
-		return fail(err, INFERQ_EINVAL, "invalid_field", "model",
+		return input_fail(err, INFERQ_EINVAL, "invalid_field", "model",
 			    "model must be a string, not %s", type_name(v->type));
 	buf_reset(out);
 	if (json_string_decode(*v, out) != 0)
-		return fail(err, INFERQ_EINVAL, "invalid_field", "model",
+		return input_fail(err, INFERQ_EINVAL, "invalid_field", "model",
 			    "model contains a NUL character; use only A-Z a-z 0-9 . _ : / -");
 	return check_model(c, out->data ? out->data : "", out->len, err);
 }
@@ -206,10 +203,10 @@ static int query_param(const char *query, size_t len, const char *name, buf_t *o
 
 	rc = http_query_param(query, len, name, value, sizeof(value), &value_len);
 	if (rc == 0)
-		return fail(err, INFERQ_EINVAL, "missing_field", name,
+		return input_fail(err, INFERQ_EINVAL, "missing_field", name,
 			    "query parameter \"%s\" is required", name);
 	if (rc < 0)
-		return fail(err, INFERQ_EINVAL, "invalid_field", name,
+		return input_fail(err, INFERQ_EINVAL, "invalid_field", name,
 			    "the query string is not valid percent-encoded text, or query "
 			    "parameter \"%s\" contains a NUL or is longer than %d bytes",
 			    name, MAX_QUERY_VALUE);
@@ -232,7 +229,7 @@ static int parse_id_text(const char *name, const char *text, size_t len, iq_id_t
 	char shown[64];
 
 	if (id_parse(text, len, out) != 0)
-		return fail(err, INFERQ_EINVAL, "invalid_field", name,
+		return input_fail(err, INFERQ_EINVAL, "invalid_field", name,
 			    "%s \"%s\" is not a valid id; expected the 36-character UUID the "
 			    "server returned, e.g. 01938f6e-8a1c-7cc2-9b1e-3f0a5e0c2d11",
 			    name, excerpt(text, len, shown, sizeof(shown)));
@@ -246,10 +243,10 @@ int read_id(const body_t *b, const char *name, iq_id_t *out, input_error_t *err)
 	int rc;
 
 	if (v == NULL)
-		return fail(err, INFERQ_EINVAL, "missing_field", name,
+		return input_fail(err, INFERQ_EINVAL, "missing_field", name,
 			    "field \"%s\" is required", name);
 	if (v->type != JSON_TYPE_STRING)
-		return fail(err, INFERQ_EINVAL, "invalid_field", name,
+		return input_fail(err, INFERQ_EINVAL, "invalid_field", name,
 			    "%s must be a string, not %s", name, type_name(v->type));
 	json_string_decode(*v, &text);
 	rc = parse_id_text(name, text.data ? text.data : "", text.len, out, err);
@@ -280,11 +277,11 @@ int read_object(const body_t *b, const char *name, int required, json_span_t *ou
 	if (v == NULL) {
 		if (!required)
 			return 0;
-		return fail(err, INFERQ_EINVAL, "missing_field", name,
+		return input_fail(err, INFERQ_EINVAL, "missing_field", name,
 			    "field \"%s\" is required; send a JSON object", name);
 	}
 	if (v->type != JSON_TYPE_OBJECT)
-		return fail(err, INFERQ_EINVAL, "invalid_field", name,
+		return input_fail(err, INFERQ_EINVAL, "invalid_field", name,
 			    "%s must be a JSON object, not %s", name, type_name(v->type));
 	*out = *v;
 	return 0;
@@ -305,11 +302,11 @@ int read_info(const serve_config_t *c, const body_t *b, json_span_t *out, int *p
 	if (!sent)
 		return 0;
 	if (out->len > c->max_info_bytes)
-		return fail(err, INFERQ_ELIMIT, "too_large", "info",
+		return input_fail(err, INFERQ_ELIMIT, "too_large", "info",
 			    "info is %zu bytes; the limit is %zu bytes (--max-info-bytes)",
 			    out->len, c->max_info_bytes);
 	if (json_object_find(*out, "retry_history", &history))
-		return fail(err, INFERQ_EINVAL, "invalid_field", "info",
+		return input_fail(err, INFERQ_EINVAL, "invalid_field", "info",
 			    "info.retry_history is written by the server and cannot be set; "
 			    "remove it from info");
 	return 0;
@@ -325,7 +322,7 @@ int read_int(const body_t *b, const char *name, int64_t min, int64_t max, int64_
 	if (v == NULL)
 		return 0;
 	if (v->type != JSON_TYPE_NUMBER || json_int64(*v, &n) != 0 || n < min || n > max)
-		return fail(err, INFERQ_EINVAL, "invalid_field", name,
+		return input_fail(err, INFERQ_EINVAL, "invalid_field", name,
 			    "%s must be an integer from %lld to %lld; got %s", name,
 			    (long long)min, (long long)max,
 			    excerpt(v->start, v->len, shown, sizeof(shown)));
@@ -344,7 +341,7 @@ int read_seconds(const body_t *b, const char *name, double min, double max, doub
 		return 0;
 	if (v->type != JSON_TYPE_NUMBER || json_double(*v, &d) != 0 || !isfinite(d) || d < min ||
 	    d > max)
-		return fail(err, INFERQ_EINVAL, "invalid_field", name,
+		return input_fail(err, INFERQ_EINVAL, "invalid_field", name,
 			    "%s must be a number of seconds from %g to %g; got %s", name, min, max,
 			    excerpt(v->start, v->len, shown, sizeof(shown)));
 	*out = d;
@@ -361,18 +358,18 @@ int read_string(const body_t *b, const char *name, int required, size_t max_len,
 	if (v == NULL) {
 		if (!required)
 			return 0;
-		return fail(err, INFERQ_EINVAL, "missing_field", name,
+		return input_fail(err, INFERQ_EINVAL, "missing_field", name,
 			    "field \"%s\" is required; send a string", name);
 	}
 	if (v->type != JSON_TYPE_STRING)
-		return fail(err, INFERQ_EINVAL, "invalid_field", name,
+		return input_fail(err, INFERQ_EINVAL, "invalid_field", name,
 			    "%s must be a string, not %s", name, type_name(v->type));
 	buf_reset(out);
 	if (json_string_decode(*v, out) != 0)
-		return fail(err, INFERQ_EINVAL, "invalid_field", name,
+		return input_fail(err, INFERQ_EINVAL, "invalid_field", name,
 			    "%s contains a NUL character, which is not allowed", name);
 	if (out->len > max_len)
-		return fail(err, INFERQ_ELIMIT, "invalid_field", name,
+		return input_fail(err, INFERQ_ELIMIT, "invalid_field", name,
 			    "%s is %zu bytes long; the limit is %zu bytes", name, out->len,
 			    max_len);
 	return 0;

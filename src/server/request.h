@@ -91,6 +91,13 @@ int read_seconds(const body_t *b, const char *name, double min, double max, doub
 int read_string(const body_t *b, const char *name, int required, size_t max_len, buf_t *out,
 		int *present, input_error_t *err);
 
+/*
+ * Fills err with a 400 of QueueError code for field param (or NULL) and the
+ * message fmt, then returns rc; the shared way validators report bad input.
+ */
+int input_fail(input_error_t *err, int rc, const char *code, const char *param, const char *fmt,
+	       ...) __attribute__((format(printf, 5, 6)));
+
 /* Sends the 4xx response that err describes. */
 void respond_input_error(http_request_t *req, const input_error_t *err);
 /* Sends status with body (taken over and freed). */
