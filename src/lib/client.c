@@ -43,15 +43,15 @@ int inferq__fail(inferq_client_t *c, int code, const char *fmt, ...)
 	return code;
 }
 
-/* Replaces *slot with a copy of value (NULL allowed). */
-static int replace_string(char **slot, const char *value)
+/* Replaces *slot with a copy of value (NULL allowed); on out-of-memory keeps *slot. */
+static int replace_string(inferq_client_t *c, char **slot, const char *value)
 {
 	char *copy = NULL;
 
 	if (value) {
 		copy = inferq__strndup(value, strlen(value));
 		if (!copy)
-			return INFERQ_ENOMEM;
+			return inferq__fail(c, INFERQ_ENOMEM, "out of memory");
 	}
 	free(*slot);
 	*slot = copy;
@@ -95,7 +95,7 @@ static int read_key_file(inferq_client_t *c, const char *path, char **out)
 	}
 	*out = inferq__strndup(line, n);
 	if (!*out)
-		rc = INFERQ_ENOMEM;
+		rc = inferq__fail(c, INFERQ_ENOMEM, "out of memory");
 out:
 	fclose(f);
 	return rc;
@@ -122,7 +122,7 @@ static int resolve_default_key(inferq_client_t *c)
 
 	if (key) {
 		c->key_from_env = 1;
-		return replace_string(&c->api_key, key);
+		return replace_string(c, &c->api_key, key);
 	}
 
 	/* The default key file is optional: a missing or unreadable one means no key. */
@@ -144,7 +144,7 @@ int inferq_client_new(inferq_client_t **out)
 	pthread_once(&curl_once, init_curl);
 	if (curl_init_result != CURLE_OK)
 		return INFERQ_ENOMEM;
-	c = calloc(1, sizeof(*c));
+	c = inferq__calloc(1, sizeof(*c));
 	if (!c)
 		return INFERQ_ENOMEM;
 	c->connect_ms = DEFAULT_CONNECT_MS;
@@ -202,7 +202,7 @@ int inferq_client_set_url(inferq_client_t *c, const char *url)
 		n--;
 	copy = inferq__strndup(url, n);
 	if (!copy)
-		return INFERQ_ENOMEM;
+		return inferq__fail(c, INFERQ_ENOMEM, "out of memory");
 	free(c->base_url);
 	c->base_url = copy;
 	return 0;
@@ -218,8 +218,10 @@ int inferq_client_set_api_key(inferq_client_t *c, const char *key)
 				                    "character at byte %zu",
 				                    (size_t)(p - key));
 	}
+	if (replace_string(c, &c->api_key, key) != 0)
+		return INFERQ_ENOMEM;
 	c->key_from_env = 0;
-	return replace_string(&c->api_key, key);
+	return 0;
 }
 
 int inferq_client_set_key_file(inferq_client_t *c, const char *path)
@@ -260,7 +262,7 @@ int inferq_client_set_retries(inferq_client_t *c, int attempts, long first_pause
 
 int inferq_client_set_cacert(inferq_client_t *c, const char *path)
 {
-	int rc = replace_string(&c->cacert, path);
+	int rc = replace_string(c, &c->cacert, path);
 
 	/* Every other option is set again before each request; this clears CURLOPT_CAINFO. */
 	if (rc == 0 && !path)

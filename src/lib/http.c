@@ -201,7 +201,10 @@ static int status_code(int http)
 	return http >= 500 ? INFERQ_EIO : INFERQ_EPROTO;
 }
 
-/* Returns 0 when the response's "status" member equals expected. */
+/*
+ * Returns 0 when the response's "status" member equals expected, otherwise
+ * INFERQ_ENOTFOUND, or INFERQ_ENOMEM when decoding the member ran out of memory.
+ */
 static int response_status_is(inferq_client_t *c, const char *expected)
 {
 	inferq__span_t object, value;
@@ -209,27 +212,41 @@ static int response_status_is(inferq_client_t *c, const char *expected)
 	int rc;
 
 	if (inferq__response_object(c, &object) != 0 ||
-	    inferq__json_get(object, "status", &value) != 0 ||
-	    inferq__json_string(value, &status) != 0)
+	    inferq__json_get(object, "status", &value) != 0)
 		return INFERQ_ENOTFOUND;
+	rc = inferq__json_string(value, &status);
+	if (rc != 0)
+		return rc == INFERQ_ENOMEM ? rc : INFERQ_ENOTFOUND;
 	rc = strcmp(status, expected) == 0 ? 0 : INFERQ_ENOTFOUND;
 	free(status);
 	return rc;
 }
 
-/* Sets c->error from an error response: the server's QueueError message. */
+/*
+ * Sets c->error from an error response: the server's QueueError message.
+ * Returns the code of the HTTP status, or INFERQ_ENOMEM when the message
+ * cannot be decoded for lack of memory (c->http_status still has the status).
+ */
 static int http_error(inferq_client_t *c)
 {
 	inferq__span_t object, value;
 	char *message = NULL;
 	int code = status_code(c->http_status);
+	int rc;
 
 	if (inferq__response_object(c, &object) == 0 &&
-	    inferq__json_get(object, "message", &value) == 0 &&
-	    inferq__json_string(value, &message) == 0) {
-		inferq__fail(c, code, "%s", message);
-		free(message);
-		return code;
+	    inferq__json_get(object, "message", &value) == 0) {
+		rc = inferq__json_string(value, &message);
+		if (rc == 0) {
+			inferq__fail(c, code, "%s", message);
+			free(message);
+			return code;
+		}
+		if (rc == INFERQ_ENOMEM)
+			return inferq__fail(c, rc,
+			                    "out of memory while decoding the message of an "
+			                    "HTTP %d response",
+			                    c->http_status);
 	}
 	return inferq__fail(c, code, "the server returned HTTP %d without a QueueError body",
 	                    c->http_status);
@@ -269,10 +286,14 @@ int inferq__call(inferq_client_t *c, const inferq__call_t *call)
 			goto out;
 		}
 		if (a.code == 0 && c->http_status == 409 && maybe_applied &&
-		    call->expected_status && response_status_is(c, call->expected_status) == 0) {
-			rc = 0;
-			c->error[0] = '\0';
-			goto out;
+		    call->expected_status) {
+			rc = response_status_is(c, call->expected_status);
+			if (rc == 0)
+				c->error[0] = '\0';
+			if (rc == INFERQ_ENOMEM)
+				rc = inferq__fail(c, rc, "out of memory");
+			if (rc != INFERQ_ENOTFOUND)
+				goto out;
 		}
 		if (a.code != 0 && a.sent)
 			maybe_applied = 1;

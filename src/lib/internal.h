@@ -1,7 +1,8 @@
 /*
- * Internals of libinferq shared by its source files: the client struct,
- * the HTTP call with retries, a string builder that reports out-of-memory
- * instead of aborting, and a small JSON scanner that keeps raw text.
+ * Internals of libinferq shared by its source files: the allocator seam,
+ * the client struct, the HTTP call with retries, a string builder that
+ * reports out-of-memory instead of aborting, and a small JSON scanner that
+ * keeps raw text.
  *
  * Every name here starts with "inferq__" (two underscores, as libuv's
  * "uv__") so that a program that links libinferq.a cannot collide with it,
@@ -21,6 +22,39 @@
 #include "inferq.h"
 
 #pragma GCC visibility push(hidden)
+
+/* --- Allocator (alloc.c) ------------------------------------------------ */
+
+/*
+ * Every allocation of the library goes through these wrappers, so a test can
+ * fail one of them. They behave as malloc(), calloc() and realloc(); free()
+ * releases their memory. Any thread.
+ */
+void *inferq__malloc(size_t size);
+void *inferq__calloc(size_t count, size_t size);
+void *inferq__realloc(void *p, size_t size);
+
+/* Returns a malloc'd copy of p[0..n) with a NUL, or NULL on out-of-memory. */
+char *inferq__strndup(const char *p, size_t n);
+
+/*
+ * For tests only: lets the next n allocations of the wrappers succeed and
+ * fails the one after (n = 0: the next one). The failure happens once, and
+ * later allocations succeed again. A negative n disarms the seam. Returns how
+ * many failures were injected since the previous call (0 or 1), so a test can
+ * tell a call that never reached the armed allocation from one that
+ * swallowed its failure. The setting is process-wide: arm it while only one
+ * thread uses the library.
+ */
+long inferq__alloc_fail_after(long n);
+
+/*
+ * A direct libc allocation in the library would bypass the seam, so it does
+ * not compile. alloc.c and tests define INFERQ__LIBC_ALLOC to opt out.
+ */
+#ifndef INFERQ__LIBC_ALLOC
+#pragma GCC poison malloc calloc realloc reallocarray strdup strndup asprintf vasprintf
+#endif
 
 /* --- String builder ----------------------------------------------------- */
 
@@ -45,9 +79,6 @@ void inferq__sb_json_string(inferq__sb_t *sb, const char *s);
 void inferq__sb_json_field(inferq__sb_t *sb, const char *name, const char *s);
 void inferq__sb_reset(inferq__sb_t *sb);
 void inferq__sb_free(inferq__sb_t *sb);
-
-/* Returns a malloc'd copy of p[0..n) with a NUL, or NULL on out-of-memory. */
-char *inferq__strndup(const char *p, size_t n);
 
 /* --- JSON scanning ------------------------------------------------------ */
 

@@ -173,7 +173,7 @@ static int parse_status(inferq_client_t *c, inferq_status_t **out)
 
 	if ((rc = inferq__checked_response(c, &object)) != 0)
 		return rc;
-	st = calloc(1, sizeof(*st));
+	st = inferq__calloc(1, sizeof(*st));
 	if (!st)
 		return inferq__fail(c, INFERQ_ENOMEM, "out of memory");
 	inferq__json_members(&it, object);

@@ -76,7 +76,7 @@ static int key_member(inferq_key_t *k, inferq__span_t name, inferq__span_t value
 /* Decodes a key object span into a new key in *out. */
 static int decode_key(inferq_client_t *c, inferq__span_t object, inferq_key_t **out)
 {
-	inferq_key_t *k = calloc(1, sizeof(*k));
+	inferq_key_t *k = inferq__calloc(1, sizeof(*k));
 	inferq__member_iter_t it;
 	inferq__span_t name, value;
 	int rc = 0;
@@ -151,7 +151,7 @@ static int decode_key_array(inferq_client_t *c, inferq__span_t array, inferq_key
 		element.p = p;
 		p = value_end(p, end);
 		element.len = (size_t)(p - element.p);
-		grown = realloc(keys, (n + 1) * sizeof(*keys));
+		grown = inferq__realloc(keys, (n + 1) * sizeof(*keys));
 		if (!grown) {
 			rc = inferq__fail(c, INFERQ_ENOMEM, "out of memory");
 			break;

@@ -28,7 +28,7 @@ static int reserve(inferq__sb_t *sb, size_t extra)
 	cap = sb->cap ? sb->cap : 256;
 	while (cap < need)
 		cap *= 2;
-	p = realloc(sb->data, cap);
+	p = inferq__realloc(sb->data, cap);
 	if (!p) {
 		sb->oom = 1;
 		return -1;
@@ -126,15 +126,4 @@ void inferq__sb_free(inferq__sb_t *sb)
 	sb->len = 0;
 	sb->cap = 0;
 	sb->oom = 0;
-}
-
-char *inferq__strndup(const char *p, size_t n)
-{
-	char *s = malloc(n + 1);
-
-	if (!s)
-		return NULL;
-	memcpy(s, p, n);
-	s[n] = '\0';
-	return s;
 }

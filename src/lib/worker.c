@@ -96,7 +96,7 @@ static int parse_claim(inferq_client_t *c, inferq_claim_t **out)
 
 	if ((rc = inferq__checked_response(c, &object)) != 0)
 		return rc;
-	claim = calloc(1, sizeof(*claim));
+	claim = inferq__calloc(1, sizeof(*claim));
 	if (!claim)
 		return inferq__fail(c, INFERQ_ENOMEM, "out of memory");
 	if ((rc = inferq__response_string(c, object, "request_id", &claim->request_id)) != 0 ||
