@@ -414,7 +414,9 @@ echo '{}'
 
 def test_sigterm_drains_running_job(server, api, tmp_path, run_worker):
     go = tmp_path / "go"
+    started = tmp_path / "started"
     script = write_script(tmp_path, "drain.sh", f"""
+touch "{started}"
 cat >/dev/null
 wait_for_file "{go}"
 echo '{{"drained": true}}'
@@ -422,6 +424,8 @@ echo '{{"drained": true}}'
     request_id = api.submit_ok(MODEL, {})
     worker = run_worker(server, [script], "--wait", "1", "--grace", "20")
     wait_done(api, request_id, "running")
+    # The server shows the claim before the worker has it: wait until CMD really runs.
+    wait_for(started.exists, 10, "the job's command started")
 
     worker.signal(signal.SIGTERM)
     worker.wait_log("no more claims")
