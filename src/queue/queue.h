@@ -183,8 +183,8 @@ void queue_restore(queue_t *q, job_t *job, job_record_t *rec, queue_time_t now);
 
 /*
  * Sets the monotonic lease deadline of a running job and fixes its place in
- * the lease heap; undo uses it to put back the exact deadline, which a wall
- * clock that jumped since would misplace.
+ * the lease heap. Undo uses it to put back the exact deadline, because one
+ * rebuilt from the wall clock would move when that clock jumped.
  */
 void queue_set_lease(queue_t *q, job_t *job, int64_t lease_mono);
 

@@ -2,10 +2,10 @@
  * The commit pipeline: group commit of queue changes to the store.
  *
  * Two batches alternate. The collecting batch gathers the store operations
- * and the pending responses of one loop pass; a uv_check hook hands it to the
- * store when no batch is in flight, and the store's callback sends its
- * responses, then hands over the next batch at once. One fsync so covers
- * every request that arrived while the previous commit was on disk.
+ * and the pending responses of one loop pass. A uv_check hook hands it to the
+ * store when no batch is in flight. The store's callback sends its responses
+ * and hands over the next batch at once, so one fsync covers every request
+ * that arrived while the previous commit was on disk.
  *
  * Undo: before its first uncommitted change a job keeps a copy of its
  * committed record (job->committed). When a commit fails, every change not
@@ -275,8 +275,8 @@ static void commit_succeeded(server_t *s, pending_batch_t *pb)
 
 	/*
 	 * A terminal change is the last change of its job, so no later op of
-	 * this batch or the next one refers to the job: drop it from memory;
-	 * status reads find it in the store.
+	 * this batch or the next one refers to the job. Drop it from memory,
+	 * because status reads find it in the store.
 	 */
 	for (i = 0; i < b->count; i++) {
 		store_op_t *op = &b->ops[i];

@@ -196,7 +196,7 @@ void handle_status(server_t *s, http_request_t *req)
 		respond_input_error(req, &err);
 		goto out;
 	}
-	/* The same answer as for an unknown job, so other tenants' jobs stay invisible. */
+	/* The same response as for an unknown job, so other tenants' jobs stay invisible. */
 	if (!auth_covers(s, req, model.data, model.len)) {
 		not_found(req, &id, &model);
 		goto out;

@@ -64,7 +64,7 @@ out:
 	buf_free(&worker);
 }
 
-/* What one fenced worker call asks for, read from its body. */
+/* The fields of one fenced worker call, read from its body, and its job. */
 typedef struct {
 	body_t body;
 	buf_t model;

@@ -1528,9 +1528,9 @@ static void queue_response(struct conn *c, struct req *r, int status, const char
 	format_response(c->server, target, status, content_type, extra_headers, body, body_len,
 	                r->is_head, conn_header);
 	/*
-	 * Responses wait here until the loop pass ends, so pipelined requests
-	 * answered at once would pile up unbounded for a client that does not
-	 * read: counting them pauses parsing as unsent writes do.
+	 * Responses wait here until the loop pass ends. For a client that does
+	 * not read, responses to its pipelined requests would pile up without
+	 * bound, so they count toward the same limit as unsent writes.
 	 */
 	c->ready_bytes += target->len - before;
 	if (c->write_queued + c->ready_bytes > WRITE_HIGH_BYTES)

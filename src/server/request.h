@@ -93,7 +93,7 @@ int read_string(const body_t *b, const char *name, int required, size_t max_len,
 
 /*
  * Fills err with a 400 of QueueError code for field param (or NULL) and the
- * message fmt, then returns rc; the shared way validators report bad input.
+ * message fmt, then returns rc. Every validator reports bad input this way.
  */
 int input_fail(input_error_t *err, int rc, const char *code, const char *param, const char *fmt,
 	       ...) __attribute__((format(printf, 5, 6)));

@@ -1,8 +1,8 @@
 /*
- * `inferq serve`: opens the store, rebuilds the in-memory queue from it,
- * listens, and runs the loop until SIGINT or SIGTERM. A stop is graceful:
- * no new connections, long-poll waiters answered 204, every request already
- * received answered after its commit, then the store is closed cleanly.
+ * `inferq serve`: binds its address, opens the store, rebuilds the in-memory
+ * queue from it, and runs the loop until SIGINT or SIGTERM. A stop is
+ * graceful: no new connections, 204 for long-poll waiters, a response after
+ * its commit for every request already received, then a clean store close.
  * A second signal during the stop exits at once; nothing acknowledged is
  * lost by that, because acknowledged changes are already committed.
  *
