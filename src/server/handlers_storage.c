@@ -100,9 +100,17 @@ static int read_path_name(http_request_t *req, size_t prefix_len, size_t max_len
 static void file_not_found(http_request_t *req, const char *name)
 {
 	respond_error(req, 404, "not_found", "filename",
-		      "no file %s; check the name, the file may not be uploaded yet, or its job "
-		      "may have been deleted after the retention period",
+		      "no file with filename %s; check the name, the file may not be uploaded "
+		      "yet, or its job may have been deleted after the retention period",
 		      name);
+}
+
+static void job_not_found(http_request_t *req, const char *name)
+{
+	respond_error(req, 404, "not_found", "filename",
+		      "no job %.*s for filename %s; start the filename with the request id of "
+		      "a job your key's models cover",
+		      ID_TEXT_LEN, name, name);
 }
 
 /*
@@ -150,7 +158,10 @@ static int find_file_job(server_t *s, http_request_t *req, const iq_id_t *id, co
 	}
 	return 0;
 not_found:
-	file_not_found(req, name);
+	if (for_upload)
+		job_not_found(req, name);
+	else
+		file_not_found(req, name);
 	return INFERQ_ENOTFOUND;
 }
 

@@ -234,8 +234,10 @@ int storage_open(server_t *s, int port)
 	}
 	sweep(s, st);
 	s->storage = st;
-	log_info("storage", "output files in %s, served under %s/v1/storage/", st->dir,
-		 st->public_url);
+	log_info("storage", "output files in %s, served under %s/v1/storage/; max_upload_bytes=%llu "
+			    "upload_url_ttl=%llds max_filename_length=%zu",
+		 st->dir, st->public_url, (unsigned long long)s->config.max_upload_bytes,
+		 (long long)(s->config.upload_url_ttl_ms / 1000), s->config.max_filename_length);
 	return 0;
 fail:
 	explicit_bzero(st->secret, sizeof(st->secret));

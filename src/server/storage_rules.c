@@ -148,12 +148,15 @@ void storage_sign(const uint8_t secret[STORAGE_SECRET_BYTES], const char *filena
 	out[STORAGE_SIGNATURE_HEX] = '\0';
 }
 
-/* Parses 1 to 18 decimal digits; returns 0 or INFERQ_EINVAL. */
+/*
+ * Parses 1 to 18 decimal digits without a leading zero, the only form
+ * storage_sign signs; returns 0 or INFERQ_EINVAL.
+ */
 static int parse_seconds(const char *s, size_t len, int64_t *out)
 {
 	int64_t v = 0;
 
-	if (len == 0 || len > 18)
+	if (len == 0 || len > 18 || (s[0] == '0' && len > 1))
 		return INFERQ_EINVAL;
 	for (size_t i = 0; i < len; i++) {
 		if (s[i] < '0' || s[i] > '9')
