@@ -77,7 +77,7 @@ static int read_path_name(http_request_t *req, size_t prefix_len, size_t max_len
 {
 	const char *seg = req->path + prefix_len;
 	size_t seg_len = req->path_len - prefix_len;
-	char why[256], shown[64];
+	char reason[256], shown[64];
 	int rc;
 
 	rc = storage_decode_segment(seg, seg_len, name, STORAGE_NAME_MAX + 1, name_len);
@@ -88,12 +88,12 @@ static int read_path_name(http_request_t *req, size_t prefix_len, size_t max_len
 		return rc;
 	}
 	if (rc == 0)
-		rc = storage_filename_parse(name, *name_len, max_len, id, why, sizeof(why));
+		rc = storage_filename_parse(name, *name_len, max_len, id, reason, sizeof(reason));
 	else
-		snprintf(why, sizeof(why), "has a malformed %%XY escape or an encoded NUL");
+		snprintf(reason, sizeof(reason), "has a malformed %%XY escape or an encoded NUL");
 	if (rc != 0)
 		respond_error(req, 400, "invalid_field", "filename", "filename \"%s\" %s",
-			      excerpt(seg, seg_len, shown, sizeof(shown)), why);
+			      excerpt(seg, seg_len, shown, sizeof(shown)), reason);
 	return rc;
 }
 
@@ -192,7 +192,7 @@ void handle_storage_upload_request(server_t *s, http_request_t *req)
 	body_t b;
 	buf_t name = BUF_INIT;
 	buf_t reply = BUF_INIT;
-	char why[256], shown[64];
+	char reason[256], shown[64];
 	iq_id_t id;
 	int64_t expires_s;
 
@@ -201,10 +201,10 @@ void handle_storage_upload_request(server_t *s, http_request_t *req)
 		respond_input_error(req, &err);
 		goto out;
 	}
-	if (storage_filename_parse(name.data, name.len, s->config.max_filename_length, &id, why,
-				   sizeof(why)) != 0) {
+	if (storage_filename_parse(name.data, name.len, s->config.max_filename_length, &id, reason,
+				   sizeof(reason)) != 0) {
 		respond_error(req, 400, "invalid_field", "filename", "filename \"%s\" %s",
-			      excerpt(name.data, name.len, shown, sizeof(shown)), why);
+			      excerpt(name.data, name.len, shown, sizeof(shown)), reason);
 		goto out;
 	}
 	if (find_file_job(s, req, &id, name.data, 1, 1) != 0)

@@ -171,7 +171,7 @@ static void sweep(server_t *s, storage_t *st)
 		return;
 	}
 	while ((e = readdir(d)) != NULL && !read_failed) {
-		char why[8];
+		char reason[8];
 		iq_id_t id;
 		size_t len = strlen(e->d_name);
 
@@ -179,8 +179,8 @@ static void sweep(server_t *s, storage_t *st)
 			temps += unlinkat(dirfd(d), e->d_name, 0) == 0;
 			continue;
 		}
-		if (storage_filename_parse(e->d_name, len, STORAGE_NAME_MAX, &id, why,
-					   sizeof(why)) != 0)
+		if (storage_filename_parse(e->d_name, len, STORAGE_NAME_MAX, &id, reason,
+					   sizeof(reason)) != 0)
 			continue;
 		if (!job_exists(s, &id, &read_failed))
 			orphans += unlinkat(dirfd(d), e->d_name, 0) == 0;
@@ -283,11 +283,11 @@ static void forget_work(uv_work_t *w)
 		return;
 	}
 	while ((e = readdir(d)) != NULL) {
-		char why[8];
+		char reason[8];
 		iq_id_t id;
 
-		if (storage_filename_parse(e->d_name, strlen(e->d_name), STORAGE_NAME_MAX, &id, why,
-					   sizeof(why)) != 0)
+		if (storage_filename_parse(e->d_name, strlen(e->d_name), STORAGE_NAME_MAX, &id, reason,
+					   sizeof(reason)) != 0)
 			continue;
 		if (bsearch(&id, f->ids, f->count, sizeof(*f->ids), compare_ids))
 			f->removed += unlinkat(dirfd(d), e->d_name, 0) == 0;
@@ -388,6 +388,8 @@ fail:
 
 static int read_range(int fd, uint64_t start, uint64_t count, buf_t *out)
 {
+	if (count == 0)
+		return 0;
 	buf_reserve(out, (size_t)count);
 	while (out->len < count) {
 		ssize_t n = pread(fd, out->data + out->len, (size_t)(count - out->len),

@@ -42,11 +42,11 @@ struct server;
  * Checks a filename "{request_id}-{name}": a 36-character lowercase UUID, a
  * '-', then a name of A-Z a-z 0-9 . _ - that does not start with '.' and
  * contains no "..", the whole at most max_len bytes. Stores the id in *id.
- * Returns 0, or INFERQ_EINVAL with the reason and the fix in why (a
+ * Returns 0, or INFERQ_EINVAL with the reason and the fix in reason (a
  * sentence without the value, which the caller quotes).
  */
 int storage_filename_parse(const char *name, size_t len, size_t max_len, iq_id_t *id,
-			   char *why, size_t whylen);
+			   char *reason, size_t reason_len);
 
 /*
  * Percent-decodes one path segment text[0..len) into out (outlen bytes with

@@ -17,9 +17,9 @@
 
 #include "inferq_error.h"
 
-static int fail(char *why, size_t whylen, const char *text)
+static int fail(char *reason, size_t reason_len, const char *text)
 {
-	snprintf(why, whylen, "%s", text);
+	snprintf(reason, reason_len, "%s", text);
 	return INFERQ_EINVAL;
 }
 
@@ -45,38 +45,38 @@ static int is_name_char(char c)
 }
 
 int storage_filename_parse(const char *name, size_t len, size_t max_len, iq_id_t *id,
-			   char *why, size_t whylen)
+			   char *reason, size_t reason_len)
 {
 	const char *rest = name + ID_TEXT_LEN + 1;
 	size_t rest_len;
 
 	if (len > max_len) {
-		snprintf(why, whylen,
+		snprintf(reason, reason_len,
 			 "is %zu bytes long; the limit is %zu bytes (--max-filename-length), so "
 			 "use a shorter name",
 			 len, max_len);
 		return INFERQ_EINVAL;
 	}
 	if (len < ID_TEXT_LEN + 2 || !is_lower_uuid(name) || name[ID_TEXT_LEN] != '-')
-		return fail(why, whylen,
+		return fail(reason, reason_len,
 			    "does not start with a job's request id (36 lowercase characters, "
 			    "as in 0190b3c4-8c2e-7def-8a01-23456789abcd) followed by '-' and a "
 			    "name; name files {request_id}-{name}");
 	rest_len = len - ID_TEXT_LEN - 1;
 	if (rest[0] == '.')
-		return fail(why, whylen,
+		return fail(reason, reason_len,
 			    "has a name that starts with '.'; start the name after the request "
 			    "id with a letter, digit, '_' or '-'");
 	for (size_t i = 0; i < rest_len; i++) {
 		if (!is_name_char(rest[i]))
-			return fail(why, whylen,
+			return fail(reason, reason_len,
 				    "contains a character other than A-Z a-z 0-9 . _ - after the "
 				    "request id; use only those");
 		if (rest[i] == '.' && i + 1 < rest_len && rest[i + 1] == '.')
-			return fail(why, whylen, "contains \"..\"; use single dots only");
+			return fail(reason, reason_len, "contains \"..\"; use single dots only");
 	}
 	if (id_parse(name, ID_TEXT_LEN, id) != 0)
-		return fail(why, whylen, "does not start with a valid request id");
+		return fail(reason, reason_len, "does not start with a valid request id");
 	return 0;
 }
 
@@ -129,7 +129,7 @@ static void sign_raw(const uint8_t secret[STORAGE_SECRET_BYTES], const char *fil
 	n = snprintf(text, sizeof(text), "PUT\n%.*s\n%lld", (int)filename_len, filename,
 		     (long long)expires);
 	if (n < 0 || (size_t)n >= sizeof(text))
-		n = 0; /* filenames are checked to be far shorter; sign nothing that could match */
+		n = 0; /* not reached: checked filenames are at most 255 bytes */
 	HMAC(EVP_sha256(), secret, STORAGE_SECRET_BYTES, (const unsigned char *)text, (size_t)n,
 	     mac, &mac_len);
 }

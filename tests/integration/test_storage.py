@@ -1,6 +1,6 @@
 """Storage routes for Sprocket output files: upload URLs, signed uploads and downloads.
 
-A Sprocket worker asks POST /v1/storage/upload-request for an upload URL for
+A Sprocket worker requests an upload URL from POST /v1/storage/upload-request for
 "{request_id}-{name}", PUTs the bytes there without an API key (the URL's signature is the
 credential), and reports the job done with the file's URL in its payload. Clients GET that URL.
 Sprocket itself only speaks HTTPS; these tests replay its requests over plain HTTP on 127.0.0.1.
@@ -28,7 +28,8 @@ def running_job(api, model=MODEL):
     request_id = api.submit_ok(model, {"prompt": "a cat"})
     query = urllib.parse.urlencode({"model": model, "timeout": "0s", "hostname": "gpu-1"})
     reply = api.get(f"{RETRIEVE}?{query}")
-    assert reply.status == 200 and reply.json["data"]["request_id"] == request_id, reply
+    assert reply.status == 200, reply
+    assert reply.json["data"]["request_id"] == request_id, reply
     return request_id
 
 

@@ -1,8 +1,8 @@
 /*
  * Unit tests for the pure rules of output-file storage (storage_rules.c):
  * the filename parser, path segment decoding, upload URL signatures, the
- * Range resolver, content types and the public base URL; and the blocking
- * file write and read of storage.c on a temp directory. The signature's
+ * Range resolver, content types and the public base URL. They also run the
+ * blocking file write and read of storage.c on a temp directory. The signature's
  * expected value was computed with Python's hmac module, an independent
  * HMAC-SHA256.
  *
@@ -27,11 +27,11 @@
 
 static const char sample_id[] = "01938f6e-8a1c-7cc2-9b1e-3f0a5e0c2d11";
 
-static int parse(const char *name, size_t max_len, char *why, size_t whylen)
+static int parse(const char *name, size_t max_len, char *reason, size_t reason_len)
 {
 	iq_id_t id;
 
-	return storage_filename_parse(name, strlen(name), max_len, &id, why, whylen);
+	return storage_filename_parse(name, strlen(name), max_len, &id, reason, reason_len);
 }
 
 /* Builds sample_id + "-" + rest in out. */
@@ -47,13 +47,13 @@ static void test_filename_valid(void **state)
 {
 	static const char *const rests[] = {"out.mp4", "a", "A_b-c.1.png", "-x", "_", "x.",
 					    "video.final.webm"};
-	char name[300], why[256], text[ID_TEXT_LEN + 1];
+	char name[300], reason[256], text[ID_TEXT_LEN + 1];
 	iq_id_t id;
 
 	for (size_t i = 0; i < sizeof(rests) / sizeof(rests[0]); i++) {
 		with_id(name, sizeof(name), rests[i]);
-		assert_int_equal(storage_filename_parse(name, strlen(name), 255, &id, why,
-							sizeof(why)),
+		assert_int_equal(storage_filename_parse(name, strlen(name), 255, &id, reason,
+							sizeof(reason)),
 				 0);
 		id_format(&id, text);
 		assert_string_equal(text, sample_id);
@@ -72,11 +72,11 @@ static void test_filename_bad_id(void **state)
 		"01938f6e-8a1c-7cc2-9b1e-3f0a5e0c2d1g-out",
 		"",
 	};
-	char why[256];
+	char reason[256];
 
 	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
-		assert_int_equal(parse(names[i], 255, why, sizeof(why)), INFERQ_EINVAL);
-		assert_non_null(strstr(why, "request id"));
+		assert_int_equal(parse(names[i], 255, reason, sizeof(reason)), INFERQ_EINVAL);
+		assert_non_null(strstr(reason, "request id"));
 	}
 }
 
@@ -97,46 +97,46 @@ static void test_filename_bad_names(void **state)
 		{"a...", "\"..\""},
 		{"x\n", "A-Z a-z 0-9"},
 	};
-	char name[300], why[256];
+	char name[300], reason[256];
 
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		with_id(name, sizeof(name), cases[i].rest);
-		assert_int_equal(parse(name, 255, why, sizeof(why)), INFERQ_EINVAL);
-		assert_non_null(strstr(why, cases[i].reason));
+		assert_int_equal(parse(name, 255, reason, sizeof(reason)), INFERQ_EINVAL);
+		assert_non_null(strstr(reason, cases[i].reason));
 	}
 }
 
 static void test_filename_nul_inside(void **state)
 {
-	char name[64], why[256];
+	char name[64], reason[256];
 	iq_id_t id;
 	size_t len;
 
 	with_id(name, sizeof(name), "ab");
 	len = strlen(name);
 	name[len - 1] = '\0';
-	assert_int_equal(storage_filename_parse(name, len, 255, &id, why, sizeof(why)),
+	assert_int_equal(storage_filename_parse(name, len, 255, &id, reason, sizeof(reason)),
 			 INFERQ_EINVAL);
 }
 
 static void test_filename_length_limit(void **state)
 {
-	char name[300], rest[260], why[256];
+	char name[300], rest[260], reason[256];
 
 	memset(rest, 'x', 218);
 	rest[218] = '\0';
 	with_id(name, sizeof(name), rest); /* 36 + 1 + 218 = 255 bytes */
 	assert_int_equal(strlen(name), 255);
-	assert_int_equal(parse(name, 255, why, sizeof(why)), 0);
+	assert_int_equal(parse(name, 255, reason, sizeof(reason)), 0);
 	strcat(name, "x");
-	assert_int_equal(parse(name, 255, why, sizeof(why)), INFERQ_EINVAL);
-	assert_non_null(strstr(why, "256 bytes"));
-	assert_non_null(strstr(why, "--max-filename-length"));
+	assert_int_equal(parse(name, 255, reason, sizeof(reason)), INFERQ_EINVAL);
+	assert_non_null(strstr(reason, "256 bytes"));
+	assert_non_null(strstr(reason, "--max-filename-length"));
 
 	with_id(name, sizeof(name), "a");
-	assert_int_equal(parse(name, 38, why, sizeof(why)), 0);
+	assert_int_equal(parse(name, 38, reason, sizeof(reason)), 0);
 	with_id(name, sizeof(name), "ab");
-	assert_int_equal(parse(name, 38, why, sizeof(why)), INFERQ_EINVAL);
+	assert_int_equal(parse(name, 38, reason, sizeof(reason)), INFERQ_EINVAL);
 }
 
 /* ---- path segments ---- */
