@@ -10,12 +10,13 @@ import http.client
 import json
 import os
 import stat
+import subprocess
 import time
 import urllib.parse
 
 import pytest
 
-from support import Api, UNKNOWN_ID, assert_error, wait_for
+from support import INFERQ_BIN, UNKNOWN_ID, Api, Reply, Server, assert_error, wait_for
 
 MODEL = "test/storage"
 RETRIEVE = "/internal/v1/queue/retrieve"
@@ -64,8 +65,6 @@ def put(server, target, data, headers=None):
         headers_lower = {name.lower(): value for name, value in resp.getheaders()}
     finally:
         conn.close()
-    from support import Reply
-
     return Reply(resp.status, headers_lower, raw)
 
 
@@ -486,8 +485,6 @@ def test_bad_secret_file_stops_start(start_server, tmp_path):
     data_dir = tmp_path / "bad-secret"
     data_dir.mkdir()
     (data_dir / "storage.key").write_bytes(b"short")
-    from support import Server
-
     server = Server(data_dir, [])
     with pytest.raises(pytest.fail.Exception):
         server.start()
@@ -549,10 +546,6 @@ def test_public_url_flag(start_server):
     ("--max-upload-bytes", "17G"),
 ])
 def test_bad_flags(tmp_path, flag, value):
-    import subprocess
-
-    from support import INFERQ_BIN
-
     result = subprocess.run([str(INFERQ_BIN), "serve", "--listen", "127.0.0.1:0", "--data-dir",
                              str(tmp_path / "d"), flag, value], capture_output=True, timeout=10)
     assert result.returncode == 2, result
