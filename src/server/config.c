@@ -15,6 +15,7 @@
 #include "auth.h"
 #include "clock.h"
 #include "inferq_error.h"
+#include "storage.h"
 
 enum {
 	OPT_LISTEN = 1000,
@@ -36,6 +37,10 @@ enum {
 	OPT_LOG_LEVEL,
 	OPT_AUTH,
 	OPT_TRUSTED_PROXY,
+	OPT_PUBLIC_URL,
+	OPT_MAX_FILENAME,
+	OPT_UPLOAD_URL_TTL,
+	OPT_MAX_UPLOAD,
 	OPT_HELP,
 };
 
@@ -59,6 +64,10 @@ static const struct option options[] = {
 	{"log-level", required_argument, NULL, OPT_LOG_LEVEL},
 	{"auth", required_argument, NULL, OPT_AUTH},
 	{"trusted-proxy", required_argument, NULL, OPT_TRUSTED_PROXY},
+	{"public-url", required_argument, NULL, OPT_PUBLIC_URL},
+	{"max-filename-length", required_argument, NULL, OPT_MAX_FILENAME},
+	{"upload-url-ttl", required_argument, NULL, OPT_UPLOAD_URL_TTL},
+	{"max-upload-bytes", required_argument, NULL, OPT_MAX_UPLOAD},
 	{"help", no_argument, NULL, OPT_HELP},
 	{NULL, 0, NULL, 0},
 };
@@ -83,6 +92,9 @@ void config_defaults(serve_config_t *c)
 	c->max_connections = 10000;
 	c->max_pending_changes = 100000;
 	c->log_level = LOG_INFO;
+	c->max_filename_length = STORAGE_NAME_MAX;
+	c->upload_url_ttl_ms = 3600LL * 1000;
+	c->max_upload_bytes = 512u << 20;
 }
 
 void config_usage(void)
@@ -122,6 +134,15 @@ void config_usage(void)
 	       "  --trusted-proxy CIDR      a reverse proxy's address range, e.g. 10.0.0.0/8;\n"
 	       "                            for peers inside it the client address is the last\n"
 	       "                            X-Forwarded-For hop; repeatable, up to 16\n"
+	       "  --public-url URL          base URL of this server in storage URLs, e.g.\n"
+	       "                            https://queue.example.com (default http://HOST:PORT\n"
+	       "                            from --listen; 0.0.0.0 and [::] become the hostname)\n"
+	       "  --max-filename-length N   longest stored file name in bytes, request id\n"
+	       "                            included, 38 to 255 (default 255)\n"
+	       "  --upload-url-ttl DURATION  how long a signed upload URL is valid, 1s to 7d\n"
+	       "                            (default 1h)\n"
+	       "  --max-upload-bytes BYTES  size limit of one uploaded file, which also bounds\n"
+	       "                            one file response; 1 to 16G (default 512M)\n"
 	       "  --help                    print this help\n");
 }
 
@@ -193,6 +214,44 @@ static int copy_string(char *dst, size_t size, const char *flag, const char *val
 	}
 	snprintf(dst, size, "%s", value);
 	return 0;
+}
+
+/* Applies the flags of output-file storage (storage.h). */
+static int apply_storage(serve_config_t *c, int opt, const char *v)
+{
+	uint64_t n;
+	size_t len;
+
+	switch (opt) {
+	case OPT_PUBLIC_URL:
+		len = strlen(v);
+		while (len > 0 && v[len - 1] == '/')
+			len--;
+		snprintf(c->public_url, sizeof(c->public_url), "%.*s", (int)len, v);
+		if (len > STORAGE_URL_MAX || storage_public_url_check(c->public_url) != 0)
+			return flag_error("public-url", v,
+					  "an http:// or https:// URL with a host, at most 512 "
+					  "bytes, without spaces, quotes, '?' or '#', e.g. "
+					  "https://queue.example.com");
+		return 0;
+	case OPT_MAX_FILENAME:
+		if (parse_u64(v, ID_TEXT_LEN + 2, STORAGE_NAME_MAX, &n) != 0)
+			return flag_error("max-filename-length", v, "a whole number from 38 to 255");
+		c->max_filename_length = (size_t)n;
+		return 0;
+	case OPT_UPLOAD_URL_TTL:
+		if (parse_duration(v, 1000, 7LL * 86400 * 1000, &c->upload_url_ttl_ms) != 0 ||
+		    c->upload_url_ttl_ms % 1000 != 0)
+			return flag_error("upload-url-ttl", v,
+					  "whole seconds from 1s to 7d, e.g. 1h or 900s");
+		return 0;
+	case OPT_MAX_UPLOAD:
+		if (parse_size(v, 1, 16ULL << 30, &n) != 0)
+			return flag_error("max-upload-bytes", v, "bytes from 1 to 16G, e.g. 512M");
+		c->max_upload_bytes = n;
+		return 0;
+	}
+	return INFERQ_EINVAL;
 }
 
 static int apply(serve_config_t *c, int opt, const char *v)
@@ -296,6 +355,11 @@ static int apply(serve_config_t *c, int opt, const char *v)
 			 "%s", v);
 		return 0;
 	}
+	case OPT_PUBLIC_URL:
+	case OPT_MAX_FILENAME:
+	case OPT_UPLOAD_URL_TTL:
+	case OPT_MAX_UPLOAD:
+		return apply_storage(c, opt, v);
 	}
 	return INFERQ_EINVAL;
 }

@@ -36,6 +36,10 @@ typedef struct {
 	int auth_none;              /* --auth none: every request allowed (loopback only) */
 	char trusted_proxies[CONFIG_MAX_PROXIES][64]; /* --trusted-proxy CIDR ranges, checked */
 	size_t trusted_proxy_count;
+	char public_url[513];       /* --public-url without a trailing '/'; "" = from --listen */
+	size_t max_filename_length; /* bytes of a stored file's name, request id included */
+	int64_t upload_url_ttl_ms;  /* how long a signed upload URL stays valid */
+	uint64_t max_upload_bytes;  /* body of one upload, and of one file response */
 } serve_config_t;
 
 /* Fills c with the defaults. */

@@ -25,6 +25,7 @@
 #include "inferq_error.h"
 #include "log.h"
 #include "server.h"
+#include "storage.h"
 
 #define STATE_NONE JOB_STATE_COUNT /* prev_state of an insert */
 #define PURGE_LIMIT 10000          /* rows one retention pass deletes */
@@ -244,6 +245,8 @@ static void commit_succeeded(server_t *s, pending_batch_t *pb)
 					 (long long)op->purged);
 			if (op->purged >= (int64_t)op->purge_limit)
 				schedule_purge(s);
+			storage_forget_jobs(s, op->purged_ids, (size_t)op->purged);
+			op->purged_ids = NULL;
 			continue;
 		}
 		if (store_op_is_key(op->kind))

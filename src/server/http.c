@@ -62,6 +62,8 @@ struct req {
 	buf_t body_buf;    /* chunked bodies and bodies over INLINE_BODY_MAX */
 	char *inline_body; /* NULL unless the body lives in this allocation */
 	size_t inline_cap;
+	size_t max_body;             /* body limit of this request */
+	const char *body_limit_flag; /* the setting that sets max_body, for the 413 message */
 	unsigned keep_alive : 1;
 	unsigned is_head : 1;
 	unsigned http10 : 1;
@@ -183,6 +185,7 @@ static const char *reason_phrase(int status)
 	case 201: return "Created";
 	case 202: return "Accepted";
 	case 204: return "No Content";
+	case 206: return "Partial Content";
 	case 301: return "Moved Permanently";
 	case 302: return "Found";
 	case 304: return "Not Modified";
@@ -197,6 +200,7 @@ static const char *reason_phrase(int status)
 	case 411: return "Length Required";
 	case 413: return "Content Too Large";
 	case 415: return "Unsupported Media Type";
+	case 416: return "Range Not Satisfiable";
 	case 422: return "Unprocessable Content";
 	case 429: return "Too Many Requests";
 	case 431: return "Request Header Fields Too Large";
@@ -235,7 +239,7 @@ static void format_response(struct http_server *s, buf_t *out, int status, const
 {
 	int has_body = status != 204 && status != 304;
 
-	buf_reserve(out, 160 + body_len);
+	buf_reserve(out, 160 + (is_head ? 0 : body_len));
 	buf_printf(out, "HTTP/1.1 %d %s\r\nDate: %s\r\n", status, reason_phrase(status),
 	           http_date(s));
 	if (has_body) {
@@ -812,13 +816,12 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
 {
 	struct conn *c = p->data;
 	struct req *r = c->cur;
-	size_t max = c->server->limits.max_body_bytes;
+	size_t max = r->max_body;
 
 	if (r->pub.body_len + len > max) {
 		conn_reject(c, 413, "body_too_large",
-		            "request body exceeds the limit of %zu bytes (--max-body-bytes); send a "
-		            "smaller body",
-		            max);
+		            "request body exceeds the limit of %zu bytes (%s); send a smaller body",
+		            max, r->body_limit_flag);
 		return -1;
 	}
 	if (r->inline_body) {
@@ -952,11 +955,15 @@ static int check_headers(struct conn *c, struct req *r)
 		            log_quote(v, v_len, quoted, sizeof(quoted)));
 		return 501;
 	}
-	if ((p->flags & F_CONTENT_LENGTH) && p->content_length > lim->max_body_bytes) {
+	r->max_body = lim->max_body_bytes;
+	r->body_limit_flag = "--max-body-bytes";
+	if (lim->body_limit)
+		r->max_body = lim->body_limit(c->server->ctx, &r->pub, &r->body_limit_flag);
+	if ((p->flags & F_CONTENT_LENGTH) && p->content_length > r->max_body) {
 		conn_reject(c, 413, "body_too_large",
 		            "Content-Length %llu exceeds the request body limit of %zu bytes "
-		            "(--max-body-bytes); send a smaller body",
-		            (unsigned long long)p->content_length, lim->max_body_bytes);
+		            "(%s); send a smaller body",
+		            (unsigned long long)p->content_length, r->max_body, r->body_limit_flag);
 		return 413;
 	}
 	return 0;

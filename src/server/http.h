@@ -18,6 +18,7 @@
 #include <uv.h>
 
 typedef struct http_server http_server_t;
+struct http_request;
 
 /*
  * Per-server limits. A timeout of 0 disables that timer and max_connections
@@ -30,6 +31,13 @@ typedef struct {
 	uint64_t request_timeout_ms; /* first byte of a request to its last body byte: 408 */
 	uint32_t max_connections;    /* further connections are closed at accept */
 	uint32_t max_pipelined;      /* unanswered requests per connection before reading pauses */
+	/*
+	 * Optional: returns the body limit of one request once its headers are
+	 * complete (path, query and headers set, no body yet) and points *flag
+	 * at the setting's name for the 413 message. NULL: max_body_bytes and
+	 * "--max-body-bytes" for every request. Called with the handler's ctx.
+	 */
+	size_t (*body_limit)(void *ctx, const struct http_request *req, const char **flag);
 } http_limits_t;
 
 typedef struct {
@@ -93,7 +101,8 @@ const char *http_request_header(const http_request_t *req, const char *name, siz
  * Sends the response to req and frees req: exactly once per request, from
  * the loop thread, at any time after the handler was called (also from
  * inside it). status is 200-599 (other values fail an assertion and abort).
- * body is copied. content_type NULL means "application/json".
+ * body is copied; for a HEAD request it is not read and may be NULL, and
+ * body_len only sets Content-Length. content_type NULL means "application/json".
  * extra_headers is NULL or complete "Name: value\r\n" lines. The layer adds
  * Date, Content-Type and Content-Length (neither for 204 and 304, which
  * carry no body; a HEAD answer keeps Content-Length and drops the body),

@@ -2,7 +2,7 @@
  * Route table and dispatch: exact path match (or prefix match for the
  * routes that take a name in the path), then method, then the API key and
  * its role. A known path with another method gets 405 with an Allow
- * header; an unknown path 404.
+ * header, and a shorter prefix route does not take it; an unknown path 404.
  *
  * SPDX-License-Identifier: MIT
  */
@@ -40,6 +40,11 @@ static const route_t routes[] = {
 	{"POST", "/v1/queue/release", handle_release, WORKER},
 	{"GET", "/internal/v1/queue/retrieve", handle_sprocket_retrieve, WORKER},
 	{"POST", "/internal/v1/videos/status", handle_sprocket_status, WORKER},
+	/* Longer paths first: a prefix route never takes a path a longer route matched. */
+	{"POST", "/v1/storage/upload-request", handle_storage_upload_request, WORKER},
+	{"PUT", "/v1/storage/upload/", handle_storage_upload, 0},
+	{"GET", "/v1/deployments/storage/", handle_storage_get, CLIENT | WORKER},
+	{"GET", "/v1/storage/", handle_storage_get, CLIENT | WORKER},
 	{"POST", "/v1/admin/keys", handle_keys_create, ADMIN},
 	{"GET", "/v1/admin/keys", handle_keys_list, ADMIN},
 	{"POST", "/v1/admin/keys/revoke", handle_keys_revoke, ADMIN},
@@ -85,15 +90,17 @@ void routes_dispatch(void *ctx, http_request_t *req)
 {
 	server_t *s = ctx;
 	const char *allowed = NULL;
+	size_t allowed_len = 0; /* length of the route path that set allowed */
 	char shown[64];
 
 	for (size_t i = 0; i < ROUTE_COUNT; i++) {
 		const route_t *r = &routes[i];
 
-		if (!path_is(req, r->path))
+		if (!path_is(req, r->path) || strlen(r->path) < allowed_len)
 			continue;
 		if (!method_is(req, r->method)) {
 			allowed = r->method;
+			allowed_len = strlen(r->path);
 			continue;
 		}
 		if (r->roles && auth_check(s, req, r->roles) != 0)

@@ -38,6 +38,11 @@ void handle_release(server_t *s, http_request_t *req);
 void handle_sprocket_retrieve(server_t *s, http_request_t *req);
 void handle_sprocket_status(server_t *s, http_request_t *req);
 
+/* handlers_storage.c: output files of Sprocket workers (storage.h). */
+void handle_storage_upload_request(server_t *s, http_request_t *req);
+void handle_storage_upload(server_t *s, http_request_t *req);
+void handle_storage_get(server_t *s, http_request_t *req);
+
 /* handlers_admin.c: API keys, admin role only. */
 void handle_keys_create(server_t *s, http_request_t *req);
 void handle_keys_list(server_t *s, http_request_t *req);

@@ -21,6 +21,7 @@
 #include "log.h"
 #include "routes.h"
 #include "server.h"
+#include "storage.h"
 
 int serve_main(int argc, char **argv);
 
@@ -165,6 +166,7 @@ static int start_listening(server_t *s)
 		.request_timeout_ms = (uint64_t)s->config.request_timeout_ms,
 		.max_connections = fit_connections_to_file_limit(s->config.max_connections),
 		.max_pipelined = 64,
+		.body_limit = storage_body_limit,
 	};
 	char err[256];
 
@@ -253,7 +255,8 @@ int serve_main(int argc, char **argv)
 		idempotency_free(s->idempotency);
 		return 1;
 	}
-	if (load_queue(s) != 0 || auth_open(s) != 0) {
+	if (load_queue(s) != 0 || auth_open(s) != 0 ||
+	    storage_open(s, http_server_port(s->http)) != 0) {
 		store_close(s->store);
 		stop_listening(s);
 		auth_close(s);
@@ -277,6 +280,7 @@ int serve_main(int argc, char **argv)
 	queue_free(s->queue);
 	idempotency_free(s->idempotency);
 	auth_close(s);
+	storage_close(s);
 	uv_loop_close(s->loop);
 	log_info("server", "stopped");
 	return s->exit_code;

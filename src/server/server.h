@@ -52,6 +52,7 @@ typedef struct server {
 	http_server_t *http;
 	idempotency_t *idempotency; /* keyed submits not committed yet */
 	auth_t *auth;               /* API keys and the failure limiter (auth.h) */
+	struct storage *storage;    /* output files of Sprocket workers (storage.h) */
 
 	uint64_t next_seq;      /* seq of the next submitted job */
 	uint64_t next_batch_id; /* id of the next collecting batch; starts at 1 */

@@ -10,8 +10,10 @@
  */
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "alloc.h"
 #include "inferq_error.h"
 #include "sqlite_store.h"
 
@@ -91,7 +93,7 @@ static const char sql_update[] =
     "outputs = ?16, error = ?17 WHERE id = ?2";
 static const char sql_purge[] =
     "DELETE FROM jobs WHERE seq IN (SELECT seq FROM jobs WHERE done_at < ?1 "
-    "AND state IN ('done', 'failed', 'canceled') ORDER BY done_at LIMIT ?2)";
+    "AND state IN ('done', 'failed', 'canceled') ORDER BY done_at LIMIT ?2) RETURNING id";
 static const char sql_key_insert[] =
     "INSERT INTO api_keys (name, key_hash, role, models, created_at, last_used_at, expires_at, "
     "revoked_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
@@ -432,10 +434,25 @@ static int exec_purge(writer_t *w, store_op_t *op)
 		sqlite3_clear_bindings(st);
 		return rc;
 	}
-	rc = step_bound(st);
-	if (rc == SQLITE_OK)
-		op->purged = sqlite3_changes64(w->db);
-	return rc;
+	/* The ids go to the caller, which deletes the jobs' output files after the commit. */
+	free(op->purged_ids);
+	op->purged_ids = NULL;
+	op->purged = 0;
+	while ((rc = step_fn(st)) == SQLITE_ROW) {
+		const char *id = (const char *)sqlite3_column_text(st, 0);
+
+		if ((op->purged & (op->purged - 1)) == 0)
+			op->purged_ids = xrealloc(op->purged_ids,
+			                          (size_t)(op->purged ? op->purged * 2 : 1) *
+			                              sizeof(*op->purged_ids));
+		if (id == NULL || id_parse(id, (size_t)sqlite3_column_bytes(st, 0),
+		                           &op->purged_ids[op->purged]) != 0)
+			continue;
+		op->purged++;
+	}
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+	return rc == SQLITE_DONE ? SQLITE_OK : rc;
 }
 
 static int exec_key_insert(writer_t *w, const store_key_t *k)

@@ -109,6 +109,8 @@ void store_batch_reset(store_batch_t *batch)
 		job_record_clear(&batch->ops[i].rec);
 		rbuf_unref(batch->ops[i].key.models);
 		batch->ops[i].key.models = NULL;
+		free(batch->ops[i].purged_ids);
+		batch->ops[i].purged_ids = NULL;
 	}
 	batch->count = 0;
 	batch->result = 0;

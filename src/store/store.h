@@ -62,6 +62,8 @@ typedef struct {
 	int64_t purge_before; /* PURGE: ms since epoch */
 	uint32_t purge_limit; /* PURGE: delete at most this many rows */
 	int64_t purged;       /* PURGE: rows deleted, set by the backend */
+	iq_id_t *purged_ids;  /* PURGE: ids of those rows (malloc'd by the backend; the
+				 caller may take them over, else store_batch_reset frees them) */
 	void *owner;          /* free for the caller (the job this op changes) */
 	job_state_t prev_state; /* free for the caller (state before this op) */
 	int64_t lease_mono;     /* free for the caller (monotonic lease deadline after this op) */
@@ -155,7 +157,7 @@ int store_check(store_t *s, char *err, size_t errlen);
 void store_batch_init(store_batch_t *batch);
 store_op_t *store_batch_add(store_batch_t *batch, store_op_kind_t kind);
 /*
- * Clears every op's record and key, empties the batch and clears result and error,
+ * Clears every op's record, key and purged ids, empties the batch and clears result and error,
  * keeping its memory, id and user.
  */
 void store_batch_reset(store_batch_t *batch);

@@ -295,11 +295,13 @@ def assert_error(reply, status, code, param=None, message_has=None):
     """
     types = {
         400: "invalid_request_error",
+        403: "permission_error",
         404: "not_found_error",
         405: "invalid_request_error",
         408: "timeout_error",
         409: "conflict_error",
         413: "request_too_large",
+        416: "invalid_request_error",
         431: "request_too_large",
     }
     assert reply.status == status, f"expected {status} {code}, got {reply!r}"

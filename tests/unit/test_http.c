@@ -684,6 +684,82 @@ static void body_over_limit_by_content_length(void **state)
 	assert_int_equal(atomic_load(&fx.handled), 1);
 }
 
+/* A per-request body limit: 4096 bytes for /echo?big, 1024 for every other request. */
+static size_t big_echo_limit(void *ctx, const struct http_request *req, const char **flag)
+{
+	if (path_is(req, "/echo") && req->query_len == 3 && memcmp(req->query, "big", 3) == 0) {
+		*flag = "--big-limit";
+		return 4096;
+	}
+	return 1024;
+}
+
+/* Sends a POST of n bytes to target on a new connection and reads the response. */
+static void post_bytes(const char *target, size_t n, response_t *r)
+{
+	client_t *cl = client_open();
+	char head[128];
+	char *body = malloc(n);
+
+	memset(body, 'z', n);
+	snprintf(head, sizeof(head), "POST %s HTTP/1.1\r\nHost: t\r\nContent-Length: %zu\r\n\r\n",
+	         target, n);
+	send_str(cl, head);
+	send_bytes(cl, body, n);
+	assert_int_equal(read_response(cl, r), 0);
+	client_close(cl);
+	free(body);
+}
+
+static void body_limit_per_request(void **state)
+{
+	http_limits_t lim = default_limits();
+	client_t *cl;
+	response_t r;
+	char chunk[3000];
+
+	lim.max_body_bytes = 1024;
+	lim.body_limit = big_echo_limit;
+	restart_with(&lim);
+
+	post_bytes("/echo?big", 4096, &r);
+	assert_int_equal(r.status, 200);
+	assert_int_equal(r.body_len, 4096);
+	response_free(&r);
+
+	post_bytes("/echo?big", 4097, &r);
+	assert_int_equal(r.status, 413);
+	assert_non_null(strstr(r.body, "4096 bytes (--big-limit)"));
+	response_free(&r);
+
+	post_bytes("/echo", 1025, &r);
+	assert_int_equal(r.status, 413);
+	assert_non_null(strstr(r.body, "1024 bytes (--max-body-bytes)"));
+	response_free(&r);
+
+	/* A chunked body is held to the same per-request limit as it arrives. */
+	cl = client_open();
+	memset(chunk, 'y', 2990);
+	strcpy(chunk + 2990, "\r\n");
+	send_str(cl, "POST /echo?big HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n");
+	send_str(cl, "bae\r\n"); /* 2990 bytes */
+	send_str(cl, chunk);
+	send_str(cl, "0\r\n\r\n");
+	assert_int_equal(read_response(cl, &r), 0);
+	assert_int_equal(r.status, 200);
+	assert_int_equal(r.body_len, 2990);
+	response_free(&r);
+	send_str(cl, "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n");
+	send_str(cl, "bae\r\n");
+	send_str(cl, chunk);
+	assert_int_equal(read_response(cl, &r), 0);
+	assert_int_equal(r.status, 413);
+	assert_non_null(strstr(r.body, "--max-body-bytes"));
+	response_free(&r);
+	client_close(cl);
+	assert_int_equal(atomic_load(&fx.handled), 2);
+}
+
 static void body_over_limit_chunked(void **state)
 {
 	http_limits_t lim = default_limits();
@@ -1240,6 +1316,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(slow_reader_gets_everything, setup, teardown),
 	    cmocka_unit_test_setup_teardown(body_over_limit_by_content_length, setup, teardown),
 	    cmocka_unit_test_setup_teardown(body_over_limit_chunked, setup, teardown),
+	    cmocka_unit_test_setup_teardown(body_limit_per_request, setup, teardown),
 	    cmocka_unit_test_setup_teardown(headers_over_limit, setup, teardown),
 	    cmocka_unit_test_setup_teardown(bare_cr_rejected, setup, teardown),
 	    cmocka_unit_test_setup_teardown(bare_cr_split_across_reads, setup, teardown),

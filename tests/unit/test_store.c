@@ -448,6 +448,37 @@ static void fields_round_trip(void **state)
 	store_batch_free(&b);
 }
 
+static void purge_returns_every_id(void **state)
+{
+	fixture_t *f = *state;
+	store_batch_t b;
+	job_record_t jobs[9];
+	int seen[9] = {0};
+
+	open_main(f);
+	store_batch_init(&b);
+	for (int i = 0; i < 9; i++) {
+		make_job(&jobs[i], (uint64_t)i + 1, JOB_DONE);
+		jobs[i].done_at = BASE_MS + 100 + i;
+		add_op(&b, STORE_OP_INSERT, &jobs[i]);
+	}
+	assert_int_equal(commit_wait(f, &b), 0);
+
+	store_batch_reset(&b);
+	add_purge(&b, INT64_MAX, 100);
+	assert_int_equal(commit_wait(f, &b), 0);
+	assert_int_equal(b.ops[0].purged, 9);
+	for (int k = 0; k < 9; k++) {
+		for (int i = 0; i < 9; i++)
+			seen[i] += id_equal(&b.ops[0].purged_ids[k], &jobs[i].id);
+	}
+	for (int i = 0; i < 9; i++) {
+		assert_int_equal(seen[i], 1);
+		job_record_clear(&jobs[i]);
+	}
+	store_batch_free(&b);
+}
+
 static void purge_honours_cutoff_and_limit(void **state)
 {
 	fixture_t *f = *state;
@@ -475,6 +506,8 @@ static void purge_honours_cutoff_and_limit(void **state)
 	add_purge(&b, BASE_MS + 250, 1);
 	assert_int_equal(commit_wait(f, &b), 0);
 	assert_int_equal(b.ops[0].purged, 1);
+	assert_non_null(b.ops[0].purged_ids);
+	assert_memory_equal(&b.ops[0].purged_ids[0], &jobs[0].id, sizeof(iq_id_t));
 	assert_absent(f, &jobs[0].id);
 	assert_stored(f, &jobs[1]);
 
@@ -490,7 +523,14 @@ static void purge_honours_cutoff_and_limit(void **state)
 	add_purge(&b, INT64_MAX, 100);
 	assert_int_equal(commit_wait(f, &b), 0);
 	assert_int_equal(b.ops[0].purged, 1);
+	assert_memory_equal(&b.ops[0].purged_ids[0], &jobs[2].id, sizeof(iq_id_t));
 	assert_absent(f, &jobs[2].id);
+
+	/* A purge that deletes nothing returns no ids. */
+	store_batch_reset(&b);
+	add_purge(&b, INT64_MAX, 100);
+	assert_int_equal(commit_wait(f, &b), 0);
+	assert_int_equal(b.ops[0].purged, 0);
 	assert_stored(f, &jobs[3]);
 	assert_stored(f, &jobs[4]);
 
@@ -1135,6 +1175,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(reopen_keeps_data, setup, teardown),
 	    cmocka_unit_test_setup_teardown(fields_round_trip, setup, teardown),
 	    cmocka_unit_test_setup_teardown(purge_honours_cutoff_and_limit, setup, teardown),
+	    cmocka_unit_test_setup_teardown(purge_returns_every_id, setup, teardown),
 	    cmocka_unit_test_setup_teardown(purge_keeps_max_seq, setup, teardown),
 	    cmocka_unit_test_setup_teardown(update_missing_fails_batch, setup, teardown),
 	    cmocka_unit_test_setup_teardown(duplicate_insert_fails_batch, setup, teardown),
