@@ -252,8 +252,8 @@ void handle_admin_job(server_t *s, http_request_t *req)
 		job_record_clear(&row);
 	} else if (rc == INFERQ_ENOTFOUND) {
 		respond_error(req, 404, "not_found", "request_id",
-			      "no job %s; check the id, or the job may have been deleted after the "
-			      "retention period",
+			      "no job with request_id %s; check the id, or the job may have been "
+			      "deleted after the retention period",
 			      id_text);
 	} else {
 		respond_error(req, 503, "store_unavailable", NULL,
