@@ -5,12 +5,14 @@ expiries, retries and a restart, the workers and queues figures, the bounds set 
 the migration of a schema version 3 database.
 """
 
+import json
 import sqlite3
 import subprocess
 import threading
 import time
 import urllib.parse
 
+from cli_support import cli_env, run_cli, server_url
 from support import (INFERQ_BIN, TIME_RE, UNKNOWN_ID, Api, assert_error, parse_time,
                      wait_for)
 
@@ -531,3 +533,99 @@ def test_v3_database_migrates(start_server, tmp_path):
         assert db.execute("PRAGMA user_version").fetchone()[0] == 4
     finally:
         db.close()
+
+
+# ---------------------------------------------------------------------------
+# inferq jobs and inferq workers
+
+
+def run_admin_cli(server, tmp_path, *args, key=None):
+    env = cli_env(server_url(server), INFERQ_API_KEY=key or server.key)
+    return run_cli(list(args), tmp_path, env=env)
+
+
+def table_rows(stdout):
+    lines = stdout.rstrip("\n").split("\n")
+    return lines[0].split(), [line.split() for line in lines[1:]]
+
+
+def test_cli_jobs_table_and_paging(start_server, tmp_path):
+    server = start_server()
+    api = server.api()
+    ids = [api.submit_ok("t/cli", {"i": i}, priority=i) for i in range(5)]
+    api.submit_ok("t/cli-other", {})
+    api.claim_ok("t/cli")  # the highest priority: ids[4]
+
+    proc = run_admin_cli(server, tmp_path, "jobs", "--model", "t/cli")
+    assert proc.returncode == 0, proc
+    header, rows = table_rows(proc.stdout)
+    assert header == ["ID", "MODEL", "STATUS", "PRIORITY", "RETRIES", "CREATED", "AGE"]
+    assert [row[0] for row in rows] == ids[::-1]
+    assert rows[0][1:5] == ["t/cli", "running", "4", "0"]
+    assert rows[1][1:5] == ["t/cli", "pending", "3", "0"]
+    assert all(TIME_RE.match(row[5]) and row[6].endswith("s") for row in rows), rows
+    assert proc.stderr == ""
+
+    proc = run_admin_cli(server, tmp_path, "jobs", "--limit", "2")
+    assert proc.returncode == 0, proc
+    _, rows = table_rows(proc.stdout)
+    assert len(rows) == 2
+    assert "--cursor" in proc.stderr
+    cursor = proc.stderr.split("--cursor ")[1].split()[0]
+    proc = run_admin_cli(server, tmp_path, "jobs", "--limit", "2", "--cursor", cursor)
+    _, more = table_rows(proc.stdout)
+    assert [row[0] for row in more] == ids[3:1:-1]
+
+    proc = run_admin_cli(server, tmp_path, "jobs", "--all", "--limit", "2")
+    assert proc.returncode == 0, proc
+    _, rows = table_rows(proc.stdout)
+    assert len(rows) == 6 and proc.stderr == ""
+
+    proc = run_admin_cli(server, tmp_path, "jobs", "--all", "--limit", "1", "--json",
+                         "--status", "pending")
+    assert proc.returncode == 0, proc
+    body = json.loads(proc.stdout)
+    assert [job["request_id"] for job in body["data"]] == (
+        [job["request_id"] for job in list_page(api, status="pending")["data"]])
+
+    proc = run_admin_cli(server, tmp_path, "jobs", "--json", "--limit", "1")
+    assert json.loads(proc.stdout) == list_page(api, limit=1)
+
+
+def test_cli_jobs_bad_input(start_server, tmp_path):
+    server = start_server()
+    proc = run_admin_cli(server, tmp_path, "jobs", "--status", "finished")
+    assert proc.returncode == 2, proc
+    assert proc.stdout == "" and "finished" in proc.stderr
+    for limit in ("0", "1001", "x"):
+        proc = run_admin_cli(server, tmp_path, "jobs", "--limit", limit)
+        assert proc.returncode == 2 and "--limit" in proc.stderr, proc
+    proc = run_admin_cli(server, tmp_path, "jobs", "--cursor", "junk")
+    assert proc.returncode == 2 and "cursor" in proc.stderr, proc
+    proc = run_admin_cli(server, tmp_path, "workers", "--status", "done")
+    assert proc.returncode == 2 and "only to `inferq jobs`" in proc.stderr, proc
+
+    reply = server.api().post("/v1/admin/keys", {"name": "c", "role": "client", "models": ["*"]})
+    proc = run_admin_cli(server, tmp_path, "jobs", key=reply.json["key"])
+    assert proc.returncode == 1, proc
+    assert "admin" in proc.stderr
+
+
+def test_cli_workers(start_server, tmp_path):
+    server = start_server()
+    api = server.api()
+    api.submit_ok("t/cliw", {})
+    api.submit_ok("t/cliw", {})
+    complete(api, api.claim_ok("t/cliw", worker="done-worker"))
+    api.claim("t/cliw", worker="busy-worker", claim_timeout=60)
+
+    proc = run_admin_cli(server, tmp_path, "workers")
+    assert proc.returncode == 0, proc
+    header, rows = table_rows(proc.stdout)
+    assert header == ["NAME", "VERSION", "LAST_SEEN", "CURRENT", "DONE", "FAILED", "EXPIRED"]
+    by_name = {row[0]: row for row in rows}
+    assert by_name["busy-worker"][1:2] + by_name["busy-worker"][3:] == ["-", "1", "0", "0", "0"]
+    assert by_name["done-worker"][3:] == ["0", "1", "0", "0"]
+
+    proc = run_admin_cli(server, tmp_path, "workers", "--json")
+    assert json.loads(proc.stdout) == api.get(WORKERS).json
