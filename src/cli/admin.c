@@ -2,8 +2,8 @@
  * `inferq jobs` and `inferq workers`: the operator views, on libinferq's
  * inferq_admin_jobs() and inferq_admin_workers(). They need a key with the
  * admin role (by default ./inferq-data/admin.key). Tables go to stdout,
- * one row per job or worker; notes such as "more jobs follow" go to
- * stderr, so piped output holds the rows alone.
+ * one row per job or worker. Notes such as "more jobs follow" go to
+ * stderr, so piped output contains the rows alone.
  *
  * SPDX-License-Identifier: MIT
  */

@@ -2,8 +2,8 @@
  * The history of a job: what happened to it after its submit, as a raw
  * JSON array of event objects kept in job_record_t.history and stored with
  * the job, so each event commits together with the change it records.
- * The array holds at most a caller-given number of events (the newest);
- * the submit itself is never stored, because created_at already records
+ * The array contains at most a caller-given number of events (the newest).
+ * The submit itself is never stored, because created_at already records
  * it, and history_render() shows it first. No I/O and no clock: callers
  * pass the time in.
  *
@@ -47,7 +47,7 @@ history_event_t history_event_of(job_state_t prev, job_state_t next);
 
 /*
  * Appends one event to rec->history: {"at", "event", "worker"?, "detail"?}.
- * at_ms is ms since the epoch; worker (may be NULL) is the claimant's name;
+ * at_ms is ms since the epoch. worker (may be NULL) is the claimant's name.
  * detail (may be NULL) is plain text, cut to HISTORY_DETAIL_MAX bytes on a
  * UTF-8 boundary. Keeps only the newest max events, dropping the oldest;
  * max 0 keeps none and leaves rec->history NULL. rec->history is replaced
@@ -57,7 +57,7 @@ history_event_t history_event_of(job_state_t prev, job_state_t next);
 void history_append(job_record_t *rec, history_event_t event, int64_t at_ms,
 		    const rbuf_t *worker, const char *detail, uint32_t max);
 
-/* Returns how many events rec->history holds (the submit not counted). */
+/* Returns how many events rec->history contains (the submit not counted). */
 size_t history_count(const job_record_t *rec);
 
 /*

@@ -1,10 +1,10 @@
 /*
  * Admin views for operators and the dashboard: the job listing, one job
  * with its history, the workers seen and the per-model queue figures.
- * Only keys with the admin role reach them (see routes.c). They read, and
- * show committed state only: jobs and counts come from the store, which
- * holds committed rows alone, and the in-memory figures (totals, workers)
- * change when a commit succeeds.
+ * Only keys with the admin role reach them (see routes.c). They show
+ * committed state only. Jobs and counts come from the store, which contains
+ * committed rows alone, and the in-memory figures (totals, workers) change
+ * only when a commit succeeds.
  *
  * SPDX-License-Identifier: MIT
  */

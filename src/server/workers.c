@@ -2,7 +2,7 @@
  * The registry of workers seen (see workers.h): a hash of workers by
  * claimant label, chained through worker_t.hash_next, and an array of all
  * of them for eviction and the view. Each worker keeps its current jobs in
- * a small array, searched linearly, since a worker holds few jobs at once.
+ * a small array, searched linearly, because a worker has few jobs at once.
  *
  * SPDX-License-Identifier: MIT
  */

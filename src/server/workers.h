@@ -1,9 +1,9 @@
 /*
  * The workers this server has seen, for GET /v1/admin/workers: in memory
  * and per node, so a restart or another node starts with none. A worker is
- * identified by the claimant label its jobs carry (job_record_t.worker: the
- * claim's "worker" field, or Sprocket's "HOST (VERSION)"); claims without
- * one are grouped as "(anonymous)". Job counters and the current jobs
+ * identified by the claimant label its jobs carry (job_record_t.worker),
+ * which is the claim's "worker" field or Sprocket's "HOST (VERSION)".
+ * Claims without one are grouped as "(anonymous)". Job counters and the current jobs
  * change only when a change commits, so the view never shows a claim that
  * could still be rolled back.
  *

@@ -46,16 +46,16 @@ static int emit_row(local_store_t *s, int64_t seq, store_list_cb fn, void *ctx)
 	return ret;
 }
 
-/* Returns 1 when the scanned row's state column matches the wanted state (-1: any). */
-static int state_matches(sqlite3_stmt *st, int wanted)
+/* Returns 1 when the scanned row's state column matches the expected state (-1: any). */
+static int state_matches(sqlite3_stmt *st, int expected)
 {
 	const unsigned char *text;
 	job_state_t state;
 
-	if (wanted < 0)
+	if (expected < 0)
 		return 1;
 	text = sqlite3_column_text(st, 1);
-	return text && job_state_parse((const char *)text, &state) == 0 && (int)state == wanted;
+	return text && job_state_parse((const char *)text, &state) == 0 && (int)state == expected;
 }
 
 /* Steps the scan for one page; see store_list_jobs for the rules of *next_before. */

@@ -48,7 +48,8 @@ def list_all(api, **params):
         cursor = page.get("next_cursor")
         if cursor is None:
             return ids, pages
-        assert isinstance(cursor, str) and cursor, page
+        assert isinstance(cursor, str), page
+        assert cursor, page
     raise AssertionError("the listing did not end within 10000 pages")
 
 
@@ -167,7 +168,8 @@ def test_scan_limit_gives_short_pages(start_server):
     assert seen == ids[::3][::-1]
     assert pages >= 3, "a scan limit of 4 rows must split 12 rows over at least 3 pages"
     first = list_page(api, status="canceled", limit=10)
-    assert len(first["data"]) <= 2 and "next_cursor" in first, first
+    assert len(first["data"]) <= 2, first
+    assert "next_cursor" in first, first
 
 
 def test_list_bad_input(start_server):
@@ -181,7 +183,8 @@ def test_list_bad_input(start_server):
         reply = api.get(JOBS + "?cursor=" + urllib.parse.quote(cursor, safe="%"))
         assert_error(reply, 400, "invalid_field", "cursor")
     body = assert_error(api.get(JOBS, {"status": "finished"}), 400, "invalid_field", "status")
-    assert "finished" in body["message"] and "pending" in body["message"]
+    assert "finished" in body["message"]
+    assert "pending" in body["message"]
     assert_error(api.get(JOBS, {"model": "bad model!"}), 400, "invalid_field", "model")
     assert_error(api.get(JOBS, {"model": ""}), 400, "invalid_field", "model")
     assert list_page(api, limit="1000")["data"]
@@ -249,7 +252,8 @@ def test_history_of_fail_release_cancel(start_server):
     assert reply.status == 200, reply
     history = job_view(api, failed)["history"]
     assert [e["event"] for e in history] == ["submitted", "claimed", "failed"]
-    assert history[2]["worker"] == "wf" and history[2]["detail"].startswith("boom boom")
+    assert history[2]["worker"] == "wf"
+    assert history[2]["detail"].startswith("boom boom")
     assert len(history[2]["detail"].encode()) <= 256
 
     released = api.submit_ok("t/events", {})
@@ -331,7 +335,8 @@ def test_workers_view(start_server):
     reply = api.get(RETRIEVE + "?" + urllib.parse.urlencode(
         {"model": "t/wk", "timeout": "0s", "hostname": "gpu-7"}),
         headers={"x-worker-version": "sprocket 1.4"})
-    assert reply.status == 200 and reply.json["data"]["request_id"] == jobs[2], reply
+    assert reply.status == 200, reply
+    assert reply.json["data"]["request_id"] == jobs[2], reply
     assert api.claim("t/wk", claim_timeout=60).status == 200  # no worker name
 
     data = api.get(WORKERS).json["data"]
@@ -353,7 +358,8 @@ def test_workers_view(start_server):
     reply = api.worker_call("fail", "t/wk", a["request_id"], a["claim_id"], error="no")
     assert reply.status == 200
     alpha = {w["name"]: w for w in api.get(WORKERS).json["data"]}["alpha"]
-    assert alpha["jobs_failed"] == 1 and alpha["current_jobs"] == []
+    assert alpha["jobs_failed"] == 1
+    assert alpha["current_jobs"] == []
 
 
 def test_workers_count_expiries(start_server):
@@ -363,7 +369,8 @@ def test_workers_count_expiries(start_server):
     api.claim_ok("t/wexp", worker="slow", claim_timeout=1)
     wait_for(lambda: api.status_ok(job_id, "t/wexp")["retries"] == 1, 10, "the lease to expire")
     slow = {w["name"]: w for w in api.get(WORKERS).json["data"]}["slow"]
-    assert slow["jobs_expired"] == 1 and slow["current_jobs"] == []
+    assert slow["jobs_expired"] == 1
+    assert slow["current_jobs"] == []
 
 
 def test_workers_bounded_and_forgotten(start_server):
@@ -422,8 +429,10 @@ def test_queues_view(start_server):
     assert (qa["pending"], qa["running"], qa["done"], qa["failed"], qa["canceled"]) == (1, 1, 1, 1, 1)
     assert (qa["submitted_total"], qa["completed_total"], qa["failed_total"]) == (5, 1, 1)
     assert qa["oldest_pending_at"] == api.status_ok(ids[3], "t/qa")["created_at"]
-    assert rows["t/qb"]["pending"] == 1 and rows["t/qb"]["submitted_total"] == 1
-    assert rows["t/qc"]["waiting_workers"] == 1 and rows["t/qc"]["pending"] == 0
+    assert rows["t/qb"]["pending"] == 1
+    assert rows["t/qb"]["submitted_total"] == 1
+    assert rows["t/qc"]["waiting_workers"] == 1
+    assert rows["t/qc"]["pending"] == 0
     assert "oldest_pending_at" not in rows["t/qc"]
     waiter.join(10)
 
@@ -449,7 +458,8 @@ def test_bad_flag_values(tmp_path):
                                str(tmp_path / "never"), flag, value],
                               capture_output=True, text=True, timeout=30)
         assert proc.returncode == 2, (flag, value, proc)
-        assert flag in proc.stderr and value in proc.stderr, proc.stderr
+        assert flag in proc.stderr, proc.stderr
+        assert value in proc.stderr, proc.stderr
 
 
 # The schema of version 3 as inferq wrote it, with one job in each state.
@@ -563,7 +573,9 @@ def test_cli_jobs_table_and_paging(start_server, tmp_path):
     assert [row[0] for row in rows] == ids[::-1]
     assert rows[0][1:5] == ["t/cli", "running", "4", "0"]
     assert rows[1][1:5] == ["t/cli", "pending", "3", "0"]
-    assert all(TIME_RE.match(row[5]) and row[6].endswith("s") for row in rows), rows
+    for row in rows:
+        assert TIME_RE.match(row[5]), row
+        assert row[6].endswith("s"), row
     assert proc.stderr == ""
 
     proc = run_admin_cli(server, tmp_path, "jobs", "--limit", "2")
@@ -579,7 +591,8 @@ def test_cli_jobs_table_and_paging(start_server, tmp_path):
     proc = run_admin_cli(server, tmp_path, "jobs", "--all", "--limit", "2")
     assert proc.returncode == 0, proc
     _, rows = table_rows(proc.stdout)
-    assert len(rows) == 6 and proc.stderr == ""
+    assert len(rows) == 6
+    assert proc.stderr == ""
 
     proc = run_admin_cli(server, tmp_path, "jobs", "--all", "--limit", "1", "--json",
                          "--status", "pending")
@@ -596,14 +609,18 @@ def test_cli_jobs_bad_input(start_server, tmp_path):
     server = start_server()
     proc = run_admin_cli(server, tmp_path, "jobs", "--status", "finished")
     assert proc.returncode == 2, proc
-    assert proc.stdout == "" and "finished" in proc.stderr
+    assert proc.stdout == ""
+    assert "finished" in proc.stderr
     for limit in ("0", "1001", "x"):
         proc = run_admin_cli(server, tmp_path, "jobs", "--limit", limit)
-        assert proc.returncode == 2 and "--limit" in proc.stderr, proc
+        assert proc.returncode == 2, proc
+        assert "--limit" in proc.stderr, proc
     proc = run_admin_cli(server, tmp_path, "jobs", "--cursor", "junk")
-    assert proc.returncode == 2 and "cursor" in proc.stderr, proc
+    assert proc.returncode == 2, proc
+    assert "cursor" in proc.stderr, proc
     proc = run_admin_cli(server, tmp_path, "workers", "--status", "done")
-    assert proc.returncode == 2 and "only to `inferq jobs`" in proc.stderr, proc
+    assert proc.returncode == 2, proc
+    assert "only to `inferq jobs`" in proc.stderr, proc
 
     reply = server.api().post("/v1/admin/keys", {"name": "c", "role": "client", "models": ["*"]})
     proc = run_admin_cli(server, tmp_path, "jobs", key=reply.json["key"])
