@@ -352,6 +352,64 @@ int inferq_keys_list(inferq_client_t *c, inferq_key_t ***out, size_t *count);
  */
 int inferq_keys_revoke(inferq_client_t *c, const char *name, inferq_key_t **out);
 
+/* --- Admin views (admin role) ------------------------------------------- */
+
+/*
+ * One page of the job listing (GET /v1/admin/jobs). The library allocates
+ * it and the caller frees it with inferq_job_page_free().
+ */
+typedef struct {
+	inferq_status_t **jobs; /* count jobs, newest first, each as inferq_job_status() reads it */
+	size_t count;
+	char *next_cursor; /* pass to the next call for the next page; NULL on the last page */
+	char *raw;         /* the whole response body as sent */
+} inferq_job_page_t;
+
+/* Frees a page and its jobs; accepts NULL. */
+void inferq_job_page_free(inferq_job_page_t *page);
+
+/*
+ * Reads one page of jobs across models, newest first. model and status
+ * ("pending", "running", "done", "failed" or "canceled") filter when not
+ * NULL; limit is 1 to 1000 jobs, or 0 for the server's default (50);
+ * cursor is NULL for the first page, else the next_cursor of the page
+ * before. A page may hold fewer than limit jobs, even none, and still have
+ * a next_cursor: follow it until it is NULL. Stores the page in *out
+ * (caller frees). Returns 0; INFERQ_EINVAL (a bad filter, limit or
+ * cursor); INFERQ_EAUTH (the key is not an admin key); INFERQ_ERANGE (limit
+ * out of range); transport and protocol errors.
+ */
+int inferq_admin_jobs(inferq_client_t *c, const char *model, const char *status, int limit,
+                      const char *cursor, inferq_job_page_t **out);
+
+/*
+ * One worker as GET /v1/admin/workers shows it. Allocated by the library;
+ * fields the server left out are NULL. New fields may be appended in later
+ * versions.
+ */
+typedef struct {
+	char *name;         /* the claim's worker field or Sprocket's hostname; "(anonymous)" */
+	char *version;      /* its x-worker-version header, or NULL */
+	char *first_seen;   /* RFC 3339 UTC */
+	char *last_seen;    /* RFC 3339 UTC */
+	char *current_jobs; /* raw JSON array text of {"request_id", "model"} objects */
+	size_t current_count; /* elements of current_jobs */
+	int64_t jobs_done;
+	int64_t jobs_failed;
+	int64_t jobs_expired;
+} inferq_worker_t;
+
+/* Frees an array of count workers from inferq_admin_workers(); accepts NULL. */
+void inferq_worker_list_free(inferq_worker_t **workers, size_t count);
+
+/*
+ * Reads the workers the server has seen, the most recently seen first.
+ * Stores a malloc'd array of *count workers in *out (caller frees with
+ * inferq_worker_list_free()). Returns 0, INFERQ_EAUTH, or transport and
+ * protocol errors.
+ */
+int inferq_admin_workers(inferq_client_t *c, inferq_worker_t ***out, size_t *count);
+
 #ifdef __cplusplus
 }
 #endif

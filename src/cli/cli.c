@@ -124,7 +124,8 @@ static const command_t *find_command(const char *name)
 int cli_is_command(const char *name)
 {
 	return find_command(name) != NULL || strcmp(name, "worker") == 0 ||
-	       strcmp(name, "keys") == 0;
+	       strcmp(name, "keys") == 0 || strcmp(name, "jobs") == 0 ||
+	       strcmp(name, "workers") == 0;
 }
 
 void cli_print_commands(FILE *out)
@@ -133,6 +134,8 @@ void cli_print_commands(FILE *out)
 		fprintf(out, "  %-9s %s\n", commands[i].name, commands[i].summary);
 	fprintf(out, "  %-9s %s\n", "worker", "run a program once per claimed job of a model");
 	fprintf(out, "  %-9s %s\n", "keys", "create, list and revoke API keys (admin)");
+	fprintf(out, "  %-9s %s\n", "jobs", "list jobs of every model, newest first (admin)");
+	fprintf(out, "  %-9s %s\n", "workers", "list the workers the server has seen (admin)");
 }
 
 void cli_print_exit_codes(FILE *out)
@@ -290,6 +293,8 @@ int cli_main(int argc, char **argv)
 		return worker_main(argc, argv);
 	if (strcmp(argv[0], "keys") == 0)
 		return keys_main(argc, argv);
+	if (strcmp(argv[0], "jobs") == 0 || strcmp(argv[0], "workers") == 0)
+		return admin_main(argc, argv);
 	if (!cmd) {
 		fprintf(stderr, "inferq: unknown command \"%s\"\n", argv[0]);
 		return CLI_EXIT_USAGE;

@@ -36,6 +36,9 @@ int cli_main(int argc, char **argv);
 /* keys.c: `inferq keys create|list|revoke`; argv[0] is "keys". Returns the exit code. */
 int keys_main(int argc, char **argv);
 
+/* admin.c: `inferq jobs` and `inferq workers`; argv[0] names which. Returns the exit code. */
+int admin_main(int argc, char **argv);
+
 /* Prints the list of client subcommands for `inferq --help`. */
 void cli_print_commands(FILE *out);
 

@@ -72,6 +72,12 @@ $(BUILD)/tests/test_lib: tests/unit/test_lib.c $(BUILD)/libinferq.a
 	$(CC) $(ALL_CFLAGS) $(LIB_CFLAGS) -o $@ $< $(BUILD)/libinferq.a $(LIB_LIBS) \
 		$(LDLIBS_ALL) -lcmocka
 
+# The admin views test talks to a real server too.
+$(BUILD)/tests/test_lib_admin: tests/unit/test_lib_admin.c $(BUILD)/libinferq.a
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(LIB_CFLAGS) -o $@ $< $(BUILD)/libinferq.a $(LIB_LIBS) \
+		$(LDLIBS_ALL) -lcmocka
+
 # The allocation-failure test also arms the allocator seam of src/lib/alloc.c,
 # declared in src/lib/internal.h; like test_lib it replaces the generic rule.
 $(BUILD)/tests/test_lib_oom: tests/unit/test_lib_oom.c $(BUILD)/libinferq.a

@@ -111,6 +111,13 @@ void inferq__json_members(inferq__member_iter_t *it, inferq__span_t object);
 int inferq__json_next(inferq__member_iter_t *it, inferq__span_t *key, inferq__span_t *value);
 
 /*
+ * Stores the next element of an array span that passed inferq__json_check()
+ * and returns 0, or returns INFERQ_ENOTFOUND after the last one. Start with
+ * inferq__json_members() on the array span.
+ */
+int inferq__json_next_element(inferq__member_iter_t *it, inferq__span_t *value);
+
+/*
  * Returns 0 when the key span's bytes between the quotes equal name. Keys
  * are compared undecoded: the server spells every ASCII name plainly.
  */
@@ -212,6 +219,14 @@ int inferq__checked_response(inferq_client_t *c, inferq__span_t *object);
  */
 int inferq__response_string(inferq_client_t *c, inferq__span_t object, const char *name,
                             char **out);
+
+/*
+ * Decodes a status object (the shape of GET /v1/queue/status) into a new
+ * status in *out, with a copy of raw[0..raw_len) as its raw text. Returns
+ * 0, INFERQ_EPROTO or INFERQ_ENOMEM, with c->error set.
+ */
+int inferq__status_decode(inferq_client_t *c, inferq__span_t object, const char *raw,
+                          size_t raw_len, inferq_status_t **out);
 
 /* Reads the integer member name of a response object; 0 or INFERQ_EPROTO. */
 int inferq__response_int(inferq_client_t *c, inferq__span_t object, const char *name, int64_t *out);

@@ -164,15 +164,18 @@ static int status_member(inferq_status_t *st, inferq__span_t key, inferq__span_t
 	return 0;
 }
 
-static int parse_status(inferq_client_t *c, inferq_status_t **out)
+int inferq__status_decode(inferq_client_t *c, inferq__span_t object, const char *raw,
+                          size_t raw_len, inferq_status_t **out)
 {
 	inferq_status_t *st;
 	inferq__member_iter_t it;
-	inferq__span_t object, key, value;
+	inferq__span_t key, value;
 	int rc;
 
-	if ((rc = inferq__checked_response(c, &object)) != 0)
-		return rc;
+	if (object.len == 0 || object.p[0] != '{')
+		return inferq__fail(c, INFERQ_EPROTO, "the server sent a job that is not a JSON "
+		                                      "object: %.200s",
+		                    raw);
 	st = inferq__calloc(1, sizeof(*st));
 	if (!st)
 		return inferq__fail(c, INFERQ_ENOMEM, "out of memory");
@@ -193,11 +196,11 @@ static int parse_status(inferq_client_t *c, inferq_status_t **out)
 		rc = inferq__fail(c, INFERQ_EPROTO,
 		                  "the status response lacks request_id or status: "
 		                  "%.200s",
-		                  c->response.data);
+		                  raw);
 		goto fail;
 	}
 	st->state = parse_state(st->status);
-	st->raw = inferq__strndup(c->response.data, c->response.len);
+	st->raw = inferq__strndup(raw, raw_len);
 	if (!st->raw) {
 		rc = inferq__fail(c, INFERQ_ENOMEM, "out of memory");
 		goto fail;
@@ -207,6 +210,16 @@ static int parse_status(inferq_client_t *c, inferq_status_t **out)
 fail:
 	inferq_status_free(st);
 	return rc;
+}
+
+static int parse_status(inferq_client_t *c, inferq_status_t **out)
+{
+	inferq__span_t object;
+	int rc;
+
+	if ((rc = inferq__checked_response(c, &object)) != 0)
+		return rc;
+	return inferq__status_decode(c, object, c->response.data, c->response.len, out);
 }
 
 int inferq_job_status(inferq_client_t *c, const char *model, const char *request_id,

@@ -246,6 +246,23 @@ int inferq__json_next(inferq__member_iter_t *it, inferq__span_t *key, inferq__sp
 	return 0;
 }
 
+int inferq__json_next_element(inferq__member_iter_t *it, inferq__span_t *value)
+{
+	scanner_t s = {it->pos, it->pos, it->end, NULL, 0};
+
+	skip_ws(&s);
+	if (s.p < s.end && *s.p == ',')
+		s.p++;
+	skip_ws(&s);
+	if (s.p >= s.end || *s.p == ']') {
+		it->pos = it->end;
+		return INFERQ_ENOTFOUND;
+	}
+	next_value(&s.p, s.end, value);
+	it->pos = s.p;
+	return 0;
+}
+
 int inferq__json_key_is(inferq__span_t key, const char *name)
 {
 	size_t n = strlen(name);

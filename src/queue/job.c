@@ -43,6 +43,7 @@ void job_record_copy(job_record_t *dst, const job_record_t *src)
 	rbuf_ref(dst->warnings);
 	rbuf_ref(dst->idempotency_key);
 	rbuf_ref(dst->body_hash);
+	rbuf_ref(dst->history);
 }
 
 void job_record_clear(job_record_t *r)
@@ -56,5 +57,6 @@ void job_record_clear(job_record_t *r)
 	rbuf_unref(r->warnings);
 	rbuf_unref(r->idempotency_key);
 	rbuf_unref(r->body_hash);
+	rbuf_unref(r->history);
 	memset(r, 0, sizeof(*r));
 }

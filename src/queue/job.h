@@ -45,6 +45,8 @@ typedef struct job_record {
 	rbuf_t *warnings;         /* raw JSON array of strings from the submit, or NULL */
 	rbuf_t *idempotency_key;  /* Idempotency-Key header of the submit, or NULL */
 	rbuf_t *body_hash;        /* hex SHA-256 of the submit body, set with idempotency_key */
+	rbuf_t *history;          /* raw JSON array of the events after the submit (history.h),
+				     oldest first, or NULL when there are none */
 } job_record_t;
 
 /* Returns "pending", "running", "done", "failed" or "canceled". */

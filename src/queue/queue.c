@@ -431,6 +431,12 @@ void queue_model_each(queue_t *q, void (*fn)(queue_model_t *m, void *ctx), void 
 	}
 }
 
+void queue_pending_each(queue_model_t *m, void (*fn)(const job_t *job, void *ctx), void *ctx)
+{
+	for (size_t i = 0; i < m->heap_len; i++)
+		fn(m->heap[i], ctx);
+}
+
 /* ---- jobs ---- */
 
 job_t *queue_job_new(void)

@@ -86,6 +86,12 @@ queue_model_t *queue_model_get(queue_t *q, const char *name, size_t len, int cre
 /* Calls fn for each model, in no set order; fn must not create models. */
 void queue_model_each(queue_t *q, void (*fn)(queue_model_t *m, void *ctx), void *ctx);
 
+/*
+ * Calls fn for each pending job of m, in no set order; fn must not change
+ * the queue. O(pending jobs of m): for admin views, not the request path.
+ */
+void queue_pending_each(queue_model_t *m, void (*fn)(const job_t *job, void *ctx), void *ctx);
+
 /* Returns a zeroed job with pending_pos and lease_pos set to SIZE_MAX. */
 job_t *queue_job_new(void);
 

@@ -170,3 +170,12 @@ void claim_flush_waiters(server_t *s)
 {
 	queue_model_each(s->queue, flush_model, s);
 }
+
+size_t claim_waiter_count(const model_state_t *ms)
+{
+	size_t n = 0;
+
+	for (const waiter_t *w = ms->waiters_head; w; w = w->next)
+		n++;
+	return n;
+}

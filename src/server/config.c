@@ -34,6 +34,10 @@ enum {
 	OPT_IDLE_TIMEOUT,
 	OPT_MAX_CONNECTIONS,
 	OPT_MAX_PENDING_CHANGES,
+	OPT_MAX_JOB_HISTORY,
+	OPT_MAX_WORKERS_TRACKED,
+	OPT_WORKER_FORGET,
+	OPT_MAX_LIST_SCAN,
 	OPT_LOG_LEVEL,
 	OPT_AUTH,
 	OPT_TRUSTED_PROXY,
@@ -61,6 +65,10 @@ static const struct option options[] = {
 	{"idle-timeout", required_argument, NULL, OPT_IDLE_TIMEOUT},
 	{"max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS},
 	{"max-pending-changes", required_argument, NULL, OPT_MAX_PENDING_CHANGES},
+	{"max-job-history", required_argument, NULL, OPT_MAX_JOB_HISTORY},
+	{"max-workers-tracked", required_argument, NULL, OPT_MAX_WORKERS_TRACKED},
+	{"worker-forget", required_argument, NULL, OPT_WORKER_FORGET},
+	{"max-list-scan", required_argument, NULL, OPT_MAX_LIST_SCAN},
 	{"log-level", required_argument, NULL, OPT_LOG_LEVEL},
 	{"auth", required_argument, NULL, OPT_AUTH},
 	{"trusted-proxy", required_argument, NULL, OPT_TRUSTED_PROXY},
@@ -91,6 +99,10 @@ void config_defaults(serve_config_t *c)
 	c->idle_timeout_ms = 60000;
 	c->max_connections = 10000;
 	c->max_pending_changes = 100000;
+	c->max_job_history = 32;
+	c->max_workers_tracked = 10000;
+	c->worker_forget_ms = 3600LL * 1000;
+	c->max_list_scan = 100000;
 	c->log_level = LOG_INFO;
 	c->max_filename_length = STORAGE_NAME_MAX;
 	c->upload_url_ttl_ms = 3600LL * 1000;
@@ -127,6 +139,14 @@ void config_usage(void)
 	       "  --max-connections N       open connections at most (default 10000)\n"
 	       "  --max-pending-changes N   changes waiting for the disk before submits are\n"
 	       "                            answered 503 (default 100000)\n"
+	       "  --max-job-history N       events kept per job for GET /v1/admin/jobs/ID,\n"
+	       "                            the newest; 0 to 1000 (default 32)\n"
+	       "  --max-workers-tracked N   workers GET /v1/admin/workers remembers; the least\n"
+	       "                            recently seen goes first (default 10000)\n"
+	       "  --worker-forget DURATION  a worker not seen for this long leaves the workers\n"
+	       "                            view, 1s to 30d (default 1h)\n"
+	       "  --max-list-scan N         rows one page of GET /v1/admin/jobs examines at\n"
+	       "                            most, 1 to 100000000 (default 100000)\n"
 	       "  --log-level LEVEL         debug, info, warn or error (default info)\n"
 	       "  --auth keys|none          keys: every route but /healthz and /readyz needs an\n"
 	       "                            API key (default); none: no checks, allowed only\n"
@@ -332,6 +352,25 @@ static int apply(serve_config_t *c, int opt, const char *v)
 		if (parse_u64(v, 1, 10000000, &n) != 0)
 			return flag_error("max-pending-changes", v, "a whole number from 1 to 10000000");
 		c->max_pending_changes = (uint32_t)n;
+		return 0;
+	case OPT_MAX_JOB_HISTORY:
+		if (parse_u64(v, 0, 1000, &n) != 0)
+			return flag_error("max-job-history", v, "a whole number from 0 to 1000");
+		c->max_job_history = (uint32_t)n;
+		return 0;
+	case OPT_MAX_WORKERS_TRACKED:
+		if (parse_u64(v, 1, 1000000, &n) != 0)
+			return flag_error("max-workers-tracked", v, "a whole number from 1 to 1000000");
+		c->max_workers_tracked = (uint32_t)n;
+		return 0;
+	case OPT_WORKER_FORGET:
+		if (parse_duration(v, 1000, 30LL * 86400 * 1000, &c->worker_forget_ms) != 0)
+			return flag_error("worker-forget", v, "a duration from 1s to 30d, e.g. 1h");
+		return 0;
+	case OPT_MAX_LIST_SCAN:
+		if (parse_u64(v, 1, 100000000, &n) != 0)
+			return flag_error("max-list-scan", v, "a whole number from 1 to 100000000");
+		c->max_list_scan = (uint32_t)n;
 		return 0;
 	case OPT_LOG_LEVEL:
 		if (log_parse_level(v, &c->log_level) != 0)

@@ -32,6 +32,10 @@ typedef struct {
 	int64_t idle_timeout_ms;    /* idle keep-alive connection */
 	uint32_t max_connections;
 	uint32_t max_pending_changes; /* uncommitted changes before submits get 503 */
+	uint32_t max_job_history;     /* events kept per job after its submit */
+	uint32_t max_workers_tracked; /* workers the admin view remembers */
+	int64_t worker_forget_ms;     /* a worker not seen for this long leaves the view */
+	uint32_t max_list_scan;       /* rows one page of the admin job listing examines */
 	log_level_t log_level;
 	int auth_none;              /* --auth none: every request allowed (loopback only) */
 	char trusted_proxies[CONFIG_MAX_PROXIES][64]; /* --trusted-proxy CIDR ranges, checked */

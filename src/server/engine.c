@@ -15,6 +15,7 @@
  *
  * SPDX-License-Identifier: MIT
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -22,6 +23,7 @@
 #include "auth.h"
 #include "clock.h"
 #include "error.h"
+#include "history.h"
 #include "inferq_error.h"
 #include "log.h"
 #include "server.h"
@@ -135,9 +137,25 @@ void engine_record_insert(server_t *s, job_t *job)
 	add_op(s, job, STORE_OP_INSERT, STATE_NONE);
 }
 
+/* Appends event to the job's history, so it commits with the change it records. */
+static void add_history(server_t *s, job_t *job, history_event_t event, int64_t at_ms,
+			const rbuf_t *worker, const char *detail)
+{
+	history_append(&job->rec, event, at_ms, worker, detail, s->config.max_job_history);
+}
+
 void engine_record_update(server_t *s, job_t *job, job_state_t prev)
 {
-	add_op(s, job, STORE_OP_UPDATE, prev);
+	history_event_t event = history_event_of(prev, job->rec.state);
+	const rbuf_t *worker = event == HISTORY_CANCELED ? NULL : job->rec.worker;
+	const char *detail = NULL;
+	store_op_t *op;
+
+	if (event == HISTORY_FAILED && job->rec.error)
+		detail = job->rec.error->data;
+	add_history(s, job, event, clock_wall_ms(), worker, detail);
+	op = add_op(s, job, STORE_OP_UPDATE, prev);
+	op->event = event;
 }
 
 void engine_untouch(server_t *s, job_t *job)
@@ -208,7 +226,7 @@ static void send_replies(pending_batch_t *pb, const char *failure)
 	pb->replies_head = pb->replies_tail = NULL;
 }
 
-static void count_committed(job_t *job, const store_op_t *op)
+static void count_committed(server_t *s, job_t *job, const store_op_t *op, int64_t now_ms)
 {
 	model_state_t *ms = server_model_state(job->model);
 
@@ -216,6 +234,16 @@ static void count_committed(job_t *job, const store_op_t *op)
 		ms->committed[op->prev_state]--;
 	if (op->rec.state <= JOB_RUNNING)
 		ms->committed[op->rec.state]++;
+
+	/* Totals since the start and the workers view follow committed changes only. */
+	if (op->kind == STORE_OP_INSERT)
+		ms->submitted_total++;
+	else if (op->prev_state != op->rec.state && op->rec.state == JOB_DONE)
+		ms->completed_total++;
+	else if (op->prev_state != op->rec.state && op->rec.state == JOB_FAILED)
+		ms->failed_total++;
+	if (s->workers)
+		workers_record(s->workers, (history_event_t)op->event, &op->rec, now_ms);
 }
 
 static void clear_committed(job_t *job)
@@ -232,6 +260,7 @@ static void schedule_purge(server_t *s);
 static void commit_succeeded(server_t *s, pending_batch_t *pb)
 {
 	store_batch_t *b = &pb->batch;
+	int64_t now_ms = clock_wall_ms();
 	size_t i;
 
 	/* Counts, and committed images of jobs changed again in the next batch. */
@@ -251,7 +280,7 @@ static void commit_succeeded(server_t *s, pending_batch_t *pb)
 		}
 		if (store_op_is_key(op->kind))
 			continue;
-		count_committed(job, op);
+		count_committed(s, job, op, now_ms);
 		if (op->kind == STORE_OP_INSERT)
 			idempotency_untrack(s->idempotency, job);
 		if (job->dirty_batch > b->id) {
@@ -387,6 +416,30 @@ static void on_check(uv_check_t *handle)
 	flush(handle->data);
 }
 
+/*
+ * Records a lease expiry: "expired", then "retried" or "failed", all naming
+ * the worker that held the lease, in one update.
+ */
+static void record_expiry(server_t *s, job_t *job, int64_t now_ms)
+{
+	const rbuf_t *worker = job->rec.worker;
+	char detail[96];
+	store_op_t *op;
+
+	snprintf(detail, sizeof(detail), "lease of %u s ran out", job->rec.claim_timeout);
+	add_history(s, job, HISTORY_EXPIRED, now_ms, worker, detail);
+	if (job->rec.state == JOB_PENDING) {
+		snprintf(detail, sizeof(detail), "retry %u of %u", job->rec.retries,
+			 s->config.max_retries);
+		add_history(s, job, HISTORY_RETRIED, now_ms, worker, detail);
+	} else {
+		add_history(s, job, HISTORY_FAILED, now_ms, worker,
+			    job->rec.error ? job->rec.error->data : NULL);
+	}
+	op = add_op(s, job, STORE_OP_UPDATE, JOB_RUNNING);
+	op->event = HISTORY_EXPIRED;
+}
+
 static void on_lease_timer(uv_timer_t *timer)
 {
 	server_t *s = timer->data;
@@ -400,7 +453,7 @@ static void on_lease_timer(uv_timer_t *timer)
 		engine_touch(s, job);
 		expired = queue_expire_next(s->queue, now);
 		IQ_ASSERT(expired == job);
-		engine_record_update(s, job, JOB_RUNNING);
+		record_expiry(s, job, now.wall_ms);
 		id_format(&job->rec.id, id);
 		if (job->rec.state == JOB_PENDING) {
 			log_info("lease", "lease expired, job back to pending request_id=%s model=%s "

@@ -35,6 +35,7 @@ typedef struct {
 	int64_t timeout_ms;    /* long-poll wait, 0 = respond at once */
 	int64_t claim_timeout; /* s, or -1 when not sent */
 	buf_t worker;          /* "HOST (VERSION)", "HOST", "(VERSION)" or empty */
+	size_t host_len;       /* bytes of HOST at the start of worker */
 } retrieve_t;
 
 /*
@@ -118,6 +119,7 @@ static int read_worker(const http_request_t *req, retrieve_t *r, input_error_t *
 				  "header x-worker-version is %zu bytes long; the limit is %d bytes",
 				  version_len, MAX_WORKER_VERSION);
 	buf_append(&r->worker, host, host_len);
+	r->host_len = host_len;
 	if (version && version_len) {
 		if (host_len)
 			buf_putc(&r->worker, ' ');
@@ -128,11 +130,21 @@ static int read_worker(const http_request_t *req, retrieve_t *r, input_error_t *
 	return 0;
 }
 
+/* Marks the retrieving worker seen in the workers view: named by its hostname. */
+static void note_worker(server_t *s, const http_request_t *req, const retrieve_t *r)
+{
+	size_t version_len = 0;
+	const char *version = http_request_header(req, "x-worker-version", &version_len);
+
+	workers_seen(s->workers, r->worker.data, r->worker.len, r->worker.data, r->host_len,
+		     version, version_len, clock_wall_ms());
+}
+
 void handle_sprocket_retrieve(server_t *s, http_request_t *req)
 {
 	static const char no_job[] = "{\"data\":null}";
 	input_error_t err;
-	retrieve_t r = {BUF_INIT, 0, -1, BUF_INIT};
+	retrieve_t r = {BUF_INIT, 0, -1, BUF_INIT, 0};
 	claim_params_t params = {0, NULL, CLAIM_FORMAT_SPROCKET};
 	queue_model_t *m;
 
@@ -155,6 +167,7 @@ void handle_sprocket_retrieve(server_t *s, http_request_t *req)
 	 */
 	params.claim_timeout =
 		r.claim_timeout > 0 ? (uint32_t)r.claim_timeout : s->config.max_claim_hold;
+	note_worker(s, req, &r);
 	if (r.worker.len)
 		params.worker = rbuf_new(r.worker.data, r.worker.len);
 	m = queue_model_get(s->queue, r.model.data, r.model.len, 1);

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "auth.h"
+#include "clock.h"
 #include "inferq_error.h"
 #include "log.h"
 #include "render.h"
@@ -17,6 +18,16 @@
 
 #define MAX_WORKER_NAME 128 /* bytes */
 #define MAX_WAIT_S 60
+
+/* Marks the claiming worker seen in the workers view, with its x-worker-version header. */
+static void note_worker(server_t *s, const http_request_t *req, const buf_t *worker)
+{
+	size_t version_len = 0;
+	const char *version = http_request_header(req, "x-worker-version", &version_len);
+
+	workers_seen(s->workers, worker->data, worker->len, worker->data, worker->len, version,
+		     version_len, clock_wall_ms());
+}
 
 static const char *const claim_fields[] = {"model", "claim_timeout", "wait", "worker", NULL};
 
@@ -45,6 +56,7 @@ void handle_claim(server_t *s, http_request_t *req)
 		goto out;
 	}
 
+	note_worker(s, req, &worker);
 	params.claim_timeout = (uint32_t)timeout;
 	if (has_worker)
 		params.worker = rbuf_new(worker.data ? worker.data : "", worker.len);

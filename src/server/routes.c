@@ -49,6 +49,10 @@ static const route_t routes[] = {
 	{"GET", "/v1/admin/keys", handle_keys_list, ADMIN},
 	{"POST", "/v1/admin/keys/revoke", handle_keys_revoke, ADMIN},
 	{"DELETE", "/v1/admin/keys/", handle_key_delete, ADMIN},
+	{"GET", "/v1/admin/jobs", handle_admin_jobs, ADMIN},
+	{"GET", "/v1/admin/jobs/", handle_admin_job, ADMIN},
+	{"GET", "/v1/admin/workers", handle_admin_workers, ADMIN},
+	{"GET", "/v1/admin/queues", handle_admin_queues, ADMIN},
 	{"GET", "/healthz", handle_healthz, 0},
 	{"GET", "/readyz", handle_readyz, 0},
 };

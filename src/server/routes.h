@@ -49,6 +49,12 @@ void handle_keys_list(server_t *s, http_request_t *req);
 void handle_keys_revoke(server_t *s, http_request_t *req);
 void handle_key_delete(server_t *s, http_request_t *req);
 
+/* handlers_views.c: operator views of jobs, workers and queues, admin role only. */
+void handle_admin_jobs(server_t *s, http_request_t *req);
+void handle_admin_job(server_t *s, http_request_t *req);
+void handle_admin_workers(server_t *s, http_request_t *req);
+void handle_admin_queues(server_t *s, http_request_t *req);
+
 void handle_healthz(server_t *s, http_request_t *req);
 void handle_readyz(server_t *s, http_request_t *req);
 

@@ -49,6 +49,8 @@ static int load_job(void *ctx, job_record_t *rec)
 	job->rec.model = rbuf_ref(m->name);
 	queue_add(s->queue, job, lc->now);
 	ms->committed[job->rec.state]++;
+	if (job->rec.state == JOB_RUNNING)
+		workers_restore_running(s->workers, &job->rec);
 	lc->jobs++;
 	return 0;
 }
@@ -239,11 +241,13 @@ int serve_main(int argc, char **argv)
 	qc.max_depth = s->config.max_json_depth;
 	s->queue = queue_new(&qc);
 	s->idempotency = idempotency_new();
+	s->workers = workers_new(s->config.max_workers_tracked, s->config.worker_forget_ms);
 
 	/* Bind first, so a bad --listen or a busy port fails before the data dir is touched. */
 	if (start_listening(s) != 0) {
 		queue_free(s->queue);
 		idempotency_free(s->idempotency);
+		workers_free(s->workers);
 		return 1;
 	}
 	sc.loop = s->loop;
@@ -253,6 +257,7 @@ int serve_main(int argc, char **argv)
 		stop_listening(s);
 		queue_free(s->queue);
 		idempotency_free(s->idempotency);
+		workers_free(s->workers);
 		return 1;
 	}
 	if (load_queue(s) != 0 || auth_open(s) != 0 ||
@@ -263,6 +268,7 @@ int serve_main(int argc, char **argv)
 		queue_model_each(s->queue, free_model_state, NULL);
 		queue_free(s->queue);
 		idempotency_free(s->idempotency);
+		workers_free(s->workers);
 		return 1;
 	}
 	engine_init(s);
@@ -279,6 +285,7 @@ int serve_main(int argc, char **argv)
 	queue_model_each(s->queue, free_model_state, NULL);
 	queue_free(s->queue);
 	idempotency_free(s->idempotency);
+	workers_free(s->workers);
 	auth_close(s);
 	storage_close(s);
 	uv_loop_close(s->loop);

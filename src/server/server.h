@@ -25,6 +25,7 @@
 #include "idempotency.h"
 #include "queue.h"
 #include "store.h"
+#include "workers.h"
 
 typedef struct auth auth_t;
 typedef struct reply reply_t;
@@ -35,6 +36,10 @@ typedef struct {
 	uint64_t committed[JOB_STATE_COUNT]; /* committed jobs in memory by state (pending, running) */
 	waiter_t *waiters_head;               /* long-poll claims, oldest first */
 	waiter_t *waiters_tail;
+	/* Committed changes since the process started, for GET /v1/admin/queues. */
+	uint64_t submitted_total;
+	uint64_t completed_total;
+	uint64_t failed_total;
 } model_state_t;
 
 /* A store batch with the responses that wait for its commit. */
@@ -53,6 +58,7 @@ typedef struct server {
 	idempotency_t *idempotency; /* keyed submits not committed yet */
 	auth_t *auth;               /* API keys and the failure limiter (auth.h) */
 	struct storage *storage;    /* output files of Sprocket workers (storage.h) */
+	workers_t *workers;         /* workers seen, for GET /v1/admin/workers (workers.h) */
 
 	uint64_t next_seq;      /* seq of the next submitted job */
 	uint64_t next_batch_id; /* id of the next collecting batch; starts at 1 */
@@ -148,5 +154,8 @@ void claim_dispatch_waiters(server_t *s, queue_model_t *m);
 
 /* Sends the no-job response (204, or Sprocket's {"data":null}) to every long-poll waiter. */
 void claim_flush_waiters(server_t *s);
+
+/* Returns how many long-poll claims wait on the model of ms. O(waiters). */
+size_t claim_waiter_count(const model_state_t *ms);
 
 #endif

@@ -42,9 +42,10 @@ static const char sql_find_idempotency[] =
     "SELECT id, body_hash FROM jobs WHERE model = ?1 AND idempotency_key = ?2 "
     "AND created_at >= ?3 ORDER BY created_at DESC LIMIT 1";
 
-static const char sql_get[] = "SELECT " JOB_COLUMNS " FROM jobs WHERE id = ?1";
+static const char sql_get[] = "SELECT " INSERT_COLUMNS " FROM jobs WHERE id = ?1";
+static const char sql_get_by_seq[] = "SELECT " INSERT_COLUMNS " FROM jobs WHERE seq = ?1";
 static const char sql_load[] =
-    "SELECT " JOB_COLUMNS " FROM jobs WHERE state IN ('pending', 'running') ORDER BY seq";
+    "SELECT " INSERT_COLUMNS " FROM jobs WHERE state IN ('pending', 'running') ORDER BY seq";
 static const char sql_max_seq[] =
     "SELECT max(coalesce((SELECT max(seq) FROM jobs), 0), "
     "coalesce((SELECT value FROM store_meta WHERE name = 'max_seq'), 0))";
@@ -201,6 +202,8 @@ static int open_reader(local_store_t *s, char *err, size_t errlen)
 	}
 	if (rc == SQLITE_OK)
 		rc = local_prepare(s->rdb, sql_find_idempotency, &s->find_idempotency);
+	if (rc == SQLITE_OK)
+		rc = local_prepare(s->rdb, sql_get_by_seq, &s->get_by_seq);
 	if (rc != SQLITE_OK) {
 		snprintf(err, errlen, "cannot open database %s for reading: %s", s->db_path,
 		         s->rdb ? sqlite3_errmsg(s->rdb) : sqlite3_errstr(rc));
@@ -213,8 +216,10 @@ static void close_reader(local_store_t *s)
 {
 	sqlite3_finalize(s->get);
 	sqlite3_finalize(s->find_idempotency);
+	sqlite3_finalize(s->get_by_seq);
 	s->get = NULL;
 	s->find_idempotency = NULL;
+	s->get_by_seq = NULL;
 	sqlite3_close_v2(s->rdb);
 	s->rdb = NULL;
 }
@@ -240,8 +245,7 @@ static int column_id(sqlite3_stmt *st, int col, iq_id_t *out)
 	           : INFERQ_EIO;
 }
 
-/* Fills r from the current row. Returns 0, or INFERQ_EIO for a row inferq did not write. */
-static int read_row(sqlite3_stmt *st, job_record_t *r)
+int local_read_row(sqlite3_stmt *st, job_record_t *r)
 {
 	const unsigned char *state = sqlite3_column_text(st, COL_STATE);
 
@@ -269,6 +273,7 @@ static int read_row(sqlite3_stmt *st, job_record_t *r)
 	r->outputs = column_bytes(st, COL_OUTPUTS);
 	r->error = column_bytes(st, COL_ERROR);
 	r->warnings = column_bytes(st, COL_WARNINGS);
+	r->history = column_bytes(st, COL_HISTORY);
 	return 0;
 }
 
@@ -464,7 +469,7 @@ static int local_get(void *state, const iq_id_t *id, job_record_t *out)
 	if (rc == SQLITE_OK)
 		rc = sqlite3_step(s->get);
 	if (rc == SQLITE_ROW)
-		ret = read_row(s->get, out);
+		ret = local_read_row(s->get, out);
 	else if (rc == SQLITE_DONE)
 		ret = INFERQ_ENOTFOUND;
 	else
@@ -495,7 +500,7 @@ static int local_load(void *state, int (*fn)(void *ctx, job_record_t *rec), void
 	if (sqlite3_prepare_v2(s->rdb, sql_load, -1, &st, NULL) != SQLITE_OK)
 		return INFERQ_EIO;
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		ret = read_row(st, &rec);
+		ret = local_read_row(st, &rec);
 		if (ret < 0)
 			break;
 		ret = fn(ctx, &rec);
@@ -616,4 +621,6 @@ const store_backend_t store_backend_local = {
     .commit = local_commit,
     .get = local_get,
     .check = local_check,
+    .list_jobs = local_list_jobs,
+    .count_jobs = local_count_jobs,
 };

@@ -37,6 +37,7 @@ enum {
 	COL_WARNINGS,
 	COL_IDEMPOTENCY_KEY, /* written by inserts only; not in JOB_COLUMNS */
 	COL_BODY_HASH,
+	COL_HISTORY, /* schema version 4 */
 };
 
 #define PARAM(col) ((col) + 1)
@@ -46,8 +47,12 @@ enum {
 	"lease_expires_at, claim_timeout, claim_id, worker, payload, info, outputs, error, "       \
 	"warnings"
 
-/* The columns an insert writes: JOB_COLUMNS plus the submit's idempotency key. */
-#define INSERT_COLUMNS JOB_COLUMNS ", idempotency_key, body_hash"
+/*
+ * The columns an insert writes and a row read returns: JOB_COLUMNS, the
+ * submit's idempotency key (which read_row leaves out of the record) and
+ * the history.
+ */
+#define INSERT_COLUMNS JOB_COLUMNS ", idempotency_key, body_hash, history"
 
 typedef struct {
 	sqlite3 *db;
@@ -68,6 +73,7 @@ typedef struct {
 	sqlite3 *rdb;      /* read connection, loop thread */
 	sqlite3_stmt *get;              /* on rdb */
 	sqlite3_stmt *find_idempotency; /* on rdb */
+	sqlite3_stmt *get_by_seq;       /* on rdb, for the job listing (sqlite_views.c) */
 	writer_t w;        /* used by the writer thread only, while it runs */
 
 	pthread_t thread;
@@ -95,6 +101,18 @@ static inline int local_prepare(sqlite3 *db, const char *sql, sqlite3_stmt **out
 
 /* Runs sql, which returns one integer, into *out. Returns a SQLite result code. */
 int local_query_int(sqlite3 *db, const char *sql, int64_t *out);
+
+/*
+ * Fills r from the current row of a statement that selects INSERT_COLUMNS.
+ * Returns 0, or INFERQ_EIO for a row inferq did not write (r is then
+ * partly filled; clear it with job_record_clear).
+ */
+int local_read_row(sqlite3_stmt *st, job_record_t *r);
+
+/* sqlite_views.c: the job listing and the per-model counts, on the read connection. */
+int local_list_jobs(void *state, const store_list_t *query, store_list_cb fn, void *ctx,
+		    uint64_t *next_before);
+int local_count_jobs(void *state, store_count_cb fn, void *ctx);
 
 /*
  * Opens the write connection on s->db_path, checks the schema version, sets

@@ -80,17 +80,49 @@ static const char *const migrations[] = {
     " expires_at INTEGER,"
     " revoked_at INTEGER"
     ") STRICT;",
+
+    /*
+     * Version 4: the job history (a JSON array of events, history.h); an
+     * index for the admin job listing by model, newest first; and the
+     * number of jobs per model and state, kept by triggers in the same
+     * transaction as every insert, state change and delete, so the queues
+     * view reads a few rows instead of counting the table. An older
+     * database gets its counts from one scan here.
+     */
+    "ALTER TABLE jobs ADD COLUMN history TEXT;"
+    "CREATE INDEX jobs_model_seq ON jobs (model, seq);"
+    "CREATE TABLE job_counts ("
+    " model TEXT NOT NULL,"
+    " state TEXT NOT NULL,"
+    " n INTEGER NOT NULL,"
+    " PRIMARY KEY (model, state)"
+    ") STRICT, WITHOUT ROWID;"
+    "INSERT INTO job_counts (model, state, n) SELECT model, state, count(*) FROM jobs"
+    " GROUP BY model, state;"
+    "CREATE TRIGGER jobs_count_insert AFTER INSERT ON jobs BEGIN"
+    " INSERT INTO job_counts (model, state, n) VALUES (new.model, new.state, 1)"
+    "  ON CONFLICT (model, state) DO UPDATE SET n = n + 1;"
+    " END;"
+    "CREATE TRIGGER jobs_count_update AFTER UPDATE OF state ON jobs"
+    " WHEN old.state <> new.state BEGIN"
+    " UPDATE job_counts SET n = n - 1 WHERE model = old.model AND state = old.state;"
+    " INSERT INTO job_counts (model, state, n) VALUES (new.model, new.state, 1)"
+    "  ON CONFLICT (model, state) DO UPDATE SET n = n + 1;"
+    " END;"
+    "CREATE TRIGGER jobs_count_delete AFTER DELETE ON jobs BEGIN"
+    " UPDATE job_counts SET n = n - 1 WHERE model = old.model AND state = old.state;"
+    " END;",
 };
 
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
 static const char sql_insert[] =
     "INSERT INTO jobs (" INSERT_COLUMNS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, "
-    "?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)";
+    "?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)";
 static const char sql_update[] =
     "UPDATE jobs SET state = ?5, retries = ?6, claimed_at = ?8, done_at = ?9, "
     "lease_expires_at = ?10, claim_timeout = ?11, claim_id = ?12, worker = ?13, info = ?15, "
-    "outputs = ?16, error = ?17 WHERE id = ?2";
+    "outputs = ?16, error = ?17, history = ?21 WHERE id = ?2";
 static const char sql_purge[] =
     "DELETE FROM jobs WHERE seq IN (SELECT seq FROM jobs WHERE done_at < ?1 "
     "AND state IN ('done', 'failed', 'canceled') ORDER BY done_at LIMIT ?2) RETURNING id";
@@ -327,7 +359,7 @@ static int bind_nonzero(sqlite3_stmt *st, int col, int64_t v)
 	return sqlite3_bind_int64(st, PARAM(col), v);
 }
 
-/* Binds the id and the fields that STORE_OP_UPDATE changes. */
+/* Binds the id and the fields that STORE_OP_UPDATE changes, the history included. */
 static int bind_mutable(writer_t *w, sqlite3_stmt *st, const job_record_t *r)
 {
 	int rc;
@@ -362,6 +394,8 @@ static int bind_mutable(writer_t *w, sqlite3_stmt *st, const job_record_t *r)
 		rc = bind_bytes(st, COL_OUTPUTS, r->outputs);
 	if (rc == SQLITE_OK)
 		rc = bind_bytes(st, COL_ERROR, r->error);
+	if (rc == SQLITE_OK)
+		rc = bind_bytes(st, COL_HISTORY, r->history);
 	return rc;
 }
 

@@ -75,6 +75,17 @@ int store_get(store_t *s, const iq_id_t *id, job_record_t *out)
 	return s->backend->get(s->state, id, out);
 }
 
+int store_list_jobs(store_t *s, const store_list_t *query, store_list_cb fn, void *ctx,
+		    uint64_t *next_before)
+{
+	return s->backend->list_jobs(s->state, query, fn, ctx, next_before);
+}
+
+int store_count_jobs(store_t *s, store_count_cb fn, void *ctx)
+{
+	return s->backend->count_jobs(s->state, fn, ctx);
+}
+
 int store_check(store_t *s, char *err, size_t errlen)
 {
 	if (!s) {

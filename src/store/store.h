@@ -27,7 +27,7 @@ typedef enum {
 	STORE_OP_INSERT, /* a new job: every field of rec, its idempotency key included */
 	STORE_OP_UPDATE, /* rec.id plus its mutable fields: state, retries, claimed_at,
 			    done_at, lease_expires_at, claim_timeout, claim_id, worker,
-			    info, outputs, error */
+			    info, outputs, error, history */
 	STORE_OP_PURGE,  /* delete terminal jobs with done_at < purge_before */
 	STORE_OP_KEY_PUT,    /* a new API key: every field of key */
 	STORE_OP_KEY_REVOKE, /* key.name and key.revoked_at of a key not revoked yet */
@@ -67,6 +67,7 @@ typedef struct {
 	void *owner;          /* free for the caller (the job this op changes) */
 	job_state_t prev_state; /* free for the caller (state before this op) */
 	int64_t lease_mono;     /* free for the caller (monotonic lease deadline after this op) */
+	int event;              /* free for the caller (what this op records, history.h) */
 } store_op_t;
 
 typedef struct store_batch {
@@ -144,6 +145,45 @@ int store_commit(store_t *s, store_batch_t *batch, store_commit_cb cb, void *ctx
  */
 int store_get(store_t *s, const iq_id_t *id, job_record_t *out);
 
+/* One page of the admin job listing: committed jobs, newest (highest seq) first. */
+typedef struct {
+	const char *model; /* only jobs of this model, or NULL for every model */
+	size_t model_len;
+	int state;           /* only jobs in this job_state_t, or -1 for every state */
+	uint64_t before_seq; /* only jobs with a lower seq; UINT64_MAX starts at the newest */
+	uint32_t limit;      /* jobs to return at most, 1 or more */
+	uint32_t max_scan;   /* rows to examine at most, so a rare state filter stays cheap */
+} store_list_t;
+
+/* Receives one listed job; the record is borrowed. Returns 0 to go on. */
+typedef int (*store_list_cb)(void *ctx, const job_record_t *rec);
+
+/* Receives the number n of committed jobs of model[0..model_len) in state. */
+typedef void (*store_count_cb)(void *ctx, const char *model, size_t model_len,
+			       job_state_t state, uint64_t n);
+
+/*
+ * Reads one page of committed jobs matching query in descending seq order
+ * (submission order, so newest first), calling fn for each, at most
+ * query->limit jobs, after examining at most query->max_scan rows. Sets
+ * *next_before to the before_seq of the next page: the seq of the last
+ * row examined, or 0 when no row below it can match. A page may hold
+ * fewer than limit jobs, even none, while *next_before is not 0, when the
+ * scan limit ended it. Loop thread; never waits for the writer. Returns
+ * 0, INFERQ_EIO, or the first non-zero value fn returned.
+ */
+int store_list_jobs(store_t *s, const store_list_t *query, store_list_cb fn, void *ctx,
+		    uint64_t *next_before);
+
+/*
+ * Calls fn once per model and state with at least one committed job, in
+ * ascending byte order of the model name.
+ * Reads a table the store keeps up to date in every commit, so the cost
+ * grows with the number of models, not jobs. Loop thread. Returns 0 or
+ * INFERQ_EIO.
+ */
+int store_count_jobs(store_t *s, store_count_cb fn, void *ctx);
+
 /*
  * Reports whether the store is open and writable: 0, or INFERQ_EIO with the
  * reason in err. Loop thread; cheap enough for a readiness probe.
@@ -181,6 +221,9 @@ typedef struct store_backend {
 	int (*commit)(void *state, store_batch_t *batch, store_commit_cb cb, void *ctx);
 	int (*get)(void *state, const iq_id_t *id, job_record_t *out);
 	int (*check)(void *state, char *err, size_t errlen);
+	int (*list_jobs)(void *state, const store_list_t *query, store_list_cb fn, void *ctx,
+			 uint64_t *next_before);
+	int (*count_jobs)(void *state, store_count_cb fn, void *ctx);
 } store_backend_t;
 
 /* SQLite in DATA_DIR/inferq.db (sqlite.c, sqlite_writer.c). */

@@ -63,6 +63,9 @@ typedef struct {
 	inferq_key_t *key;
 	inferq_key_t **keys;
 	size_t key_count;
+	inferq_job_page_t *page;
+	inferq_worker_t **workers;
+	size_t worker_count;
 } run_t;
 
 typedef struct {
@@ -389,6 +392,16 @@ static int call_keys_revoke(run_t *r)
 	return inferq_keys_revoke(r->c, r->name, &r->key);
 }
 
+static int call_admin_jobs(run_t *r)
+{
+	return inferq_admin_jobs(r->c, r->model, "pending", 10, NULL, &r->page);
+}
+
+static int call_admin_workers(run_t *r)
+{
+	return inferq_admin_workers(r->c, &r->workers, &r->worker_count);
+}
+
 /* Frees what prepare() and the call left in r, with the seam disarmed. */
 static void free_run(run_t *r)
 {
@@ -399,6 +412,8 @@ static void free_run(run_t *r)
 	inferq_status_free(r->status);
 	inferq_key_free(r->key);
 	inferq_key_list_free(r->keys, r->key_count);
+	inferq_job_page_free(r->page);
+	inferq_worker_list_free(r->workers, r->worker_count);
 	memset(r, 0, sizeof(*r));
 }
 
@@ -465,6 +480,9 @@ static long run_until_success(const op_t *op)
 		assert_null(r.key);
 		assert_null(r.keys);
 		assert_int_equal(r.key_count, 0);
+		assert_null(r.page);
+		assert_null(r.workers);
+		assert_int_equal(r.worker_count, 0);
 		assert_ptr_equal(r.claim, prepared_claim);
 		assert_ptr_equal(r.request_id, prepared_id);
 		free_run(&r);
@@ -547,6 +565,23 @@ static void key_calls_fail_cleanly(void **state)
 	run_ops(ops, sizeof(ops) / sizeof(ops[0]));
 }
 
+static void admin_calls_fail_cleanly(void **state)
+{
+	const op_t ops[] = {
+	    {"admin_jobs", submit_job, call_admin_jobs, 0},
+	    {"admin_workers", NULL, call_admin_workers, 0},
+	};
+	run_t setup = {0};
+
+	/* A worker with a current job, so the workers view has something to decode. */
+	setup.c = connect_admin();
+	snprintf(setup.model, sizeof(setup.model), "oom/admin-worker");
+	claim_job(&setup);
+	free_run(&setup);
+
+	run_ops(ops, sizeof(ops) / sizeof(ops[0]));
+}
+
 /* The seam itself: it counts allocations, fails one, then succeeds again. */
 static void seam_fails_once(void **state)
 {
@@ -587,6 +622,7 @@ int main(void)
 	    cmocka_unit_test(job_calls_fail_cleanly),
 	    cmocka_unit_test(worker_calls_fail_cleanly),
 	    cmocka_unit_test(key_calls_fail_cleanly),
+	    cmocka_unit_test(admin_calls_fail_cleanly),
 	};
 	int failed = 0;
 

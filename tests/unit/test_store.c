@@ -306,7 +306,7 @@ static void open_creates_schema(void **state)
 	assert_int_equal(store_check(f->store, f->err, sizeof(f->err)), 0);
 	close_main(f);
 
-	assert_int_equal(query_int(f->db_path, "PRAGMA user_version"), 3);
+	assert_int_equal(query_int(f->db_path, "PRAGMA user_version"), 4);
 	assert_int_equal(query_int(f->db_path, "SELECT count(*) FROM sqlite_master WHERE "
 	                                       "type = 'table' AND name = 'jobs'"),
 	                 1);
@@ -353,7 +353,7 @@ static void reopen_keeps_data(void **state)
 	assert_int_equal(store_load(f->store, collect, &loaded, &max_seq), 0);
 	assert_int_equal(loaded.count, 1);
 	assert_int_equal(max_seq, 1);
-	assert_int_equal(query_int(f->db_path, "PRAGMA user_version"), 3);
+	assert_int_equal(query_int(f->db_path, "PRAGMA user_version"), 4);
 
 	job_record_clear(&job);
 	store_batch_free(&b);
@@ -754,7 +754,13 @@ static void migrates_version_1(void **state)
 	/* Turn a new database back into schema version 1. */
 	open_main(f);
 	close_main(f);
-	exec_sql(f->db_path, "DROP TABLE api_keys;"
+	exec_sql(f->db_path, "DROP TRIGGER jobs_count_insert;"
+			     "DROP TRIGGER jobs_count_update;"
+			     "DROP TRIGGER jobs_count_delete;"
+			     "DROP TABLE job_counts;"
+			     "DROP INDEX jobs_model_seq;"
+			     "ALTER TABLE jobs DROP COLUMN history;"
+			     "DROP TABLE api_keys;"
 			     "DROP INDEX jobs_idempotency;"
 			     "ALTER TABLE jobs DROP COLUMN body_hash;"
 			     "ALTER TABLE jobs DROP COLUMN idempotency_key;"
@@ -765,11 +771,15 @@ static void migrates_version_1(void **state)
 
 	open_main(f);
 	close_main(f);
-	assert_int_equal(query_int(f->db_path, "PRAGMA user_version"), 3);
+	assert_int_equal(query_int(f->db_path, "PRAGMA user_version"), 4);
 	assert_int_equal(query_int(f->db_path, "SELECT count(*) FROM pragma_table_info('jobs') "
 					       "WHERE name IN ('idempotency_key', 'body_hash')"),
 			 2);
 	assert_int_equal(query_int(f->db_path, "SELECT count(*) FROM api_keys"), 0);
+	assert_int_equal(query_int(f->db_path, "SELECT count(*) FROM pragma_table_info('jobs') "
+					       "WHERE name = 'history'"),
+			 1);
+	assert_int_equal(query_int(f->db_path, "SELECT count(*) FROM job_counts"), 0);
 }
 
 static void second_open_rejected(void **state)
@@ -799,16 +809,16 @@ static void newer_version_rejected(void **state)
 
 	open_main(f);
 	close_main(f);
-	exec_sql(f->db_path, "PRAGMA user_version = 4");
+	exec_sql(f->db_path, "PRAGMA user_version = 5");
 
 	assert_int_equal(open_store(f, &other), INFERQ_EIO);
 	assert_null(other);
-	assert_non_null(strstr(f->err, "schema version 4"));
+	assert_non_null(strstr(f->err, "schema version 5"));
 	assert_non_null(strstr(f->err, f->db_path));
-	assert_int_equal(query_int(f->db_path, "PRAGMA user_version"), 4);
+	assert_int_equal(query_int(f->db_path, "PRAGMA user_version"), 5);
 
 	/* The lock of the failed open was released. */
-	exec_sql(f->db_path, "PRAGMA user_version = 3");
+	exec_sql(f->db_path, "PRAGMA user_version = 4");
 	open_main(f);
 }
 
