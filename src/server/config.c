@@ -36,6 +36,10 @@ enum {
 	OPT_LOG_LEVEL,
 	OPT_AUTH,
 	OPT_TRUSTED_PROXY,
+	OPT_LOG_FORMAT,
+	OPT_ACCESS_LOG,
+	OPT_METRICS_LISTEN,
+	OPT_METRICS_MAX_MODELS,
 	OPT_HELP,
 };
 
@@ -59,6 +63,10 @@ static const struct option options[] = {
 	{"log-level", required_argument, NULL, OPT_LOG_LEVEL},
 	{"auth", required_argument, NULL, OPT_AUTH},
 	{"trusted-proxy", required_argument, NULL, OPT_TRUSTED_PROXY},
+	{"log-format", required_argument, NULL, OPT_LOG_FORMAT},
+	{"access-log", no_argument, NULL, OPT_ACCESS_LOG},
+	{"metrics-listen", required_argument, NULL, OPT_METRICS_LISTEN},
+	{"metrics-max-models", required_argument, NULL, OPT_METRICS_MAX_MODELS},
 	{"help", no_argument, NULL, OPT_HELP},
 	{NULL, 0, NULL, 0},
 };
@@ -83,6 +91,8 @@ void config_defaults(serve_config_t *c)
 	c->max_connections = 10000;
 	c->max_pending_changes = 100000;
 	c->log_level = LOG_INFO;
+	c->log_format = LOG_FORMAT_TEXT;
+	c->metrics_max_models = 1000;
 }
 
 void config_usage(void)
@@ -122,6 +132,15 @@ void config_usage(void)
 	       "  --trusted-proxy CIDR      a reverse proxy's address range, e.g. 10.0.0.0/8;\n"
 	       "                            for peers inside it the client address is the last\n"
 	       "                            X-Forwarded-For hop; repeatable, up to 16\n"
+	       "  --log-format text|json    log lines as text or as one JSON object each\n"
+	       "                            (default text)\n"
+	       "  --access-log              log one line per HTTP request, whatever\n"
+	       "                            --log-level (default off)\n"
+	       "  --metrics-listen HOST:PORT  also serve GET /metrics without auth on this\n"
+	       "                            address, for scrapers on a private network\n"
+	       "                            (default: only on --listen, with an admin key)\n"
+	       "  --metrics-max-models N    models with metrics series of their own; more\n"
+	       "                            share model=\"__other__\", 1 to 100000 (default 1000)\n"
 	       "  --help                    print this help\n");
 }
 
@@ -277,6 +296,20 @@ static int apply(serve_config_t *c, int opt, const char *v)
 	case OPT_LOG_LEVEL:
 		if (log_parse_level(v, &c->log_level) != 0)
 			return flag_error("log-level", v, "debug, info, warn or error");
+		return 0;
+	case OPT_LOG_FORMAT:
+		if (log_parse_format(v, &c->log_format) != 0)
+			return flag_error("log-format", v, "text or json");
+		return 0;
+	case OPT_ACCESS_LOG:
+		c->access_log = 1;
+		return 0;
+	case OPT_METRICS_LISTEN:
+		return copy_string(c->metrics_listen, sizeof(c->metrics_listen), "metrics-listen", v);
+	case OPT_METRICS_MAX_MODELS:
+		if (parse_u64(v, 1, 100000, &n) != 0)
+			return flag_error("metrics-max-models", v, "a whole number from 1 to 100000");
+		c->metrics_max_models = (uint32_t)n;
 		return 0;
 	case OPT_AUTH:
 		if (strcmp(v, "keys") != 0 && strcmp(v, "none") != 0)

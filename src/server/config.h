@@ -36,6 +36,10 @@ typedef struct {
 	int auth_none;              /* --auth none: every request allowed (loopback only) */
 	char trusted_proxies[CONFIG_MAX_PROXIES][64]; /* --trusted-proxy CIDR ranges, checked */
 	size_t trusted_proxy_count;
+	log_format_t log_format;
+	int access_log;               /* --access-log: one line per HTTP request */
+	char metrics_listen[256];     /* "host:port" of the unauthenticated /metrics, "" = none */
+	uint32_t metrics_max_models;  /* models with their own metrics series */
 } serve_config_t;
 
 /* Fills c with the defaults. */

@@ -24,6 +24,7 @@
 #include "error.h"
 #include "inferq_error.h"
 #include "log.h"
+#include "observe.h"
 #include "server.h"
 
 #define STATE_NONE JOB_STATE_COUNT /* prev_state of an insert */
@@ -139,6 +140,11 @@ void engine_record_update(server_t *s, job_t *job, job_state_t prev)
 	add_op(s, job, STORE_OP_UPDATE, prev);
 }
 
+void engine_record_claim(server_t *s, job_t *job)
+{
+	add_op(s, job, STORE_OP_UPDATE, JOB_PENDING)->cause = OBSERVE_CAUSE_CLAIM;
+}
+
 void engine_untouch(server_t *s, job_t *job)
 {
 	if (job->dirty_batch == 0 && job->committed) {
@@ -249,6 +255,7 @@ static void commit_succeeded(server_t *s, pending_batch_t *pb)
 		if (store_op_is_key(op->kind))
 			continue;
 		count_committed(job, op);
+		observe_job_committed(s, job, op);
 		if (op->kind == STORE_OP_INSERT)
 			idempotency_untrack(s->idempotency, job);
 		if (job->dirty_batch > b->id) {
@@ -351,6 +358,7 @@ static void on_commit(store_batch_t *batch, void *ctx)
 
 	IQ_ASSERT(pb != NULL && &pb->batch == batch);
 	s->inflight = NULL;
+	observe_commit_done(s, batch);
 	if (batch->result == 0)
 		commit_succeeded(s, pb);
 	else
@@ -375,6 +383,7 @@ static void flush(server_t *s)
 	s->inflight = pb;
 	s->collecting = pb == &s->batches[0] ? &s->batches[1] : &s->batches[0];
 	s->collecting->batch.id = s->next_batch_id++;
+	observe_commit_started(s);
 	rc = store_commit(s->store, &pb->batch, on_commit, s);
 	IQ_ASSERT(rc == 0);
 }
@@ -397,18 +406,16 @@ static void on_lease_timer(uv_timer_t *timer)
 		engine_touch(s, job);
 		expired = queue_expire_next(s->queue, now);
 		IQ_ASSERT(expired == job);
-		engine_record_update(s, job, JOB_RUNNING);
+		add_op(s, job, STORE_OP_UPDATE, JOB_RUNNING)->cause = OBSERVE_CAUSE_EXPIRY;
 		id_format(&job->rec.id, id);
-		if (job->rec.state == JOB_PENDING) {
-			log_info("lease", "lease expired, job back to pending request_id=%s model=%s "
-					  "retries=%u",
-				 id, job->rec.model->data, job->rec.retries);
+		log_fields(LOG_INFO, "lease",
+			   job->rec.state == JOB_PENDING
+				   ? "lease expired, job back to pending"
+				   : "lease expired after the last retry, job failed",
+			   LOG_STR("request_id", id), LOG_STR("model", job->rec.model->data),
+			   LOG_UINT("retries", job->rec.retries));
+		if (job->rec.state == JOB_PENDING)
 			claim_dispatch_waiters(s, job->model);
-		} else {
-			log_info("lease", "lease expired after the last retry, job failed "
-					  "request_id=%s model=%s retries=%u",
-				 id, job->rec.model->data, job->rec.retries);
-		}
 	}
 	engine_arm_lease_timer(s);
 }

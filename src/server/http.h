@@ -18,6 +18,17 @@
 #include <uv.h>
 
 typedef struct http_server http_server_t;
+struct http_request;
+
+/*
+ * Called once per request answered with http_respond(), with the handler's
+ * ctx, the request (valid only during the call), the status, the bytes of
+ * the response body and the nanoseconds from the end of the request's
+ * headers until the response was queued. Also called when the client went
+ * away before the answer. Loop thread.
+ */
+typedef void (*http_observer_cb)(void *ctx, const struct http_request *req, int status,
+				 size_t body_len, uint64_t duration_ns);
 
 /*
  * Per-server limits. A timeout of 0 disables that timer and max_connections
@@ -30,6 +41,7 @@ typedef struct {
 	uint64_t request_timeout_ms; /* first byte of a request to its last body byte: 408 */
 	uint32_t max_connections;    /* further connections are closed at accept */
 	uint32_t max_pipelined;      /* unanswered requests per connection before reading pauses */
+	http_observer_cb observer;   /* or NULL: metrics and the access log */
 } http_limits_t;
 
 typedef struct {
@@ -70,6 +82,9 @@ int http_server_start(uv_loop_t *loop, const char *listen_addr, const http_limit
 
 /* Returns the bound port (useful after port 0). */
 int http_server_port(const http_server_t *server);
+
+/* Returns the connections accepted and not yet closed. */
+uint32_t http_server_connections(const http_server_t *server);
 
 /*
  * Stops accepting, closes idle connections at once and drops requests only

@@ -27,6 +27,7 @@
 #include "store.h"
 
 typedef struct auth auth_t;
+typedef struct observe observe_t;
 typedef struct reply reply_t;
 typedef struct waiter waiter_t;
 
@@ -35,6 +36,7 @@ typedef struct {
 	uint64_t committed[JOB_STATE_COUNT]; /* committed jobs in memory by state (pending, running) */
 	waiter_t *waiters_head;               /* long-poll claims, oldest first */
 	waiter_t *waiters_tail;
+	struct metrics_model *metrics;        /* this model's metrics series, set at first use */
 } model_state_t;
 
 /* A store batch with the responses that wait for its commit. */
@@ -52,6 +54,7 @@ typedef struct server {
 	http_server_t *http;
 	idempotency_t *idempotency; /* keyed submits not committed yet */
 	auth_t *auth;               /* API keys and the failure limiter (auth.h) */
+	observe_t *observe;         /* metrics and the metrics listener (observe.h) */
 
 	uint64_t next_seq;      /* seq of the next submitted job */
 	uint64_t next_batch_id; /* id of the next collecting batch; starts at 1 */
@@ -93,6 +96,8 @@ void engine_untouch(server_t *s, job_t *job);
 void engine_record_insert(server_t *s, job_t *job);
 /* Records a change of job (made after engine_touch) whose state before was prev. */
 void engine_record_update(server_t *s, job_t *job, job_state_t prev);
+/* Records a claim of job (pending before); the same as engine_record_update, counted as a claim. */
+void engine_record_claim(server_t *s, job_t *job);
 
 /*
  * Sends status and body (taken over) to req once every change recorded so far
@@ -147,5 +152,8 @@ void claim_dispatch_waiters(server_t *s, queue_model_t *m);
 
 /* Sends the no-job response (204, or Sprocket's {"data":null}) to every long-poll waiter. */
 void claim_flush_waiters(server_t *s);
+
+/* Returns the long-poll claims waiting on the model of ms. */
+size_t claim_waiter_count(const model_state_t *ms);
 
 #endif

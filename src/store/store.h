@@ -65,6 +65,7 @@ typedef struct {
 	void *owner;          /* free for the caller (the job this op changes) */
 	job_state_t prev_state; /* free for the caller (state before this op) */
 	int64_t lease_mono;     /* free for the caller (monotonic lease deadline after this op) */
+	uint8_t cause;          /* free for the caller (what made the change, for metrics) */
 } store_op_t;
 
 typedef struct store_batch {
