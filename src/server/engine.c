@@ -245,6 +245,7 @@ static void commit_succeeded(server_t *s, pending_batch_t *pb)
 		job_t *job = op->owner;
 
 		if (op->kind == STORE_OP_PURGE) {
+			observe_purge_committed(s, op);
 			if (op->purged > 0)
 				log_info("retention", "deleted %lld finished jobs",
 					 (long long)op->purged);

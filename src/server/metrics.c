@@ -283,6 +283,16 @@ void metrics_job_event(metrics_model_t *mm, metrics_job_event_t event)
 	mm->events[event]++;
 }
 
+void metrics_finished_add(metrics_model_t *mm, job_state_t state, int64_t delta)
+{
+	uint64_t *n = &mm->finished[state];
+
+	if (delta < 0 && (uint64_t)-delta > *n)
+		*n = 0;
+	else
+		*n += (uint64_t)delta;
+}
+
 void metrics_clear_gauges(metrics_t *m)
 {
 	for (metrics_model_t *mm = m->models_head; mm; mm = mm->next) {
@@ -398,7 +408,7 @@ static void render_jobs_gauge(const metrics_model_t *mm, void *ctx)
 	for (int st = 0; st < JOB_STATE_COUNT; st++) {
 		buf_printf(rc->out, "inferq_jobs{%s,state=\"%s\"} ", rc->labels.data,
 			   job_state_name((job_state_t)st));
-		buf_put_u64(rc->out, mm->jobs[st]);
+		buf_put_u64(rc->out, st <= JOB_RUNNING ? mm->jobs[st] : mm->finished[st]);
 		buf_putc(rc->out, '\n');
 	}
 }

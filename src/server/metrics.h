@@ -58,8 +58,10 @@ typedef struct metrics_model {
 	metrics_histogram_t wait; /* s, created -> claimed */
 	metrics_histogram_t run;  /* s, claimed -> done or failed */
 	/* Gauges, set by the caller before each render (metrics_clear_gauges). */
-	uint64_t jobs[JOB_STATE_COUNT];
+	uint64_t jobs[JOB_STATE_COUNT]; /* pending and running; the rest unused */
 	uint64_t waiting_workers;
+	/* Finished jobs kept in the store, by state, kept up to date by metrics_finished_add. */
+	uint64_t finished[JOB_STATE_COUNT];
 	struct metrics_model *next;
 } metrics_model_t;
 
@@ -92,6 +94,12 @@ metrics_model_t *metrics_model(metrics_t *m, const char *name, size_t len);
 
 /* Counts event on series mm. */
 void metrics_job_event(metrics_model_t *mm, metrics_job_event_t event);
+
+/*
+ * Adds delta (negative for a purge) to the finished jobs of mm in state; the
+ * count stops at 0. inferq_jobs shows them for done, failed and canceled.
+ */
+void metrics_finished_add(metrics_model_t *mm, job_state_t state, int64_t delta);
 
 /* Zeroes the jobs and waiting_workers gauges of every series, before they are refilled. */
 void metrics_clear_gauges(metrics_t *m);

@@ -96,14 +96,17 @@ void observe_job_committed(server_t *s, const job_t *job, const store_op_t *op)
 	switch (rec->state) {
 	case JOB_DONE:
 		metrics_job_event(mm, METRICS_JOB_COMPLETED);
+		metrics_finished_add(mm, JOB_DONE, 1);
 		observe_run_time(mm, rec);
 		break;
 	case JOB_FAILED:
 		metrics_job_event(mm, METRICS_JOB_FAILED);
+		metrics_finished_add(mm, JOB_FAILED, 1);
 		observe_run_time(mm, rec);
 		break;
 	case JOB_CANCELED:
 		metrics_job_event(mm, METRICS_JOB_CANCELED);
+		metrics_finished_add(mm, JOB_CANCELED, 1);
 		break;
 	case JOB_PENDING:
 		if (op->cause == OBSERVE_CAUSE_REQUEST && op->prev_state == JOB_RUNNING)
@@ -113,6 +116,37 @@ void observe_job_committed(server_t *s, const job_t *job, const store_op_t *op)
 		/* running -> running (heartbeat) or a late heartbeat taking a job back */
 		break;
 	}
+}
+
+/* Returns the series of the model called name, creating the queue model that keeps it. */
+static metrics_model_t *series_named(server_t *s, const char *name)
+{
+	return series_of(s, queue_model_get(s->queue, name, strlen(name), 1));
+}
+
+static int add_finished(void *ctx, const char *model, job_state_t state, uint64_t count)
+{
+	server_t *s = ctx;
+
+	metrics_finished_add(series_named(s, model), state, (int64_t)count);
+	return 0;
+}
+
+void observe_load_finished(server_t *s)
+{
+	int rc = store_count_finished(s->store, add_finished, s);
+
+	if (rc != 0)
+		log_warn("store", "could not count the finished jobs for /metrics: %s; inferq_jobs "
+				  "shows 0 done, failed and canceled jobs until they change",
+			 inferq_strerror(rc));
+}
+
+void observe_purge_committed(server_t *s, const store_op_t *op)
+{
+	for (size_t i = 0; i < op->purged_by_count; i++)
+		metrics_finished_add(series_named(s, op->purged_by[i].model), op->purged_by[i].state,
+				     -(int64_t)op->purged_by[i].count);
 }
 
 void observe_commit_started(server_t *s)

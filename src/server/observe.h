@@ -53,6 +53,16 @@ void observe_http(void *ctx, const struct http_request *req, int status, size_t 
 /* Counts the committed change op of job: job counters, wait and run histograms. */
 void observe_job_committed(server_t *s, const job_t *job, const store_op_t *op);
 
+/*
+ * Counts the finished jobs kept in the store, per model and state, for the
+ * done, failed and canceled samples of inferq_jobs. Call once after the
+ * queue is loaded; a failed read is logged and leaves those samples at 0.
+ */
+void observe_load_finished(server_t *s);
+
+/* Subtracts the finished jobs that the committed purge op deleted. */
+void observe_purge_committed(server_t *s, const store_op_t *op);
+
 /* Marks the start of a store commit; one batch is in flight at a time. */
 void observe_commit_started(server_t *s);
 /* Records the end of the commit of batch: its size, latency and result. */

@@ -280,6 +280,7 @@ int serve_main(int argc, char **argv)
 		observe_free(s);
 		return 1;
 	}
+	observe_load_finished(s);
 	engine_init(s);
 
 	uv_signal_init(s->loop, &s->sigint);

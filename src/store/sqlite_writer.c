@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "alloc.h"
 #include "inferq_error.h"
 #include "sqlite_store.h"
 
@@ -91,7 +92,8 @@ static const char sql_update[] =
     "outputs = ?16, error = ?17 WHERE id = ?2";
 static const char sql_purge[] =
     "DELETE FROM jobs WHERE seq IN (SELECT seq FROM jobs WHERE done_at < ?1 "
-    "AND state IN ('done', 'failed', 'canceled') ORDER BY done_at LIMIT ?2)";
+    "AND state IN ('done', 'failed', 'canceled') ORDER BY done_at LIMIT ?2) "
+    "RETURNING model, state";
 static const char sql_key_insert[] =
     "INSERT INTO api_keys (name, key_hash, role, models, created_at, last_used_at, expires_at, "
     "revoked_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
@@ -416,6 +418,30 @@ static int exec_update(writer_t *w, const job_record_t *r)
 	return rc;
 }
 
+/* Adds the deleted row at st (model, state) to op's counts per model and state. */
+static void count_purged_row(store_op_t *op, sqlite3_stmt *st)
+{
+	const char *model = (const char *)sqlite3_column_text(st, 0);
+	const char *name = (const char *)sqlite3_column_text(st, 1);
+	job_state_t state;
+	size_t i;
+
+	if (model == NULL || name == NULL || job_state_parse(name, &state) != 0)
+		return;
+	for (i = 0; i < op->purged_by_count; i++) {
+		if (op->purged_by[i].state == state && strcmp(op->purged_by[i].model, model) == 0)
+			break;
+	}
+	if (i == op->purged_by_count) {
+		op->purged_by = xrealloc(op->purged_by, (i + 1) * sizeof(*op->purged_by));
+		op->purged_by[i].model = xstrdup(model);
+		op->purged_by[i].state = state;
+		op->purged_by[i].count = 0;
+		op->purged_by_count++;
+	}
+	op->purged_by[i].count++;
+}
+
 static int exec_purge(writer_t *w, store_op_t *op)
 {
 	sqlite3_stmt *st = w->purge;
@@ -432,10 +458,15 @@ static int exec_purge(writer_t *w, store_op_t *op)
 		sqlite3_clear_bindings(st);
 		return rc;
 	}
-	rc = step_bound(st);
-	if (rc == SQLITE_OK)
-		op->purged = sqlite3_changes64(w->db);
-	return rc;
+	/* Each deleted row comes back as a row of RETURNING model, state. */
+	while ((rc = step_fn(st)) == SQLITE_ROW)
+		count_purged_row(op, st);
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+	if (rc != SQLITE_DONE)
+		return rc;
+	op->purged = sqlite3_changes64(w->db);
+	return SQLITE_OK;
 }
 
 static int exec_key_insert(writer_t *w, const store_key_t *k)
