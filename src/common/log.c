@@ -2,7 +2,7 @@
  * Leveled one-line logging (see log.h). Lines are formatted into a stack
  * buffer and written with one write(2) call, so lines from the loop thread
  * and the store writer thread never interleave. A line is at most
- * LINE_BYTES long; when the values do not fit, the value being written is
+ * LINE_BYTES long. When the values do not fit, the value being written is
  * cut with LOG_TRUNCATED_MARK and later fields are left out, so a JSON line
  * stays one valid object.
  *

@@ -18,7 +18,7 @@
 typedef enum { LOG_DEBUG = 0, LOG_INFO = 1, LOG_WARN = 2, LOG_ERROR = 3 } log_level_t;
 typedef enum { LOG_FORMAT_TEXT = 0, LOG_FORMAT_JSON = 1 } log_format_t;
 
-/* Longest value of a LOG_TEXT field in bytes before it is cut and marked. */
+/* Maximum bytes of a LOG_TEXT value; a longer one is cut and marked. */
 #define LOG_TEXT_MAX 128
 /* Appended to a value that was cut. */
 #define LOG_TRUNCATED_MARK "...(truncated)"
@@ -39,7 +39,7 @@ int log_parse_format(const char *name, log_format_t *out);
 int log_set_fd(int fd);
 /*
  * Formats fmt like printf and writes it as one line (the "msg" of a JSON
- * line), whatever the level set; the log_* macros check the level first.
+ * line), whatever the level set. The log_* macros check the level first.
  * Any thread.
  */
 void log_write(log_level_t level, const char *subsystem, const char *fmt, ...)

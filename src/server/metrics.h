@@ -3,7 +3,7 @@
  * histograms, HTTP request counts and latencies by route, store commit
  * figures, and their rendering in the Prometheus text exposition format
  * (version 0.0.4). It does no I/O beyond reading /proc for the process
- * figures and knows nothing of the server, so unit tests drive it alone.
+ * figures and does not depend on the server, so unit tests drive it alone.
  *
  * Cardinality: at most max_models models get series of their own; every
  * model beyond that shares the series labelled model="__other__", and
@@ -86,9 +86,10 @@ void metrics_free(metrics_t *m);
 
 /*
  * Returns the series of model name[0..len), creating it while fewer than
- * max_models exist; past the cap returns the shared "__other__" series and
- * counts one dropped model. Callers keep the result per model (each call
- * with a new name past the cap counts again). The pointer lives as long as m.
+ * max_models exist. Past the cap it returns the shared "__other__" series
+ * and counts one dropped model, so callers keep the result per model: each
+ * call with a new name past the cap counts again. The pointer lives as long
+ * as m.
  */
 metrics_model_t *metrics_model(metrics_t *m, const char *name, size_t len);
 
@@ -105,8 +106,8 @@ void metrics_finished_add(metrics_model_t *mm, job_state_t state, int64_t delta)
 void metrics_clear_gauges(metrics_t *m);
 
 /*
- * Counts one answered HTTP request: route is a static string naming the
- * route pattern (never the raw path), status the HTTP status, seconds its
+ * Counts one HTTP response: route is a static string naming the route
+ * pattern (never the raw path), status the HTTP status, seconds its
  * latency. route must outlive m.
  */
 void metrics_http_request(metrics_t *m, const char *route, int status, double seconds);

@@ -1,8 +1,8 @@
 /*
- * Observability glue (see observe.h). The registry keeps counters; the
- * queue gauges are read from the in-memory queue at each scrape (the
- * committed counts per model, which mirror the store, and the long-poll
- * waiter lists), so they never drift from what status and metrics report.
+ * Observability glue (see observe.h). The registry keeps the counters. The
+ * queue gauges are read at each scrape from the committed counts per model
+ * (which mirror the store) and the long-poll waiter lists, so they match
+ * what the status and queue metrics routes return.
  *
  * SPDX-License-Identifier: MIT
  */
@@ -164,9 +164,9 @@ void observe_commit_done(server_t *s, const store_batch_t *batch)
 /* ---- HTTP ---- */
 
 /*
- * Writes the access log line of req at level info, whatever --log-level:
- * --access-log asks for every line. The query string is left out, because
- * a signed URL carries its signature there; headers are never logged.
+ * Writes the access log line of req at level info, whatever --log-level,
+ * because --access-log requests every line. The query string is left out,
+ * because a signed URL carries its signature there. No header is logged.
  */
 static void access_log(const http_request_t *req, const char *route, int status,
 		       size_t body_len, uint64_t duration_ns)

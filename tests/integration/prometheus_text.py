@@ -193,10 +193,11 @@ def _check_histogram(family):
         buckets = entry["buckets"]
         where = f"histogram {family.name}{dict(key)}"
         assert buckets, f"{where} has no buckets"
-        assert entry["sum"] is not None and entry["count"] is not None, f"{where} lacks _sum/_count"
+        assert entry["sum"] is not None, f"{where} has no _sum"
+        assert entry["count"] is not None, f"{where} has no _count"
         bounds = [bound for bound, _ in buckets]
-        assert bounds == sorted(bounds) and len(set(bounds)) == len(bounds), \
-            f"{where}: bucket bounds not strictly increasing: {bounds}"
+        assert bounds == sorted(bounds), f"{where}: bucket bounds not increasing: {bounds}"
+        assert len(set(bounds)) == len(bounds), f"{where}: repeated bucket bounds: {bounds}"
         assert bounds[-1] == math.inf, f"{where}: last bucket is not le=\"+Inf\""
         counts = [count for _, count in buckets]
         assert all(a <= b for a, b in zip(counts, counts[1:])), \

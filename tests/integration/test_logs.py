@@ -1,6 +1,8 @@
-"""Log lines: --log-format json writes one JSON object per line with ts, level, subsystem, msg
-and fields; job lines carry request_id and model; --access-log writes one line per request with
-no Authorization value, no key and no query string, and cuts long paths with a marker.
+"""Log lines in both formats, and the access log.
+
+--log-format json writes one JSON object per line with ts, level, subsystem, msg and fields,
+and job lines carry request_id and model. --access-log writes one line per request. That line
+holds no Authorization value, no key and no query string, and a long path is cut with a marker.
 """
 
 import http.client
@@ -64,8 +66,10 @@ def test_json_lines_carry_fields(start_server):
     for line in lines:
         assert TS_RE.match(line.get("ts", "")), line
         assert line.get("level") in ("debug", "info", "warn", "error"), line
-        assert isinstance(line.get("msg"), str) and line["msg"], line
-        assert isinstance(line.get("subsystem"), str) and line["subsystem"], line
+        assert isinstance(line.get("msg"), str), line
+        assert line["msg"], line
+        assert isinstance(line.get("subsystem"), str), line
+        assert line["subsystem"], line
     assert any(line["msg"].startswith("listening on 127.0.0.1:") for line in lines)
     assert lines[-1]["msg"] == "stopped"
 
@@ -83,7 +87,8 @@ def test_json_lines_carry_fields(start_server):
     assert states == ["pending", "running", "done"], states
 
     expiry = next(line for line in job_lines if line["msg"].startswith("lease expired"))
-    assert expiry["level"] == "info" and expiry["subsystem"] == "lease"
+    assert expiry["level"] == "info"
+    assert expiry["subsystem"] == "lease"
     assert expiry["retries"] == 1
     claimed = next(line for line in job_lines if line["msg"] == "claimed")
     assert claimed["worker"] == "gpu \"0\""
@@ -122,29 +127,34 @@ def test_access_log_lines(start_server):
     assert api.get("/v1/queue/status", {"request_id": request_id, "model": MODEL},
                    headers={"Authorization": "Bearer nope"}).status == 401
 
-    # Lines of requests answered so far are written before their responses leave.
-    lines = json_lines(server)
-    access = access_lines(lines)
+    # The server writes each access line before the response; the test reads them on a thread.
+    wait_for(lambda: len(access_lines(json_lines(server))) >= 7, 5, "seven access log lines")
+    access = access_lines(json_lines(server))
     assert len(access) == 7, access
     for line in access:
         assert set(line) == {"ts", "level", "subsystem", "msg", "method", "route", "path",
                              "status", "duration_ms", "bytes", "remote", "request"}, line
-        assert line["level"] == "info" and line["msg"] == "request"
-        assert line["duration_ms"] >= 0 and line["bytes"] >= 0
+        assert line["level"] == "info"
+        assert line["msg"] == "request"
+        assert line["duration_ms"] >= 0
+        assert line["bytes"] >= 0
         assert line["remote"].startswith("127.0.0.1:")
         assert "?" not in line["path"]
     numbers = [line["request"] for line in access]
-    assert numbers == sorted(numbers) and len(set(numbers)) == len(numbers)
+    assert numbers == sorted(numbers)
+    assert len(set(numbers)) == len(numbers)
 
     submit = access[0]
     assert (submit["method"], submit["route"], submit["path"], submit["status"]) == \
         ("POST", "/v1/queue/submit", "/v1/queue/submit", 200)
     assert submit["bytes"] > 0
-    assert access[3]["route"] == "other" and access[3]["path"] == "/unknown"
+    assert access[3]["route"] == "other"
+    assert access[3]["path"] == "/unknown"
     cut = access[4]["path"]
     assert cut == "/" + "p" * (PATH_MAX - 1) + MARK, cut
     assert access[5]["path"] == "/odd\"path\\\u00e9\\xff"
-    assert access[6]["status"] == 401 and access[6]["route"] == "/v1/queue/status"
+    assert access[6]["status"] == 401
+    assert access[6]["route"] == "/v1/queue/status"
 
     whole_log = "\n".join(server.log)
     for secret in (key, "wrong-key-VALUE", "Bearer nope", "sig-SHOULD-NOT-APPEAR", "Bearer iq_",
@@ -158,7 +168,10 @@ def listening_port(pid, timeout):
     def find():
         inodes = set()
         for fd in (Path(f"/proc/{pid}/fd")).iterdir():
-            target = os.readlink(fd)
+            try:
+                target = os.readlink(fd)
+            except FileNotFoundError:  # closed since the listing
+                continue
             if target.startswith("socket:["):
                 inodes.add(target[8:-1])
         for row in Path("/proc/net/tcp").read_text().splitlines()[1:]:
@@ -170,14 +183,18 @@ def listening_port(pid, timeout):
     return wait_for(find, timeout, f"process {pid} to listen")
 
 
-def test_access_log_whatever_level(tmp_path):
+def test_access_log_whatever_level(tmp_path, start_server):
     """--log-level error hides the start-up lines, but not the access log."""
+    # A first start creates the admin key. That start commits the key while it already
+    # listens and before it handles SIGTERM, so the test below reuses the data dir and
+    # its server answers only once it is fully started.
+    data_dir = tmp_path / "data"
+    assert start_server(data_dir=data_dir).stop() == 0
     proc = subprocess.Popen([str(INFERQ_BIN), "serve", "--listen", "127.0.0.1:0", "--data-dir",
-                             str(tmp_path / "data"), "--log-level", "error", "--access-log"],
+                             str(data_dir), "--log-level", "error", "--access-log"],
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         port = listening_port(proc.pid, 10)
-        wait_for(lambda: (tmp_path / "data" / "admin.key").exists(), 10, "the admin key file")
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         conn.request("GET", "/healthz")
         assert conn.getresponse().status == 200

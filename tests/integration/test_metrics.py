@@ -1,7 +1,9 @@
-"""GET /metrics: the Prometheus exposition after a known sequence of job changes, checked with
-the strict parser of prometheus_text.py (and with promtool when it is installed), the admin key
-it needs on the main listener, the unauthenticated --metrics-listen address, label values,
-the model cap, finished-job gauges across a restart and a retention purge, and bad flags.
+"""GET /metrics: the Prometheus exposition after a known sequence of job changes.
+
+The strict parser of prometheus_text.py checks every scrape, and so does promtool when it is
+installed. Further tests cover the admin key on the main listener, the unauthenticated
+--metrics-listen address, label values, the model cap, finished-job gauges across a restart
+and a retention purge, and bad flags.
 """
 
 import http.client
@@ -136,7 +138,8 @@ def test_known_sequence_counts(start_server):
     finish(api, BETA, released, "release")
     assert api.claim_ok(BETA)["request_id"] == beta[0]
     reply = api.post("/v1/queue/clear", {"model": BETA})
-    assert reply.status == 200 and reply.json["canceled_count"] == 2, reply
+    assert reply.status == 200, reply
+    assert reply.json["canceled_count"] == 2, reply
 
     # HTTP outcomes on a few routes.
     assert api.submit(ALPHA, "not an object").status == 400
@@ -181,7 +184,9 @@ def test_known_sequence_counts(start_server):
     assert expo.value(requests, route="/v1/admin/keys/", code="404") == 1
     assert expo.value(requests, route="/v1/queue/status", code="200") >= 2
     routes = expo.label_values(requests, "route")
-    assert all(route == "other" or route.startswith("/") and "?" not in route for route in routes)
+    for route in routes:
+        assert route == "other" or route.startswith("/"), route
+        assert "?" not in route, route
     assert not any("nobody" in route or "no/such" in route for route in routes), routes
     assert expo.value("inferq_http_request_duration_seconds_count", route="/v1/queue/submit") == 10
     assert expo.value("inferq_http_connections") >= 1
@@ -219,6 +224,37 @@ def test_last_expiry_counts_failed(start_server):
     assert expo.value("inferq_job_run_seconds_bucket", model=ALPHA, le="0.5") == 0
 
 
+def test_sprocket_routes_count(start_server):
+    server = start_server()
+    api = server.api()
+    model = "metrics/sprocket"
+    done_id = api.submit_ok(model, {})
+    failed_id = api.submit_ok(model, {})
+    for request_id, status, fields in ((done_id, "done", {"payload": {"url": "x"}}),
+                                       (failed_id, "failed", {"info": {"error": "oom"}})):
+        reply = api.get("/internal/v1/queue/retrieve?model=metrics/sprocket&timeout=0s")
+        assert reply.status == 200, reply
+        assert reply.json["data"]["request_id"] == request_id, reply
+        reply = api.post("/internal/v1/videos/status",
+                         {"model": model, "request_id": request_id, "status": "running"})
+        assert reply.status == 200, reply
+        reply = api.post("/internal/v1/videos/status",
+                         {"model": model, "request_id": request_id, "status": status, **fields})
+        assert reply.status == 200, reply
+
+    expo = scrape(server)
+    assert job_counter(expo, "claimed", model) == 2
+    assert job_counter(expo, "completed", model) == 1
+    assert job_counter(expo, "failed", model) == 1
+    assert jobs_gauge(expo, model, "done") == 1
+    assert jobs_gauge(expo, model, "failed") == 1
+    assert expo.value("inferq_job_run_seconds_count", model=model) == 2
+    assert expo.value("inferq_http_requests_total", route="/internal/v1/videos/status",
+                      code="200") == 4
+    assert expo.value("inferq_http_requests_total", route="/internal/v1/queue/retrieve",
+                      code="200") == 2
+
+
 def test_waiting_workers_gauge(start_server):
     server = start_server()
     api = server.api()
@@ -238,7 +274,8 @@ def test_waiting_workers_gauge(start_server):
     request_id = api.submit_ok(model, {})
     waiter.join(10)
     assert not waiter.is_alive()
-    assert result["reply"].status == 200 and result["reply"].json["request_id"] == request_id
+    assert result["reply"].status == 200
+    assert result["reply"].json["request_id"] == request_id
     expo = scrape(server)
     assert expo.value("inferq_waiting_workers", model=model) == 0
     assert jobs_gauge(expo, model, "running") == 1
@@ -263,11 +300,13 @@ def test_admin_key_required(start_server):
         assert status == 403, body
         assert b"inferq_" not in body
     status, headers, body = get_raw(server.port, "/metrics", server.key, method="HEAD")
-    assert status == 200 and body == b""
+    assert status == 200
+    assert body == b""
     assert headers["content-type"] == CONTENT_TYPE
     assert int(headers["content-length"]) > 1000
     status, headers, _ = get_raw(server.port, "/metrics", server.key, method="POST")
-    assert status == 405 and headers.get("allow") == "GET"
+    assert status == 405
+    assert headers.get("allow") == "GET"
 
     expo = scrape(server)
     assert expo.value("inferq_http_requests_total", route="/metrics", code="401") == 2
@@ -292,9 +331,11 @@ def test_metrics_listen_without_auth(start_server):
         assert status == 404, (path, body)
         assert b"only GET /metrics" in body
     status, headers, body = get_raw(port, "/metrics", method="POST")
-    assert status == 405 and headers.get("allow") == "GET", body
+    assert status == 405, body
+    assert headers.get("allow") == "GET", body
     status, _, body = get_raw(port, "/metrics", method="HEAD")
-    assert status == 200 and body == b""
+    assert status == 200
+    assert body == b""
 
     # The main listener still wants the admin key.
     assert get_raw(server.port, "/metrics")[0] == 401
@@ -401,7 +442,9 @@ def test_bad_flag_values(tmp_path, flag, value, expected):
                              str(tmp_path / "data"), flag, value], capture_output=True, timeout=30)
     assert result.returncode == 2, result
     message = result.stderr.decode()
-    assert flag in message and value in message and expected in message, message
+    assert flag in message, message
+    assert value in message, message
+    assert expected in message, message
     assert not (tmp_path / "data").exists()
 
 
@@ -411,7 +454,8 @@ def test_bad_metrics_listen(tmp_path, start_server):
                             capture_output=True, timeout=30)
     assert result.returncode == 1, result
     message = result.stderr.decode()
-    assert "--metrics-listen" in message and "nowhere" in message, message
+    assert "--metrics-listen" in message, message
+    assert "nowhere" in message, message
 
     # A port that is taken: the main listener's own.
     server = start_server()
