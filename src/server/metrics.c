@@ -309,8 +309,13 @@ static metrics_route_t *find_route(metrics_t *m, const char *route)
 {
 	metrics_route_t *r;
 
+	/* Routes come from one static table, so the pointer usually matches; text is the fallback. */
 	for (r = m->routes_head; r; r = r->next) {
-		if (r->route == route || strcmp(r->route, route) == 0)
+		if (r->route == route)
+			return r;
+	}
+	for (r = m->routes_head; r; r = r->next) {
+		if (strcmp(r->route, route) == 0)
 			return r;
 	}
 	if (m->route_count >= METRICS_MAX_ROUTES && strcmp(route, METRICS_OTHER_ROUTE) != 0)
