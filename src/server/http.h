@@ -21,7 +21,7 @@ typedef struct http_server http_server_t;
 struct http_request;
 
 /*
- * Called once per request answered with http_respond(), with the handler's
+ * Called once per http_respond() call, with the handler's
  * ctx, the request (valid only during the call), the status, the bytes of
  * the response body and the nanoseconds from the end of the request's
  * headers until the response was queued. Also called when the client went

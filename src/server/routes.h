@@ -14,9 +14,10 @@
 void routes_dispatch(void *ctx, http_request_t *req);
 
 /*
- * Returns the path of the route table entry that req's path matches (a
- * static string; a prefix route's path ends in '/'), whatever the method,
- * or "other". Metrics label requests with it, never with the raw path.
+ * Returns the path of the route table entry that req's path matches,
+ * whatever the method, or "other". The result is a static string, and a
+ * prefix route's path ends in '/'. Metrics label requests with it, never
+ * with the raw path.
  */
 const char *routes_pattern(const http_request_t *req);
 

@@ -148,9 +148,9 @@ int store_commit(store_t *s, store_batch_t *batch, store_commit_cb cb, void *ctx
 
 /*
  * Counts the finished (done, failed, canceled) jobs kept in the store, per
- * model and state, calling fn once per pair with the model's name (valid
- * during the call); fn returns 0 to go on. Called at start, on the loop
- * thread; it reads every finished row, so it takes time in proportion to
+ * model and state. It calls fn once per pair with the model's name, valid
+ * during the call, and fn returns 0 to go on. Called at start, on the loop
+ * thread. It reads every finished row, so it takes time in proportion to
  * the jobs kept for --retention. Returns 0, INFERQ_EIO, or the first
  * non-zero value fn returned.
  */
