@@ -741,8 +741,9 @@ static int info_object(const job_t *job, json_span_t *root)
 	}
 
 	id_format(&job->rec.id, id);
-	log_warn("queue", "job %s: stored info is invalid (%s); replacing it with only retry_history",
-		 id, reason);
+	log_fields(LOG_WARN, "queue", "stored info is invalid; replacing it with only retry_history",
+		   LOG_STR("request_id", id), LOG_STR("model", job->rec.model->data),
+		   LOG_STR("reason", reason));
 	return 0;
 }
 
@@ -781,8 +782,9 @@ static rbuf_t *info_with_history(const job_t *job, queue_time_t now)
 		char id[ID_TEXT_LEN + 1];
 
 		id_format(&job->rec.id, id);
-		log_error("queue", "job %s: adding retry_history to info failed: %s", id,
-			  inferq_strerror(rc));
+		log_fields(LOG_ERROR, "queue", "adding retry_history to info failed",
+			   LOG_STR("request_id", id), LOG_STR("model", job->rec.model->data),
+			   LOG_STR("error", inferq_strerror(rc)));
 		buf_free(&merged);
 		return NULL;
 	}

@@ -39,7 +39,7 @@ int claim_next(server_t *s, queue_model_t *m, const claim_params_t *p, http_requ
 	engine_touch(s, job);
 	claimed = queue_claim(s->queue, m, p->claim_timeout, p->worker, now);
 	IQ_ASSERT(claimed == job);
-	engine_record_update(s, job, JOB_PENDING);
+	engine_record_claim(s, job);
 	if (p->format == CLAIM_FORMAT_SPROCKET)
 		buf_puts(&body, "{\"data\":");
 	render_claim(&body, &job->rec);
@@ -51,13 +51,12 @@ int claim_next(server_t *s, queue_model_t *m, const claim_params_t *p, http_requ
 	engine_arm_lease_timer(s);
 	if (log_enabled(LOG_DEBUG)) {
 		char id[ID_TEXT_LEN + 1];
-		char worker[64];
 		const rbuf_t *name = job->rec.worker;
 
 		id_format(&job->rec.id, id);
-		excerpt(name ? name->data : "", name ? name->len : 0, worker, sizeof(worker));
-		log_debug("queue", "claimed request_id=%s model=%s retries=%u worker=\"%s\"", id,
-			  job->rec.model->data, job->rec.retries, worker);
+		log_fields(LOG_DEBUG, "queue", "claimed", LOG_STR("request_id", id),
+			   LOG_STR("model", job->rec.model->data), LOG_UINT("retries", job->rec.retries),
+			   LOG_TEXT("worker", name ? name->data : "", name ? name->len : 0));
 	}
 	return 1;
 }
@@ -131,8 +130,8 @@ void claim_wait(server_t *s, queue_model_t *m, claim_params_t *p, int64_t wait_m
 	uv_timer_init(s->loop, &w->timer);
 	w->timer.data = w;
 	uv_timer_start(&w->timer, on_wait_over, (uint64_t)wait_ms, 0);
-	log_debug("queue", "claim waits up to %lld ms for a job model=%s", (long long)wait_ms,
-		  m->name->data);
+	log_fields(LOG_DEBUG, "queue", "claim waits for a job", LOG_STR("model", m->name->data),
+		   LOG_INT("wait_ms", wait_ms));
 }
 
 void claim_dispatch_waiters(server_t *s, queue_model_t *m)

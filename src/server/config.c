@@ -45,6 +45,10 @@ enum {
 	OPT_MAX_FILENAME,
 	OPT_UPLOAD_URL_TTL,
 	OPT_MAX_UPLOAD,
+	OPT_LOG_FORMAT,
+	OPT_ACCESS_LOG,
+	OPT_METRICS_LISTEN,
+	OPT_METRICS_MAX_MODELS,
 	OPT_HELP,
 };
 
@@ -76,6 +80,10 @@ static const struct option options[] = {
 	{"max-filename-length", required_argument, NULL, OPT_MAX_FILENAME},
 	{"upload-url-ttl", required_argument, NULL, OPT_UPLOAD_URL_TTL},
 	{"max-upload-bytes", required_argument, NULL, OPT_MAX_UPLOAD},
+	{"log-format", required_argument, NULL, OPT_LOG_FORMAT},
+	{"access-log", no_argument, NULL, OPT_ACCESS_LOG},
+	{"metrics-listen", required_argument, NULL, OPT_METRICS_LISTEN},
+	{"metrics-max-models", required_argument, NULL, OPT_METRICS_MAX_MODELS},
 	{"help", no_argument, NULL, OPT_HELP},
 	{NULL, 0, NULL, 0},
 };
@@ -107,6 +115,8 @@ void config_defaults(serve_config_t *c)
 	c->max_filename_length = STORAGE_NAME_MAX;
 	c->upload_url_ttl_ms = 3600LL * 1000;
 	c->max_upload_bytes = 512u << 20;
+	c->log_format = LOG_FORMAT_TEXT;
+	c->metrics_max_models = 1000;
 }
 
 void config_usage(void)
@@ -163,6 +173,15 @@ void config_usage(void)
 	       "                            (default 1h)\n"
 	       "  --max-upload-bytes BYTES  size limit of one uploaded file, which also bounds\n"
 	       "                            one file response; 1 to 16G (default 512M)\n"
+	       "  --log-format text|json    log lines as text or as one JSON object each\n"
+	       "                            (default text)\n"
+	       "  --access-log              log one line per HTTP request, whatever\n"
+	       "                            --log-level (default off)\n"
+	       "  --metrics-listen HOST:PORT  also serve GET /metrics without auth on this\n"
+	       "                            address, for scrapers on a private network\n"
+	       "                            (default: only on --listen, with an admin key)\n"
+	       "  --metrics-max-models N    models with metrics series of their own; more\n"
+	       "                            share model=\"__other__\", 1 to 100000 (default 1000)\n"
 	       "  --help                    print this help\n");
 }
 
@@ -375,6 +394,20 @@ static int apply(serve_config_t *c, int opt, const char *v)
 	case OPT_LOG_LEVEL:
 		if (log_parse_level(v, &c->log_level) != 0)
 			return flag_error("log-level", v, "debug, info, warn or error");
+		return 0;
+	case OPT_LOG_FORMAT:
+		if (log_parse_format(v, &c->log_format) != 0)
+			return flag_error("log-format", v, "text or json");
+		return 0;
+	case OPT_ACCESS_LOG:
+		c->access_log = 1;
+		return 0;
+	case OPT_METRICS_LISTEN:
+		return copy_string(c->metrics_listen, sizeof(c->metrics_listen), "metrics-listen", v);
+	case OPT_METRICS_MAX_MODELS:
+		if (parse_u64(v, 1, 100000, &n) != 0)
+			return flag_error("metrics-max-models", v, "a whole number from 1 to 100000");
+		c->metrics_max_models = (uint32_t)n;
 		return 0;
 	case OPT_AUTH:
 		if (strcmp(v, "keys") != 0 && strcmp(v, "none") != 0)

@@ -44,6 +44,10 @@ typedef struct {
 	size_t max_filename_length; /* bytes of a stored file's name, request id included */
 	int64_t upload_url_ttl_ms;  /* how long a signed upload URL stays valid */
 	uint64_t max_upload_bytes;  /* body of one upload, and of one file response */
+	log_format_t log_format;
+	int access_log;               /* --access-log: one line per HTTP request */
+	char metrics_listen[256];     /* "host:port" of the unauthenticated /metrics, "" = none */
+	uint32_t metrics_max_models;  /* models with their own metrics series */
 } serve_config_t;
 
 /* Fills c with the defaults. */

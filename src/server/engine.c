@@ -26,6 +26,7 @@
 #include "history.h"
 #include "inferq_error.h"
 #include "log.h"
+#include "observe.h"
 #include "server.h"
 #include "storage.h"
 
@@ -144,7 +145,8 @@ static void add_history(server_t *s, job_t *job, history_event_t event, int64_t 
 	history_append(&job->rec, event, at_ms, worker, detail, s->config.max_job_history);
 }
 
-void engine_record_update(server_t *s, job_t *job, job_state_t prev)
+/* Records a change of job with its history event; returns the op for more marks. */
+static store_op_t *record_update(server_t *s, job_t *job, job_state_t prev)
 {
 	history_event_t event = history_event_of(prev, job->rec.state);
 	const rbuf_t *worker = event == HISTORY_CANCELED ? NULL : job->rec.worker;
@@ -156,6 +158,17 @@ void engine_record_update(server_t *s, job_t *job, job_state_t prev)
 	add_history(s, job, event, clock_wall_ms(), worker, detail);
 	op = add_op(s, job, STORE_OP_UPDATE, prev);
 	op->event = event;
+	return op;
+}
+
+void engine_record_update(server_t *s, job_t *job, job_state_t prev)
+{
+	record_update(s, job, prev);
+}
+
+void engine_record_claim(server_t *s, job_t *job)
+{
+	record_update(s, job, JOB_PENDING)->cause = OBSERVE_CAUSE_CLAIM;
 }
 
 void engine_untouch(server_t *s, job_t *job)
@@ -269,6 +282,7 @@ static void commit_succeeded(server_t *s, pending_batch_t *pb)
 		job_t *job = op->owner;
 
 		if (op->kind == STORE_OP_PURGE) {
+			observe_purge_committed(s, op);
 			if (op->purged > 0)
 				log_info("retention", "deleted %lld finished jobs",
 					 (long long)op->purged);
@@ -281,6 +295,7 @@ static void commit_succeeded(server_t *s, pending_batch_t *pb)
 		if (store_op_is_key(op->kind))
 			continue;
 		count_committed(s, job, op, now_ms);
+		observe_job_committed(s, job, op);
 		if (op->kind == STORE_OP_INSERT)
 			idempotency_untrack(s->idempotency, job);
 		if (job->dirty_batch > b->id) {
@@ -383,6 +398,7 @@ static void on_commit(store_batch_t *batch, void *ctx)
 
 	IQ_ASSERT(pb != NULL && &pb->batch == batch);
 	s->inflight = NULL;
+	observe_commit_done(s, batch);
 	if (batch->result == 0)
 		commit_succeeded(s, pb);
 	else
@@ -407,6 +423,7 @@ static void flush(server_t *s)
 	s->inflight = pb;
 	s->collecting = pb == &s->batches[0] ? &s->batches[1] : &s->batches[0];
 	s->collecting->batch.id = s->next_batch_id++;
+	observe_commit_started(s);
 	rc = store_commit(s->store, &pb->batch, on_commit, s);
 	IQ_ASSERT(rc == 0);
 }
@@ -418,9 +435,9 @@ static void on_check(uv_check_t *handle)
 
 /*
  * Records a lease expiry: "expired", then "retried" or "failed", all naming
- * the worker that held the lease, in one update.
+ * the worker that held the lease, in one update. Returns the update's op.
  */
-static void record_expiry(server_t *s, job_t *job, int64_t now_ms)
+static store_op_t *record_expiry(server_t *s, job_t *job, int64_t now_ms)
 {
 	const rbuf_t *worker = job->rec.worker;
 	char detail[96];
@@ -438,6 +455,7 @@ static void record_expiry(server_t *s, job_t *job, int64_t now_ms)
 	}
 	op = add_op(s, job, STORE_OP_UPDATE, JOB_RUNNING);
 	op->event = HISTORY_EXPIRED;
+	return op;
 }
 
 static void on_lease_timer(uv_timer_t *timer)
@@ -453,18 +471,16 @@ static void on_lease_timer(uv_timer_t *timer)
 		engine_touch(s, job);
 		expired = queue_expire_next(s->queue, now);
 		IQ_ASSERT(expired == job);
-		record_expiry(s, job, now.wall_ms);
+		record_expiry(s, job, now.wall_ms)->cause = OBSERVE_CAUSE_EXPIRY;
 		id_format(&job->rec.id, id);
-		if (job->rec.state == JOB_PENDING) {
-			log_info("lease", "lease expired, job back to pending request_id=%s model=%s "
-					  "retries=%u",
-				 id, job->rec.model->data, job->rec.retries);
+		log_fields(LOG_INFO, "lease",
+			   job->rec.state == JOB_PENDING
+				   ? "lease expired, job back to pending"
+				   : "lease expired after the last retry, job failed",
+			   LOG_STR("request_id", id), LOG_STR("model", job->rec.model->data),
+			   LOG_UINT("retries", job->rec.retries));
+		if (job->rec.state == JOB_PENDING)
 			claim_dispatch_waiters(s, job->model);
-		} else {
-			log_info("lease", "lease expired after the last retry, job failed "
-					  "request_id=%s model=%s retries=%u",
-				 id, job->rec.model->data, job->rec.retries);
-		}
 	}
 	engine_arm_lease_timer(s);
 }

@@ -172,8 +172,8 @@ void handle_submit(server_t *s, http_request_t *req)
 
 	reply_request_id(s, req, &job->rec.id, &b);
 	id_format(&job->rec.id, id);
-	log_debug("queue", "submitted request_id=%s model=%s priority=%d", id, model.data,
-		  (int)priority);
+	log_fields(LOG_DEBUG, "queue", "submitted", LOG_STR("request_id", id),
+		   LOG_STR("model", model.data), LOG_INT("priority", priority));
 	claim_dispatch_waiters(s, m);
 out:
 	body_free(&b);
@@ -374,8 +374,8 @@ void handle_clear(server_t *s, http_request_t *req)
 		count++;
 	}
 	if (count)
-		log_info("queue", "cleared %llu pending jobs model=%s", (unsigned long long)count,
-			 model.data);
+		log_fields(LOG_INFO, "queue", "cleared pending jobs", LOG_STR("model", model.data),
+			   LOG_UINT("count", count));
 	buf_printf(&reply, "{\"canceled_count\":%llu}", (unsigned long long)count);
 	body_add_warnings(&reply, &b);
 	engine_reply_after_commit(s, req, 200, &reply);

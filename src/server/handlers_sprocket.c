@@ -336,8 +336,9 @@ void handle_sprocket_status(server_t *s, http_request_t *req)
 		char text[ID_TEXT_LEN + 1];
 
 		id_format(&id, text);
-		log_debug("queue", "sprocket update status=%s request_id=%s model=%s",
-			  job_state_name(job->rec.state), text, job->rec.model->data);
+		log_fields(LOG_DEBUG, "queue", "sprocket update", LOG_STR("request_id", text),
+			   LOG_STR("model", job->rec.model->data),
+			   LOG_STR("status", job_state_name(job->rec.state)));
 	}
 out:
 	buf_free(&reply);

@@ -67,6 +67,9 @@ struct req {
 	unsigned keep_alive : 1;
 	unsigned is_head : 1;
 	unsigned http10 : 1;
+	uint64_t started_ns;       /* uv_hrtime() at the end of the headers */
+	http_observer_cb observer; /* copied from the limits: the server may be gone at the answer */
+	void *observer_ctx;
 	/* header array, target and header text, then the inline body follow */
 };
 
@@ -905,6 +908,9 @@ static struct req *req_new(struct conn *c)
 	memcpy(r->pub.remote_addr, c->remote, sizeof(r->pub.remote_addr));
 	r->is_head = r->pub.method == HTTP_HEAD;
 	r->http10 = llhttp_get_http_major(p) == 1 && llhttp_get_http_minor(p) == 0;
+	r->started_ns = uv_hrtime();
+	r->observer = c->server->limits.observer;
+	r->observer_ctx = c->server->ctx;
 	return r;
 }
 
@@ -1437,6 +1443,11 @@ int http_server_port(const http_server_t *server)
 	return server->port;
 }
 
+uint32_t http_server_connections(const http_server_t *server)
+{
+	return server->open_conns;
+}
+
 static void on_aux_closed(uv_handle_t *h)
 {
 	struct http_server *s = h->data;
@@ -1567,6 +1578,8 @@ void http_respond(http_request_t *req, int status, const char *content_type,
 	}
 	if (!c->closed)
 		queue_response(c, r, status, content_type, extra_headers, body, body_len);
+	if (r->observer)
+		r->observer(r->observer_ctx, req, status, body_len, uv_hrtime() - r->started_ns);
 	req_free(r);
 	conn_unref(c);
 }

@@ -21,6 +21,16 @@ typedef struct http_server http_server_t;
 struct http_request;
 
 /*
+ * Called once per http_respond() call, with the handler's
+ * ctx, the request (valid only during the call), the status, the bytes of
+ * the response body and the nanoseconds from the end of the request's
+ * headers until the response was queued. Also called when the client went
+ * away before the answer. Loop thread.
+ */
+typedef void (*http_observer_cb)(void *ctx, const struct http_request *req, int status,
+				 size_t body_len, uint64_t duration_ns);
+
+/*
  * Per-server limits. A timeout of 0 disables that timer and max_connections
  * 0 means no limit; max_header_bytes and max_pipelined must be at least 1.
  */
@@ -38,6 +48,7 @@ typedef struct {
 	 * "--max-body-bytes" for every request. Called with the handler's ctx.
 	 */
 	size_t (*body_limit)(void *ctx, const struct http_request *req, const char **flag);
+	http_observer_cb observer;   /* or NULL: metrics and the access log */
 } http_limits_t;
 
 typedef struct {
@@ -78,6 +89,9 @@ int http_server_start(uv_loop_t *loop, const char *listen_addr, const http_limit
 
 /* Returns the bound port (useful after port 0). */
 int http_server_port(const http_server_t *server);
+
+/* Returns the connections accepted and not yet closed. */
+uint32_t http_server_connections(const http_server_t *server);
 
 /*
  * Stops accepting, closes idle connections at once and drops requests only

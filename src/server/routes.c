@@ -14,6 +14,8 @@
 #include "auth.h"
 #include "error.h"
 #include "inferq_error.h"
+#include "metrics.h"
+#include "observe.h"
 #include "request.h"
 
 #define CLIENT AUTH_ROLE_CLIENT
@@ -55,6 +57,7 @@ static const route_t routes[] = {
 	{"GET", "/v1/admin/queues", handle_admin_queues, ADMIN},
 	{"GET", "/healthz", handle_healthz, 0},
 	{"GET", "/readyz", handle_readyz, 0},
+	{"GET", "/metrics", handle_prometheus, ADMIN},
 };
 
 #define ROUTE_COUNT (sizeof(routes) / sizeof(routes[0]))
@@ -88,6 +91,15 @@ static void method_not_allowed(http_request_t *req, const char *allowed)
 		   allowed);
 	http_respond(req, 405, NULL, header, body.data, body.len);
 	buf_free(&body);
+}
+
+const char *routes_pattern(const http_request_t *req)
+{
+	for (size_t i = 0; i < ROUTE_COUNT; i++) {
+		if (path_is(req, routes[i].path))
+			return routes[i].path;
+	}
+	return METRICS_OTHER_ROUTE;
 }
 
 void routes_dispatch(void *ctx, http_request_t *req)

@@ -14,6 +14,14 @@
 void routes_dispatch(void *ctx, http_request_t *req);
 
 /*
+ * Returns the path of the route table entry that req's path matches,
+ * whatever the method, or "other". The result is a static string, and a
+ * prefix route's path ends in '/'. Metrics label requests with it, never
+ * with the raw path.
+ */
+const char *routes_pattern(const http_request_t *req);
+
+/*
  * Finds the job with id for a change through a model's route. When there is
  * no job to change, it sends the response itself and returns NULL: 404 for an
  * unknown job, another model's, or a model the request's key does not cover,

@@ -19,6 +19,7 @@
 #include "clock.h"
 #include "inferq_error.h"
 #include "log.h"
+#include "observe.h"
 #include "routes.h"
 #include "server.h"
 #include "storage.h"
@@ -122,6 +123,7 @@ static void on_signal(uv_signal_t *handle, int signum)
 	s->stopping = 1;
 	log_info("server", "%s received, stopping: finishing open requests", strsignal(signum));
 	claim_flush_waiters(s);
+	observe_close_listener(s);
 	http_server_close(s->http, on_http_closed, s);
 }
 
@@ -159,6 +161,8 @@ static uint32_t fit_connections_to_file_limit(uint32_t wanted)
 	return (uint32_t)usable;
 }
 
+static void stop_listening(server_t *s);
+
 static int start_listening(server_t *s)
 {
 	http_limits_t limits = {
@@ -169,6 +173,7 @@ static int start_listening(server_t *s)
 		.max_connections = fit_connections_to_file_limit(s->config.max_connections),
 		.max_pipelined = 64,
 		.body_limit = storage_body_limit,
+		.observer = observe_http,
 	};
 	char err[256];
 
@@ -177,6 +182,10 @@ static int start_listening(server_t *s)
 		log_error("server", "cannot listen on %s: %s; choose another address or port with "
 				    "--listen",
 			  s->config.listen, err);
+		return INFERQ_EIO;
+	}
+	if (observe_listen(s, &limits) != 0) {
+		stop_listening(s);
 		return INFERQ_EIO;
 	}
 	return 0;
@@ -198,6 +207,7 @@ static void log_listening(const server_t *s)
 /* Closes the listener of a start that failed later, before anything was served. */
 static void stop_listening(server_t *s)
 {
+	observe_close_listener(s);
 	http_server_close(s->http, NULL, NULL);
 	s->http = NULL;
 	uv_run(s->loop, UV_RUN_DEFAULT);
@@ -209,12 +219,15 @@ static void log_config(const serve_config_t *c)
 		 "config: data_dir=%s claim_timeout=%us max_retries=%u retention=%llds "
 		 "max_body_bytes=%zu max_header_bytes=%zu max_info_bytes=%zu "
 		 "idempotency_ttl=%llds max_model_length=%zu max_json_depth=%d request_timeout=%lldms "
-		 "idle_timeout=%lldms max_connections=%u",
+		 "idle_timeout=%lldms max_connections=%u log_format=%s access_log=%s "
+		 "metrics_listen=%s metrics_max_models=%u",
 		 c->data_dir, c->claim_timeout, c->max_retries, (long long)(c->retention_ms / 1000),
 		 c->max_body_bytes, c->max_header_bytes, c->max_info_bytes,
 		 (long long)(c->idempotency_ttl_ms / 1000), c->max_model_length,
 		 c->max_json_depth, (long long)c->request_timeout_ms,
-		 (long long)c->idle_timeout_ms, c->max_connections);
+		 (long long)c->idle_timeout_ms, c->max_connections,
+		 c->log_format == LOG_FORMAT_JSON ? "json" : "text", c->access_log ? "on" : "off",
+		 c->metrics_listen[0] ? c->metrics_listen : "none", c->metrics_max_models);
 }
 
 int serve_main(int argc, char **argv)
@@ -231,6 +244,7 @@ int serve_main(int argc, char **argv)
 	if (rc != 0)
 		return rc > 0 ? 0 : 2;
 	log_set_level(s->config.log_level);
+	log_set_format(s->config.log_format);
 	signal(SIGPIPE, SIG_IGN);
 	log_info("server", "inferq %s starting", INFERQ_VERSION);
 	log_config(&s->config);
@@ -242,12 +256,14 @@ int serve_main(int argc, char **argv)
 	s->queue = queue_new(&qc);
 	s->idempotency = idempotency_new();
 	s->workers = workers_new(s->config.max_workers_tracked, s->config.worker_forget_ms);
+	observe_open(s);
 
 	/* Bind first, so a bad --listen or a busy port fails before the data dir is touched. */
 	if (start_listening(s) != 0) {
 		queue_free(s->queue);
 		idempotency_free(s->idempotency);
 		workers_free(s->workers);
+		observe_free(s);
 		return 1;
 	}
 	sc.loop = s->loop;
@@ -258,6 +274,7 @@ int serve_main(int argc, char **argv)
 		queue_free(s->queue);
 		idempotency_free(s->idempotency);
 		workers_free(s->workers);
+		observe_free(s);
 		return 1;
 	}
 	if (load_queue(s) != 0 || auth_open(s) != 0 ||
@@ -269,8 +286,10 @@ int serve_main(int argc, char **argv)
 		queue_free(s->queue);
 		idempotency_free(s->idempotency);
 		workers_free(s->workers);
+		observe_free(s);
 		return 1;
 	}
+	observe_load_finished(s);
 	engine_init(s);
 
 	uv_signal_init(s->loop, &s->sigint);
@@ -288,6 +307,7 @@ int serve_main(int argc, char **argv)
 	workers_free(s->workers);
 	auth_close(s);
 	storage_close(s);
+	observe_free(s);
 	uv_loop_close(s->loop);
 	log_info("server", "stopped");
 	return s->exit_code;

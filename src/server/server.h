@@ -28,6 +28,7 @@
 #include "workers.h"
 
 typedef struct auth auth_t;
+typedef struct observe observe_t;
 typedef struct reply reply_t;
 typedef struct waiter waiter_t;
 
@@ -40,6 +41,7 @@ typedef struct {
 	uint64_t submitted_total;
 	uint64_t completed_total;
 	uint64_t failed_total;
+	struct metrics_model *metrics;        /* this model's metrics series, set at first use */
 } model_state_t;
 
 /* A store batch with the responses that wait for its commit. */
@@ -59,6 +61,7 @@ typedef struct server {
 	auth_t *auth;               /* API keys and the failure limiter (auth.h) */
 	struct storage *storage;    /* output files of Sprocket workers (storage.h) */
 	workers_t *workers;         /* workers seen, for GET /v1/admin/workers (workers.h) */
+	observe_t *observe;         /* metrics and the metrics listener (observe.h) */
 
 	uint64_t next_seq;      /* seq of the next submitted job */
 	uint64_t next_batch_id; /* id of the next collecting batch; starts at 1 */
@@ -100,6 +103,8 @@ void engine_untouch(server_t *s, job_t *job);
 void engine_record_insert(server_t *s, job_t *job);
 /* Records a change of job (made after engine_touch) whose state before was prev. */
 void engine_record_update(server_t *s, job_t *job, job_state_t prev);
+/* Records a claim of job (pending before); the same as engine_record_update, counted as a claim. */
+void engine_record_claim(server_t *s, job_t *job);
 
 /*
  * Sends status and body (taken over) to req once every change recorded so far

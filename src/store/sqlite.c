@@ -50,6 +50,10 @@ static const char sql_max_seq[] =
     "SELECT max(coalesce((SELECT max(seq) FROM jobs), 0), "
     "coalesce((SELECT value FROM store_meta WHERE name = 'max_seq'), 0))";
 
+static const char sql_count_finished[] =
+    "SELECT model, state, count(*) FROM jobs WHERE done_at IS NOT NULL "
+    "AND state IN ('done', 'failed', 'canceled') GROUP BY model, state";
+
 static const char sql_load_keys[] =
     "SELECT name, key_hash, role, models, created_at, last_used_at, expires_at, revoked_at "
     "FROM api_keys ORDER BY created_at, rowid";
@@ -565,6 +569,35 @@ static int local_load_keys(void *state, int (*fn)(void *ctx, store_key_t *key), 
 	return ret;
 }
 
+static int local_count_finished(void *state,
+                                int (*fn)(void *ctx, const char *model, job_state_t st,
+                                          uint64_t count),
+                                void *ctx)
+{
+	local_store_t *s = state;
+	sqlite3_stmt *st = NULL;
+	int rc, ret = 0;
+
+	if (sqlite3_prepare_v2(s->rdb, sql_count_finished, -1, &st, NULL) != SQLITE_OK)
+		return INFERQ_EIO;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		const char *model = (const char *)sqlite3_column_text(st, 0);
+		const char *name = (const char *)sqlite3_column_text(st, 1);
+		job_state_t state_value;
+
+		/* A row this server did not write is skipped rather than failing the start. */
+		if (model == NULL || name == NULL || job_state_parse(name, &state_value) != 0)
+			continue;
+		ret = fn(ctx, model, state_value, (uint64_t)sqlite3_column_int64(st, 2));
+		if (ret != 0)
+			break;
+	}
+	if (ret == 0 && rc != SQLITE_DONE)
+		ret = INFERQ_EIO;
+	sqlite3_finalize(st);
+	return ret;
+}
+
 static int local_find_idempotency(void *state, const char *model, size_t model_len,
                                   const char *key, size_t key_len, int64_t since_ms, iq_id_t *id,
                                   char body_hash[65])
@@ -617,6 +650,7 @@ const store_backend_t store_backend_local = {
     .close = local_close,
     .load = local_load,
     .load_keys = local_load_keys,
+    .count_finished = local_count_finished,
     .find_idempotency = local_find_idempotency,
     .commit = local_commit,
     .get = local_get,

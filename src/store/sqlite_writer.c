@@ -125,7 +125,8 @@ static const char sql_update[] =
     "outputs = ?16, error = ?17, history = ?21 WHERE id = ?2";
 static const char sql_purge[] =
     "DELETE FROM jobs WHERE seq IN (SELECT seq FROM jobs WHERE done_at < ?1 "
-    "AND state IN ('done', 'failed', 'canceled') ORDER BY done_at LIMIT ?2) RETURNING id";
+    "AND state IN ('done', 'failed', 'canceled') ORDER BY done_at LIMIT ?2) "
+    "RETURNING model, state, id";
 static const char sql_key_insert[] =
     "INSERT INTO api_keys (name, key_hash, role, models, created_at, last_used_at, expires_at, "
     "revoked_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
@@ -452,6 +453,44 @@ static int exec_update(writer_t *w, const job_record_t *r)
 	return rc;
 }
 
+/* Adds the deleted row at st (model, state) to op's counts per model and state. */
+/* Appends the id in column col of the RETURNING row to op->purged_ids. */
+static void collect_purged_id(store_op_t *op, sqlite3_stmt *st, int col)
+{
+	const char *id = (const char *)sqlite3_column_text(st, col);
+	size_t n = (size_t)op->purged;
+
+	if ((n & (n - 1)) == 0)
+		op->purged_ids = xrealloc(op->purged_ids, (n ? n * 2 : 1) * sizeof(*op->purged_ids));
+	if (id == NULL || id_parse(id, (size_t)sqlite3_column_bytes(st, col),
+				   &op->purged_ids[n]) != 0)
+		return;
+	op->purged++;
+}
+
+static void count_purged_row(store_op_t *op, sqlite3_stmt *st)
+{
+	const char *model = (const char *)sqlite3_column_text(st, 0);
+	const char *name = (const char *)sqlite3_column_text(st, 1);
+	job_state_t state;
+	size_t i;
+
+	if (model == NULL || name == NULL || job_state_parse(name, &state) != 0)
+		return;
+	for (i = 0; i < op->purged_by_count; i++) {
+		if (op->purged_by[i].state == state && strcmp(op->purged_by[i].model, model) == 0)
+			break;
+	}
+	if (i == op->purged_by_count) {
+		op->purged_by = xrealloc(op->purged_by, (i + 1) * sizeof(*op->purged_by));
+		op->purged_by[i].model = xstrdup(model);
+		op->purged_by[i].state = state;
+		op->purged_by[i].count = 0;
+		op->purged_by_count++;
+	}
+	op->purged_by[i].count++;
+}
+
 static int exec_purge(writer_t *w, store_op_t *op)
 {
 	sqlite3_stmt *st = w->purge;
@@ -468,21 +507,20 @@ static int exec_purge(writer_t *w, store_op_t *op)
 		sqlite3_clear_bindings(st);
 		return rc;
 	}
-	/* The ids go to the caller, which deletes the jobs' output files after the commit. */
+	/*
+	 * Each deleted row comes back as a row of RETURNING model, state, id:
+	 * the counts go to the metrics, the ids to the caller, which deletes
+	 * the jobs' output files after the commit.
+	 */
 	free(op->purged_ids);
 	op->purged_ids = NULL;
 	op->purged = 0;
+	for (size_t i = 0; i < op->purged_by_count; i++)
+		free(op->purged_by[i].model);
+	op->purged_by_count = 0;
 	while ((rc = step_fn(st)) == SQLITE_ROW) {
-		const char *id = (const char *)sqlite3_column_text(st, 0);
-
-		if ((op->purged & (op->purged - 1)) == 0)
-			op->purged_ids = xrealloc(op->purged_ids,
-			                          (size_t)(op->purged ? op->purged * 2 : 1) *
-			                              sizeof(*op->purged_ids));
-		if (id == NULL || id_parse(id, (size_t)sqlite3_column_bytes(st, 0),
-		                           &op->purged_ids[op->purged]) != 0)
-			continue;
-		op->purged++;
+		count_purged_row(op, st);
+		collect_purged_id(op, st, 2);
 	}
 	sqlite3_reset(st);
 	sqlite3_clear_bindings(st);

@@ -57,6 +57,13 @@ int store_load_keys(store_t *s, int (*fn)(void *ctx, store_key_t *key), void *ct
 	return s->backend->load_keys(s->state, fn, ctx);
 }
 
+int store_count_finished(store_t *s,
+			 int (*fn)(void *ctx, const char *model, job_state_t state, uint64_t count),
+			 void *ctx)
+{
+	return s->backend->count_finished(s->state, fn, ctx);
+}
+
 int store_find_idempotency(store_t *s, const char *model, size_t model_len, const char *key,
 			   size_t key_len, int64_t since_ms, iq_id_t *id, char body_hash[65])
 {
@@ -122,6 +129,11 @@ void store_batch_reset(store_batch_t *batch)
 		batch->ops[i].key.models = NULL;
 		free(batch->ops[i].purged_ids);
 		batch->ops[i].purged_ids = NULL;
+		for (size_t j = 0; j < batch->ops[i].purged_by_count; j++)
+			free(batch->ops[i].purged_by[j].model);
+		free(batch->ops[i].purged_by);
+		batch->ops[i].purged_by = NULL;
+		batch->ops[i].purged_by_count = 0;
 	}
 	batch->count = 0;
 	batch->result = 0;

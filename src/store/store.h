@@ -55,6 +55,13 @@ typedef struct {
 	int64_t revoked_at;                /* ms since epoch, 0 = not revoked */
 } store_key_t;
 
+/* Finished jobs of one model and state that a purge deleted. */
+typedef struct {
+	char *model; /* NUL-terminated, owned by the op */
+	job_state_t state;
+	uint64_t count;
+} store_purged_t;
+
 typedef struct {
 	store_op_kind_t kind;
 	job_record_t rec;     /* INSERT, UPDATE: holds references until the op is freed */
@@ -68,6 +75,10 @@ typedef struct {
 	job_state_t prev_state; /* free for the caller (state before this op) */
 	int64_t lease_mono;     /* free for the caller (monotonic lease deadline after this op) */
 	int event;              /* free for the caller (what this op records, history.h) */
+	store_purged_t *purged_by; /* PURGE: the deleted rows per model and state, set by the
+	                              backend; freed by store_batch_reset */
+	size_t purged_by_count;
+	uint8_t cause;          /* free for the caller (what made the change, for metrics) */
 } store_op_t;
 
 typedef struct store_batch {
@@ -137,6 +148,18 @@ int store_find_idempotency(store_t *s, const char *model, size_t model_len, cons
  * a batch is already in flight.
  */
 int store_commit(store_t *s, store_batch_t *batch, store_commit_cb cb, void *ctx);
+
+/*
+ * Counts the finished (done, failed, canceled) jobs kept in the store, per
+ * model and state. It calls fn once per pair with the model's name, valid
+ * during the call, and fn returns 0 to go on. Called at start, on the loop
+ * thread. It reads every finished row, so it takes time in proportion to
+ * the jobs kept for --retention. Returns 0, INFERQ_EIO, or the first
+ * non-zero value fn returned.
+ */
+int store_count_finished(store_t *s,
+			 int (*fn)(void *ctx, const char *model, job_state_t state, uint64_t count),
+			 void *ctx);
 
 /*
  * Reads the committed row of a job into *out (caller clears it with
@@ -216,6 +239,10 @@ typedef struct store_backend {
 	int (*load)(void *state, int (*fn)(void *ctx, job_record_t *rec), void *ctx,
 		    uint64_t *max_seq);
 	int (*load_keys)(void *state, int (*fn)(void *ctx, store_key_t *key), void *ctx);
+	int (*count_finished)(void *state,
+			      int (*fn)(void *ctx, const char *model, job_state_t state,
+					uint64_t count),
+			      void *ctx);
 	int (*find_idempotency)(void *state, const char *model, size_t model_len, const char *key,
 				size_t key_len, int64_t since_ms, iq_id_t *id, char body_hash[65]);
 	int (*commit)(void *state, store_batch_t *batch, store_commit_cb cb, void *ctx);

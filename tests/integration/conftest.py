@@ -17,10 +17,13 @@ def pytest_runtest_makereport(item, call):
 
 
 def flag_args(flags):
-    """Turn {"claim_timeout": 1} into ["--claim-timeout", "1"]."""
+    """Turn {"claim_timeout": 1} into ["--claim-timeout", "1"], and {"access_log": True} into
+    ["--access-log"] for a flag that takes no value."""
     args = []
     for name, value in flags.items():
-        args += ["--" + name.replace("_", "-"), str(value)]
+        args.append("--" + name.replace("_", "-"))
+        if value is not True:
+            args.append(str(value))
     return args
 
 

@@ -543,6 +543,100 @@ static void purge_honours_cutoff_and_limit(void **state)
 	store_batch_free(&b);
 }
 
+/* Counts of finished jobs by "model/state", gathered by store_count_finished(). */
+typedef struct {
+	char keys[8][64];
+	uint64_t counts[8];
+	size_t n;
+} finished_ctx_t;
+
+static int collect_finished(void *ctx, const char *model, job_state_t state, uint64_t count)
+{
+	finished_ctx_t *fc = ctx;
+
+	assert_true(fc->n < 8);
+	snprintf(fc->keys[fc->n], sizeof(fc->keys[0]), "%s/%s", model, job_state_name(state));
+	fc->counts[fc->n++] = count;
+	return 0;
+}
+
+static uint64_t finished_count(const finished_ctx_t *fc, const char *key)
+{
+	for (size_t i = 0; i < fc->n; i++) {
+		if (strcmp(fc->keys[i], key) == 0)
+			return fc->counts[i];
+	}
+	return 0;
+}
+
+static uint64_t purged_count(const store_op_t *op, const char *model, job_state_t state)
+{
+	for (size_t i = 0; i < op->purged_by_count; i++) {
+		if (op->purged_by[i].state == state && strcmp(op->purged_by[i].model, model) == 0)
+			return op->purged_by[i].count;
+	}
+	return 0;
+}
+
+static void finished_counts_and_purged_by_model(void **state)
+{
+	fixture_t *f = *state;
+	static const job_state_t states[] = {JOB_DONE, JOB_DONE,    JOB_FAILED, JOB_CANCELED,
+					     JOB_DONE, JOB_PENDING, JOB_RUNNING};
+	static const char *const models[] = {"org/a", "org/a", "org/a", "org/b",
+					     "org/b", "org/a", "org/b"};
+	job_record_t jobs[7];
+	finished_ctx_t before = {0}, after = {0};
+	store_batch_t b;
+
+	open_main(f);
+	store_batch_init(&b);
+	for (int i = 0; i < 7; i++) {
+		make_job(&jobs[i], (uint64_t)i + 1, states[i]);
+		rbuf_unref(jobs[i].model);
+		jobs[i].model = rbuf_from_str(models[i]);
+		if (job_state_is_terminal(states[i]))
+			jobs[i].done_at = BASE_MS + 100 * (i + 1);
+		add_op(&b, STORE_OP_INSERT, &jobs[i]);
+	}
+	assert_int_equal(commit_wait(f, &b), 0);
+
+	assert_int_equal(store_count_finished(f->store, collect_finished, &before), 0);
+	assert_int_equal(before.n, 4);
+	assert_int_equal(finished_count(&before, "org/a/done"), 2);
+	assert_int_equal(finished_count(&before, "org/a/failed"), 1);
+	assert_int_equal(finished_count(&before, "org/b/canceled"), 1);
+	assert_int_equal(finished_count(&before, "org/b/done"), 1);
+
+	/* The cutoff takes the first four finished jobs; the purge reports them per model. */
+	store_batch_reset(&b);
+	add_purge(&b, BASE_MS + 450, 100);
+	assert_int_equal(commit_wait(f, &b), 0);
+	assert_int_equal(b.ops[0].purged, 4);
+	assert_int_equal(b.ops[0].purged_by_count, 3);
+	assert_int_equal(purged_count(&b.ops[0], "org/a", JOB_DONE), 2);
+	assert_int_equal(purged_count(&b.ops[0], "org/a", JOB_FAILED), 1);
+	assert_int_equal(purged_count(&b.ops[0], "org/b", JOB_CANCELED), 1);
+	assert_int_equal(purged_count(&b.ops[0], "org/b", JOB_DONE), 0);
+
+	/* Resetting the batch frees the counts. */
+	store_batch_reset(&b);
+	add_purge(&b, BASE_MS + 450, 100);
+	assert_null(b.ops[0].purged_by);
+	assert_int_equal(b.ops[0].purged_by_count, 0);
+	assert_int_equal(commit_wait(f, &b), 0);
+	assert_int_equal(b.ops[0].purged, 0);
+	assert_int_equal(b.ops[0].purged_by_count, 0);
+
+	assert_int_equal(store_count_finished(f->store, collect_finished, &after), 0);
+	assert_int_equal(after.n, 1);
+	assert_int_equal(finished_count(&after, "org/b/done"), 1);
+
+	for (int i = 0; i < 7; i++)
+		job_record_clear(&jobs[i]);
+	store_batch_free(&b);
+}
+
 static void purge_keeps_max_seq(void **state)
 {
 	fixture_t *f = *state;
@@ -1206,6 +1300,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(close_with_nothing_in_flight, setup, teardown),
 	    cmocka_unit_test_setup_teardown(close_waits_for_in_flight, setup, teardown),
 	    cmocka_unit_test(batch_helpers_reuse_memory),
+	    cmocka_unit_test_setup_teardown(finished_counts_and_purged_by_model, setup, teardown),
 	};
 
 	return cmocka_run_group_tests_name("store", tests, NULL, NULL);
