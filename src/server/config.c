@@ -36,6 +36,10 @@ enum {
 	OPT_LOG_LEVEL,
 	OPT_AUTH,
 	OPT_TRUSTED_PROXY,
+	OPT_TLS_CERT,
+	OPT_TLS_KEY,
+	OPT_TLS_LISTEN,
+	OPT_TLS_HANDSHAKE_TIMEOUT,
 	OPT_HELP,
 };
 
@@ -59,6 +63,10 @@ static const struct option options[] = {
 	{"log-level", required_argument, NULL, OPT_LOG_LEVEL},
 	{"auth", required_argument, NULL, OPT_AUTH},
 	{"trusted-proxy", required_argument, NULL, OPT_TRUSTED_PROXY},
+	{"tls-cert", required_argument, NULL, OPT_TLS_CERT},
+	{"tls-key", required_argument, NULL, OPT_TLS_KEY},
+	{"tls-listen", required_argument, NULL, OPT_TLS_LISTEN},
+	{"tls-handshake-timeout", required_argument, NULL, OPT_TLS_HANDSHAKE_TIMEOUT},
 	{"help", no_argument, NULL, OPT_HELP},
 	{NULL, 0, NULL, 0},
 };
@@ -83,6 +91,7 @@ void config_defaults(serve_config_t *c)
 	c->max_connections = 10000;
 	c->max_pending_changes = 100000;
 	c->log_level = LOG_INFO;
+	c->tls_handshake_timeout_ms = 10000;
 }
 
 void config_usage(void)
@@ -122,6 +131,13 @@ void config_usage(void)
 	       "  --trusted-proxy CIDR      a reverse proxy's address range, e.g. 10.0.0.0/8;\n"
 	       "                            for peers inside it the client address is the last\n"
 	       "                            X-Forwarded-For hop; repeatable, up to 16\n"
+	       "  --tls-cert FILE           PEM certificate chain (server certificate first);\n"
+	       "                            with --tls-key, serves HTTPS (reread on SIGHUP)\n"
+	       "  --tls-key FILE            PEM private key of --tls-cert, not encrypted\n"
+	       "  --tls-listen HOST:PORT    serve HTTPS here and plain HTTP on --listen; without\n"
+	       "                            it, --listen itself serves HTTPS when --tls-cert is set\n"
+	       "  --tls-handshake-timeout DURATION  connections that have not finished the TLS\n"
+	       "                            handshake close after it (default 10s)\n"
 	       "  --help                    print this help\n");
 }
 
@@ -296,8 +312,42 @@ static int apply(serve_config_t *c, int opt, const char *v)
 			 "%s", v);
 		return 0;
 	}
+	case OPT_TLS_CERT:
+		return copy_string(c->tls_cert, sizeof(c->tls_cert), "tls-cert", v);
+	case OPT_TLS_KEY:
+		return copy_string(c->tls_key, sizeof(c->tls_key), "tls-key", v);
+	case OPT_TLS_LISTEN:
+		return copy_string(c->tls_listen, sizeof(c->tls_listen), "tls-listen", v);
+	case OPT_TLS_HANDSHAKE_TIMEOUT:
+		if (parse_duration(v, 100, 3600000, &c->tls_handshake_timeout_ms) != 0)
+			return flag_error("tls-handshake-timeout", v, "a duration from 100ms to 1h");
+		return 0;
 	}
 	return INFERQ_EINVAL;
+}
+
+/* Checks that the TLS flags come as a set: the certificate with its key, and a listener only with both. */
+static int check_tls_flags(const serve_config_t *c)
+{
+	if (c->tls_cert[0] && !c->tls_key[0]) {
+		fprintf(stderr, "inferq serve: --tls-cert %s needs --tls-key: pass the certificate's "
+				"private key too\n",
+			c->tls_cert);
+		return INFERQ_EINVAL;
+	}
+	if (c->tls_key[0] && !c->tls_cert[0]) {
+		fprintf(stderr, "inferq serve: --tls-key %s needs --tls-cert: pass the certificate "
+				"that goes with the key too\n",
+			c->tls_key);
+		return INFERQ_EINVAL;
+	}
+	if (c->tls_listen[0] && !c->tls_cert[0]) {
+		fprintf(stderr, "inferq serve: --tls-listen %s needs --tls-cert and --tls-key: pass "
+				"the certificate and key that the HTTPS listener serves\n",
+			c->tls_listen);
+		return INFERQ_EINVAL;
+	}
+	return 0;
 }
 
 int config_parse(serve_config_t *c, int argc, char **argv)
@@ -331,12 +381,21 @@ int config_parse(serve_config_t *c, int argc, char **argv)
 			argv[optind]);
 		return INFERQ_EINVAL;
 	}
+	if (check_tls_flags(c) != 0)
+		return INFERQ_EINVAL;
 	if (c->auth_none && !auth_listen_is_loopback(c->listen)) {
 		fprintf(stderr, "inferq serve: --auth none is allowed only with a loopback --listen "
 				"address (127.0.0.0/8, ::1 or localhost), because it lets anyone "
 				"who can connect use every route; got --listen %s. Use --auth keys, "
 				"or listen on 127.0.0.1\n",
 			c->listen);
+		return INFERQ_EINVAL;
+	}
+	if (c->auth_none && c->tls_listen[0] && !auth_listen_is_loopback(c->tls_listen)) {
+		fprintf(stderr, "inferq serve: --auth none is allowed only with loopback addresses, "
+				"and --tls-listen %s is not one; use --auth keys, or listen on "
+				"127.0.0.1\n",
+			c->tls_listen);
 		return INFERQ_EINVAL;
 	}
 	return 0;

@@ -36,6 +36,10 @@ typedef struct {
 	int auth_none;              /* --auth none: every request allowed (loopback only) */
 	char trusted_proxies[CONFIG_MAX_PROXIES][64]; /* --trusted-proxy CIDR ranges, checked */
 	size_t trusted_proxy_count;
+	char tls_cert[1024];        /* PEM certificate chain; "" = no TLS */
+	char tls_key[1024];         /* PEM private key; set exactly when tls_cert is */
+	char tls_listen[256];       /* "host:port" of a separate HTTPS listener; "" = none */
+	int64_t tls_handshake_timeout_ms; /* accept to finished handshake */
 } serve_config_t;
 
 /* Fills c with the defaults. */

@@ -18,6 +18,7 @@
 #include <uv.h>
 
 typedef struct http_server http_server_t;
+typedef struct tls_context tls_context_t; /* tls.h */
 
 /*
  * Per-server limits. A timeout of 0 disables that timer and max_connections
@@ -30,6 +31,7 @@ typedef struct {
 	uint64_t request_timeout_ms; /* first byte of a request to its last body byte: 408 */
 	uint32_t max_connections;    /* further connections are closed at accept */
 	uint32_t max_pipelined;      /* unanswered requests per connection before reading pauses */
+	uint64_t tls_handshake_timeout_ms; /* accept to finished TLS handshake: close */
 } http_limits_t;
 
 typedef struct {
@@ -70,6 +72,14 @@ int http_server_start(uv_loop_t *loop, const char *listen_addr, const http_limit
 
 /* Returns the bound port (useful after port 0). */
 int http_server_port(const http_server_t *server);
+
+/*
+ * Makes every connection the server accepts from now on speak TLS with the
+ * certificate tls holds at that moment (HTTPS); call it before the loop
+ * runs. The server does not own tls, which must outlive its connections'
+ * start (each connection keeps its own reference to the certificate).
+ */
+void http_server_use_tls(http_server_t *server, tls_context_t *tls);
 
 /*
  * Stops accepting, closes idle connections at once and drops requests only
