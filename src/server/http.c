@@ -696,6 +696,11 @@ static void on_timer(uv_timer_t *t)
 		break;
 	case TIMER_IDLE:
 		log_debug("http", "closing idle connection from %s", c->remote);
+		if (c->tls) {
+			/* Best effort: the alert goes out if the socket takes it at once. */
+			tls_conn_close_notify(c->tls);
+			send_tls_output(c);
+		}
 		conn_close(c);
 		break;
 	case TIMER_LINGER: conn_close(c); break;
@@ -719,7 +724,7 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
 	*b = uv_buf_init(c->server->read_buf, sizeof(c->server->read_buf));
 }
 
-/* The client ended its side (TCP EOF or TLS close_notify): answer what it sent, then close. */
+/* Handles the end of the client's side (TCP EOF or TLS close_notify): respond, then close. */
 static void on_peer_eof(struct conn *c)
 {
 	c->peer_eof = 1;
@@ -734,7 +739,7 @@ static void on_peer_eof(struct conn *c)
 /*
  * Ends a TLS connection whose peer broke the protocol: the alert OpenSSL
  * queued goes out, then the connection shuts down. A plain HTTP request
- * sent to the TLS port gets a 400 in plain text that says to use https.
+ * sent to the TLS port gets a 400 in plain text that names https://.
  */
 static void on_tls_error(struct conn *c, const char *err)
 {

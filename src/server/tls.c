@@ -28,9 +28,9 @@
 #include "log.h"
 
 /* TLS 1.2 suites: forward secrecy (ECDHE) and an AEAD cipher only. */
-#define TLS12_CIPHERS                                                                          \
-	"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"                           \
-	"ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"                           \
+#define TLS12_CIPHERS                                                                              \
+	"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"                               \
+	"ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"                               \
 	"ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
 
 #define READ_CHUNK 16384 /* the largest TLS record's plaintext */
@@ -58,7 +58,7 @@ static int no_passphrase(char *buf, int size, int rwflag, void *userdata)
 
 /* Selects "http/1.1" when the client offers it; otherwise the handshake goes on without ALPN. */
 static int select_alpn(SSL *ssl, const unsigned char **out, unsigned char *outlen,
-		       const unsigned char *in, unsigned int inlen, void *arg)
+                       const unsigned char *in, unsigned int inlen, void *arg)
 {
 	static const unsigned char http11[] = "\x08http/1.1";
 	unsigned char *selected;
@@ -87,19 +87,19 @@ static int check_file(const char *flag, const char *path, char *err, size_t errl
 
 	if (stat(path, &st) != 0) {
 		snprintf(err, errlen, "cannot read %s %s: %s; pass the path of a PEM file", flag,
-			 path, strerror(errno));
+		         path, strerror(errno));
 		return INFERQ_EINVAL;
 	}
 	if (!S_ISREG(st.st_mode)) {
 		snprintf(err, errlen, "%s %s is not a regular file; pass the path of a PEM file",
-			 flag, path);
+		         flag, path);
 		return INFERQ_EINVAL;
 	}
 	f = fopen(path, "r");
 	if (!f) {
 		snprintf(err, errlen,
-			 "cannot read %s %s: %s; make it readable by the user inferq runs as", flag,
-			 path, strerror(errno));
+		         "cannot read %s %s: %s; make it readable by the user inferq runs as", flag,
+		         path, strerror(errno));
 		return INFERQ_EINVAL;
 	}
 	fclose(f);
@@ -110,8 +110,8 @@ static void set_policy(SSL_CTX *ssl_ctx)
 {
 	SSL_CTX_set_min_proto_version(ssl_ctx, TLS1_2_VERSION);
 	SSL_CTX_set_max_proto_version(ssl_ctx, TLS1_3_VERSION);
-	SSL_CTX_set_options(ssl_ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
-					     SSL_OP_NO_TICKET);
+	SSL_CTX_set_options(ssl_ctx,
+	                    SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_TICKET);
 	/* No resumption: no stateless tickets (their key would need rotating)
 	 * and no server-side session cache, which TLS 1.3 would use instead. */
 	SSL_CTX_set_session_cache_mode(ssl_ctx, SSL_SESS_CACHE_OFF);
@@ -123,7 +123,7 @@ static void set_policy(SSL_CTX *ssl_ctx)
 
 /* Builds an SSL_CTX from the two files, or explains in err why it cannot. */
 static int load_pair(const char *cert_file, const char *key_file, SSL_CTX **out, char *err,
-		     size_t errlen)
+                     size_t errlen)
 {
 	SSL_CTX *ssl_ctx = NULL;
 	int encrypted = 0;
@@ -135,52 +135,56 @@ static int load_pair(const char *cert_file, const char *key_file, SSL_CTX **out,
 	ERR_clear_error();
 	ssl_ctx = SSL_CTX_new(TLS_server_method());
 	if (!ssl_ctx) {
-		snprintf(err, errlen, "cannot create a TLS context: %s", ssl_reason("unknown error"));
+		snprintf(err, errlen, "cannot create a TLS context: %s",
+		         ssl_reason("unknown error"));
 		goto out;
 	}
 	if (SSL_CTX_set_cipher_list(ssl_ctx, TLS12_CIPHERS) != 1) {
 		snprintf(err, errlen, "cannot set the TLS 1.2 cipher list: %s",
-			 ssl_reason("unknown error"));
+		         ssl_reason("unknown error"));
 		goto out;
 	}
 	set_policy(ssl_ctx);
 
 	if (SSL_CTX_use_certificate_chain_file(ssl_ctx, cert_file) != 1) {
 		snprintf(err, errlen,
-			 "cannot load the certificate from --tls-cert %s: %s; pass a PEM file that "
-			 "starts with -----BEGIN CERTIFICATE----- (server certificate first, then "
-			 "any intermediates)",
-			 cert_file, ssl_reason("no certificate found"));
+		         "cannot load the certificate from --tls-cert %s: %s; pass a PEM file that "
+		         "starts with -----BEGIN CERTIFICATE----- (server certificate first, then "
+		         "any intermediates)",
+		         cert_file, ssl_reason("no certificate found"));
 		goto out;
 	}
 	SSL_CTX_set_default_passwd_cb(ssl_ctx, no_passphrase);
 	SSL_CTX_set_default_passwd_cb_userdata(ssl_ctx, &encrypted);
 	if (SSL_CTX_use_PrivateKey_file(ssl_ctx, key_file, SSL_FILETYPE_PEM) != 1) {
 		if (encrypted)
-			snprintf(err, errlen,
-				 "--tls-key %s is encrypted and inferq cannot ask for a passphrase; "
-				 "write a decrypted copy with `openssl pkey -in %s -out NEW.key`, "
-				 "readable only by inferq",
-				 key_file, key_file);
+			snprintf(
+			    err, errlen,
+			    "--tls-key %s is encrypted and inferq cannot ask for a passphrase; "
+			    "write a decrypted copy with `openssl pkey -in %s -out NEW.key`, "
+			    "readable only by inferq",
+			    key_file, key_file);
 		else if (ERR_GET_REASON(ERR_peek_last_error()) == X509_R_KEY_VALUES_MISMATCH)
-			snprintf(err, errlen,
-				 "the private key in --tls-key %s does not match the certificate in "
-				 "--tls-cert %s; pass the key the certificate was issued for",
-				 key_file, cert_file);
+			snprintf(
+			    err, errlen,
+			    "the private key in --tls-key %s does not match the certificate in "
+			    "--tls-cert %s; pass the key the certificate was issued for",
+			    key_file, cert_file);
 		else
-			snprintf(err, errlen,
-				 "cannot load the private key from --tls-key %s: %s; pass a PEM file "
-				 "that starts with -----BEGIN PRIVATE KEY----- (or an RSA or EC key)",
-				 key_file, ssl_reason("no private key found"));
+			snprintf(
+			    err, errlen,
+			    "cannot load the private key from --tls-key %s: %s; pass a PEM file "
+			    "that starts with -----BEGIN PRIVATE KEY----- (or an RSA or EC key)",
+			    key_file, ssl_reason("no private key found"));
 		goto out;
 	}
 	SSL_CTX_set_default_passwd_cb_userdata(ssl_ctx, NULL);
 	SSL_CTX_set_default_passwd_cb(ssl_ctx, NULL);
 	if (SSL_CTX_check_private_key(ssl_ctx) != 1) {
 		snprintf(err, errlen,
-			 "the private key in --tls-key %s does not match the certificate in "
-			 "--tls-cert %s; pass the key the certificate was issued for",
-			 key_file, cert_file);
+		         "the private key in --tls-key %s does not match the certificate in "
+		         "--tls-cert %s; pass the key the certificate was issued for",
+		         key_file, cert_file);
 		goto out;
 	}
 	*out = ssl_ctx;
@@ -193,7 +197,7 @@ out:
 }
 
 int tls_context_new(const char *cert_file, const char *key_file, tls_context_t **out, char *err,
-		    size_t errlen)
+                    size_t errlen)
 {
 	SSL_CTX *ssl_ctx;
 	tls_context_t *ctx;
@@ -248,8 +252,8 @@ int tls_context_describe(const tls_context_t *ctx, char *out, size_t outlen)
 			snprintf(fingerprint + 2 * i, 3, "%02x", md[i]);
 	}
 	expired = X509_cmp_current_time(X509_get0_notAfter(cert)) < 0;
-	snprintf(out, outlen, "subject %s, expires %s%s, sha256 fingerprint %s", subject,
-		 not_after, expired ? " (EXPIRED)" : "", fingerprint);
+	snprintf(out, outlen, "subject %s, expires %s%s, sha256 fingerprint %s", subject, not_after,
+	         expired ? " (EXPIRED)" : "", fingerprint);
 	ERR_clear_error();
 	return expired;
 }
@@ -306,7 +310,7 @@ static int fail(tls_conn_t *conn, int ssl_error, char *err, size_t errlen)
 }
 
 int tls_conn_feed(tls_conn_t *conn, const char *cipher, size_t len, buf_t *plain, char *err,
-		  size_t errlen)
+                  size_t errlen)
 {
 	char chunk[READ_CHUNK];
 

@@ -1,6 +1,6 @@
 /*
  * TLS for the HTTP server, on OpenSSL with memory BIOs, so that the libuv
- * stream code never sees an SSL object. A tls_context_t holds the server's
+ * stream code never handles an SSL object. A tls_context_t holds the server's
  * certificate and key (reloadable); a tls_conn_t is one connection's TLS
  * state: ciphertext read from the socket goes in with tls_conn_feed(),
  * which returns the plaintext; plaintext to send goes in with
@@ -41,7 +41,7 @@ typedef struct tls_conn tls_conn_t;
  * with tls_context_free().
  */
 int tls_context_new(const char *cert_file, const char *key_file, tls_context_t **out, char *err,
-		    size_t errlen);
+                    size_t errlen);
 
 /*
  * Reads the certificate and key files again. On success connections
@@ -82,7 +82,7 @@ void tls_conn_free(tls_conn_t *conn);
  * connection is failed: take its output (an alert) and close the socket.
  */
 int tls_conn_feed(tls_conn_t *conn, const char *cipher, size_t len, buf_t *plain, char *err,
-		  size_t errlen);
+                  size_t errlen);
 
 /*
  * Encrypts len bytes of plaintext, in as many records as needed, into the
@@ -106,7 +106,7 @@ int tls_conn_handshake_done(const tls_conn_t *conn);
 
 /*
  * Returns 1 when the failure reported by tls_conn_feed() was a plain HTTP
- * request sent to the TLS port, which the caller may answer in plain text.
+ * request sent to the TLS port, which the caller may reject with a plain-text response.
  */
 int tls_conn_got_plain_http(const tls_conn_t *conn);
 

@@ -1,8 +1,9 @@
 """A test certificate authority for the TLS tests, made at test time with the `openssl` command.
 
-TestCA(directory) writes a CA key and certificate; issue() signs a server certificate for
-127.0.0.1 and localhost; context() returns a Python ssl context that trusts only this CA.
-Keys are EC P-256, so making them takes milliseconds. Only the standard library is used.
+TestCA(directory) writes a CA key and certificate. Its issue() signs a server certificate for
+127.0.0.1 and localhost, and its context() returns a Python ssl context that trusts only this
+CA. Keys are EC P-256 unless a test asks for RSA, so making them takes milliseconds. Only the
+standard library is used.
 """
 
 import hashlib
@@ -30,9 +31,10 @@ def openssl(*args, cwd=None):
     return proc.stdout
 
 
-def new_key(path):
-    openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out",
-            str(path))
+def new_key(path, algorithm="EC"):
+    """Write a new private key: EC P-256, or RSA 2048 with algorithm="RSA"."""
+    option = "rsa_keygen_bits:2048" if algorithm == "RSA" else "ec_paramgen_curve:P-256"
+    openssl("genpkey", "-algorithm", algorithm, "-pkeyopt", option, "-out", str(path))
 
 
 class TestCA:
@@ -52,10 +54,11 @@ class TestCA:
                 "-addext", "basicConstraints=critical,CA:TRUE",
                 "-addext", "keyUsage=critical,keyCertSign,cRLSign")
 
-    def issue(self, name, key=None):
+    def issue(self, name, key=None, algorithm="EC"):
         """Sign a server certificate for 127.0.0.1 and localhost; return (cert path, key path).
 
-        Each call gets a new serial. key reuses an existing key file instead of a new one.
+        Each call gets a new serial. key reuses an existing key file instead of a new one;
+        algorithm is the new key's ("EC" or "RSA").
         """
         self.next_serial += 1
         key_path = Path(key) if key else self.dir / f"{name}.key"
@@ -63,7 +66,7 @@ class TestCA:
         csr_path = self.dir / f"{name}.csr"
         ext_path = self.dir / f"{name}.ext"
         if key is None:
-            new_key(key_path)
+            new_key(key_path, algorithm)
         ext_path.write_text(SERVER_EXTENSIONS)
         openssl("req", "-new", "-key", str(key_path), "-out", str(csr_path), "-subj",
                 "/CN=localhost")

@@ -30,9 +30,9 @@
 
 struct files {
 	char dir[64];
-	char cert[128], key[128];         /* pair A */
-	char cert_b[128], key_b[128];     /* pair B */
-	char other_key[128];              /* a key that matches neither */
+	char cert[128], key[128];     /* pair A */
+	char cert_b[128], key_b[128]; /* pair B */
+	char other_key[128];          /* a key that matches neither */
 	char expired_cert[128], expired_key[128];
 };
 
@@ -68,7 +68,7 @@ static void write_cert(const char *path, EVP_PKEY *key, long serial, long from_d
 	X509_set_pubkey(cert, key);
 	name = X509_get_subject_name(cert);
 	X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)"localhost", -1,
-				   -1, 0);
+	                           -1, 0);
 	X509_set_issuer_name(cert, name);
 	assert_true(X509_sign(cert, key, EVP_sha256()) > 0);
 	assert_int_equal(PEM_write_X509(f, cert), 1);
@@ -77,7 +77,7 @@ static void write_cert(const char *path, EVP_PKEY *key, long serial, long from_d
 }
 
 static void make_pair(const char *dir, const char *name, char *cert, char *key, long serial,
-		      long from_days, long to_days)
+                      long from_days, long to_days)
 {
 	EVP_PKEY *pkey;
 
@@ -243,12 +243,12 @@ static void context_errors(void **state)
 
 	snprintf(missing, sizeof(missing), "%s/missing.pem", files.dir);
 	assert_int_equal(tls_context_new(missing, files.key, &ctx, err, sizeof(err)),
-			 INFERQ_EINVAL);
+	                 INFERQ_EINVAL);
 	assert_non_null(strstr(err, "cannot read --tls-cert"));
 	assert_non_null(strstr(err, missing));
 
 	assert_int_equal(tls_context_new(files.cert, files.dir, &ctx, err, sizeof(err)),
-			 INFERQ_EINVAL);
+	                 INFERQ_EINVAL);
 	assert_non_null(strstr(err, "is not a regular file"));
 
 	snprintf(junk, sizeof(junk), "%s/junk.pem", files.dir);
@@ -260,7 +260,7 @@ static void context_errors(void **state)
 	assert_non_null(strstr(err, "cannot load the certificate from --tls-cert"));
 
 	assert_int_equal(tls_context_new(files.cert, files.other_key, &ctx, err, sizeof(err)),
-			 INFERQ_EINVAL);
+	                 INFERQ_EINVAL);
 	assert_non_null(strstr(err, "does not match the certificate"));
 	assert_non_null(strstr(err, files.other_key));
 
@@ -268,13 +268,12 @@ static void context_errors(void **state)
 	f = fopen(encrypted, "w");
 	assert_non_null(f);
 	key = EVP_EC_gen("P-256");
-	assert_int_equal(PEM_write_PrivateKey(f, key, EVP_aes_256_cbc(), NULL, 0, NULL,
-					      (void *)"secret"),
-			 1);
+	assert_int_equal(
+	    PEM_write_PrivateKey(f, key, EVP_aes_256_cbc(), NULL, 0, NULL, (void *)"secret"), 1);
 	fclose(f);
 	EVP_PKEY_free(key);
 	assert_int_equal(tls_context_new(files.cert, encrypted, &ctx, err, sizeof(err)),
-			 INFERQ_EINVAL);
+	                 INFERQ_EINVAL);
 	assert_non_null(strstr(err, "is encrypted"));
 	assert_null(ctx);
 	assert_int_equal(ERR_peek_error(), 0);
@@ -354,7 +353,7 @@ static void old_versions_rejected(void **state)
 		assert_int_equal(tls_conn_take_output(srv, &alert), 0);
 		assert_int_equal(SSL_do_handshake(cl.ssl), -1);
 		assert_int_equal(ERR_GET_REASON(ERR_peek_last_error()),
-				 SSL_R_TLSV1_ALERT_PROTOCOL_VERSION);
+		                 SSL_R_TLSV1_ALERT_PROTOCOL_VERSION);
 		ERR_clear_error();
 		client_free(&cl);
 		tls_conn_free(srv);
@@ -372,7 +371,7 @@ static void garbage_fails_connection(void **state)
 	const char hello[] = "\x16\x03\x01\x00\x04\x01\x00\x00\x00"; /* empty ClientHello */
 
 	assert_int_equal(tls_conn_feed(srv, hello, sizeof(hello) - 1, &plain, err, sizeof(err)),
-			 INFERQ_EPROTO);
+	                 INFERQ_EPROTO);
 	assert_true(strlen(err) > 0);
 	assert_int_equal(tls_conn_got_plain_http(srv), 0);
 	assert_true(tls_conn_take_output(srv, &out) > 0);
@@ -389,7 +388,7 @@ static void garbage_fails_connection(void **state)
 
 	srv = tls_conn_new(ctx);
 	assert_int_equal(tls_conn_feed(srv, "GET / HTTP/1.1\r\n", 16, &plain, err, sizeof(err)),
-			 INFERQ_EPROTO);
+	                 INFERQ_EPROTO);
 	assert_int_equal(tls_conn_got_plain_http(srv), 1);
 	tls_conn_free(srv);
 
@@ -421,11 +420,11 @@ static void close_notify_both_ways(void **state)
 	assert_true(SSL_shutdown(cl.ssl) >= 0);
 	client_take(&cl, &c2s);
 	assert_int_equal(tls_conn_feed(srv, c2s.data, c2s.len, &plain, err, sizeof(err)),
-			 TLS_PEER_CLOSED);
+	                 TLS_PEER_CLOSED);
 	assert_int_equal(plain.len, 4);
 	assert_memory_equal(plain.data, "last", 4);
 
-	/* The server can still answer, then sends its own close_notify. */
+	/* The server can still send its response, then its own close_notify. */
 	assert_int_equal(tls_conn_write(srv, "reply", 5, err, sizeof(err)), 0);
 	tls_conn_close_notify(srv);
 	assert_int_equal(client_read(&cl, srv, &got), SSL_ERROR_ZERO_RETURN);
@@ -510,14 +509,14 @@ static void describe_expired(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(context_errors),
-		cmocka_unit_test(handshake_and_data),
-		cmocka_unit_test(handshake_one_byte_at_a_time),
-		cmocka_unit_test(old_versions_rejected),
-		cmocka_unit_test(garbage_fails_connection),
-		cmocka_unit_test(close_notify_both_ways),
-		cmocka_unit_test(reload_swaps_pair),
-		cmocka_unit_test(describe_expired),
+	    cmocka_unit_test(context_errors),
+	    cmocka_unit_test(handshake_and_data),
+	    cmocka_unit_test(handshake_one_byte_at_a_time),
+	    cmocka_unit_test(old_versions_rejected),
+	    cmocka_unit_test(garbage_fails_connection),
+	    cmocka_unit_test(close_notify_both_ways),
+	    cmocka_unit_test(reload_swaps_pair),
+	    cmocka_unit_test(describe_expired),
 	};
 
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
