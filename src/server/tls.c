@@ -380,13 +380,20 @@ void tls_conn_close_notify(tls_conn_t *conn)
 size_t tls_conn_take_output(tls_conn_t *conn, buf_t *out)
 {
 	size_t pending = BIO_ctrl_pending(conn->wbio);
-	int n;
+	size_t taken = 0;
 
 	if (pending == 0)
 		return 0;
 	buf_reserve(out, pending);
-	n = BIO_read(conn->wbio, out->data + out->len, (int)pending);
-	IQ_ASSERT(n == (int)pending);
+
+	/* BIO_read takes an int length, so output over 2 GiB is read in parts. */
+	while (taken < pending) {
+		size_t part = pending - taken > INT_MAX ? INT_MAX : pending - taken;
+		int n = BIO_read(conn->wbio, out->data + out->len + taken, (int)part);
+
+		IQ_ASSERT(n == (int)part);
+		taken += part;
+	}
 	out->len += pending;
 	out->data[out->len] = '\0';
 	return pending;
