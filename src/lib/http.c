@@ -27,6 +27,7 @@ typedef struct {
 	int code;     /* 0: an HTTP response came; else the INFERQ_E* of the failure */
 	int sent;     /* 1 when bytes of the request may have reached the server */
 	int retry_ok; /* 1 when the failure is worth another attempt */
+	int curl;     /* CURLcode of a failed transfer, else CURLE_OK */
 } attempt_t;
 
 static size_t on_body(char *p, size_t size, size_t n, void *user)
@@ -128,6 +129,7 @@ static void classify(inferq_client_t *c, CURLcode res, attempt_t *a)
 
 	curl_easy_getinfo(c->curl, CURLINFO_REQUEST_SIZE, &request_bytes);
 	a->sent = request_bytes > 0;
+	a->curl = res;
 	switch (res) {
 	case CURLE_COULDNT_RESOLVE_HOST:
 	case CURLE_COULDNT_RESOLVE_PROXY:
@@ -157,7 +159,7 @@ static void classify(inferq_client_t *c, CURLcode res, attempt_t *a)
 static attempt_t attempt(inferq_client_t *c, const inferq__call_t *call, const char *url)
 {
 	struct curl_slist *headers = NULL;
-	attempt_t a = {0, 0, 0};
+	attempt_t a = {0, 0, 0, 0};
 	CURLcode res;
 	long status = 0;
 
@@ -252,6 +254,22 @@ static int http_error(inferq_client_t *c)
 	                    c->http_status);
 }
 
+/* Returns what to do about a TLS failure, or "" for other failures. */
+static const char *tls_hint(int res)
+{
+	switch (res) {
+	case CURLE_PEER_FAILED_VERIFICATION:
+		return "; the server's certificate is not trusted: pass the CA certificate that "
+		       "signed it (--cacert FILE, or inferq_client_set_cacert())";
+	case CURLE_SSL_CACERT_BADFILE:
+		return "; the CA file cannot be read: pass a readable PEM file to --cacert";
+	case CURLE_SSL_CONNECT_ERROR:
+		return "; the TLS handshake failed: check that the server serves HTTPS on this "
+		       "port, or use http:// for a plain HTTP listener";
+	}
+	return "";
+}
+
 static int transport_error(inferq_client_t *c, const attempt_t *a, int attempts)
 {
 	if (a->code == INFERQ_ENOMEM)
@@ -259,9 +277,9 @@ static int transport_error(inferq_client_t *c, const attempt_t *a, int attempts)
 	if (a->code == INFERQ_EPROTO)
 		return inferq__fail(c, a->code, "the response from %s is larger than %zu bytes",
 		                    c->base_url, MAX_RESPONSE_BYTES);
-	return inferq__fail(c, a->code, "cannot reach %s: %s (%d attempt%s)", c->base_url,
+	return inferq__fail(c, a->code, "cannot reach %s: %s (%d attempt%s)%s", c->base_url,
 	                    c->curl_error[0] ? c->curl_error : "connection failed", attempts,
-	                    attempts == 1 ? "" : "s");
+	                    attempts == 1 ? "" : "s", tls_hint(a->curl));
 }
 
 int inferq__call(inferq_client_t *c, const inferq__call_t *call)
@@ -269,7 +287,7 @@ int inferq__call(inferq_client_t *c, const inferq__call_t *call)
 	inferq__sb_t url = {0};
 	long pause = c->first_pause_ms;
 	int maybe_applied = 0;
-	attempt_t a = {0, 0, 0};
+	attempt_t a = {0, 0, 0, 0};
 	int n, rc;
 
 	inferq__sb_puts(&url, c->base_url);

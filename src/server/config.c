@@ -49,6 +49,10 @@ enum {
 	OPT_ACCESS_LOG,
 	OPT_METRICS_LISTEN,
 	OPT_METRICS_MAX_MODELS,
+	OPT_TLS_CERT,
+	OPT_TLS_KEY,
+	OPT_TLS_LISTEN,
+	OPT_TLS_HANDSHAKE_TIMEOUT,
 	OPT_HELP,
 };
 
@@ -84,6 +88,10 @@ static const struct option options[] = {
 	{"access-log", no_argument, NULL, OPT_ACCESS_LOG},
 	{"metrics-listen", required_argument, NULL, OPT_METRICS_LISTEN},
 	{"metrics-max-models", required_argument, NULL, OPT_METRICS_MAX_MODELS},
+	{"tls-cert", required_argument, NULL, OPT_TLS_CERT},
+	{"tls-key", required_argument, NULL, OPT_TLS_KEY},
+	{"tls-listen", required_argument, NULL, OPT_TLS_LISTEN},
+	{"tls-handshake-timeout", required_argument, NULL, OPT_TLS_HANDSHAKE_TIMEOUT},
 	{"help", no_argument, NULL, OPT_HELP},
 	{NULL, 0, NULL, 0},
 };
@@ -117,6 +125,7 @@ void config_defaults(serve_config_t *c)
 	c->max_upload_bytes = 512u << 20;
 	c->log_format = LOG_FORMAT_TEXT;
 	c->metrics_max_models = 1000;
+	c->tls_handshake_timeout_ms = 10000;
 }
 
 void config_usage(void)
@@ -165,7 +174,8 @@ void config_usage(void)
 	       "                            for peers inside it the client address is the last\n"
 	       "                            X-Forwarded-For hop; repeatable, up to 16\n"
 	       "  --public-url URL          base URL of this server in storage URLs, e.g.\n"
-	       "                            https://queue.example.com (default http://HOST:PORT\n"
+	       "                            https://queue.example.com (default the HTTPS\n"
+	       "                            listener's https://HOST:PORT, else http://HOST:PORT\n"
 	       "                            from --listen; 0.0.0.0 and [::] become the hostname)\n"
 	       "  --max-filename-length N   longest stored file name in bytes, request id\n"
 	       "                            included, 38 to 255 (default 255)\n"
@@ -182,6 +192,13 @@ void config_usage(void)
 	       "                            (default: only on --listen, with an admin key)\n"
 	       "  --metrics-max-models N    models with metrics series of their own; more\n"
 	       "                            share model=\"__other__\", 1 to 100000 (default 1000)\n"
+	       "  --tls-cert FILE           PEM certificate chain (server certificate first);\n"
+	       "                            with --tls-key, serves HTTPS (reread on SIGHUP)\n"
+	       "  --tls-key FILE            PEM private key of --tls-cert, not encrypted\n"
+	       "  --tls-listen HOST:PORT    serve HTTPS here and plain HTTP on --listen; without\n"
+	       "                            it, --listen itself serves HTTPS when --tls-cert is set\n"
+	       "  --tls-handshake-timeout DURATION  connections that have not finished the TLS\n"
+	       "                            handshake close after it (default 10s)\n"
 	       "  --help                    print this help\n");
 }
 
@@ -432,8 +449,42 @@ static int apply(serve_config_t *c, int opt, const char *v)
 	case OPT_UPLOAD_URL_TTL:
 	case OPT_MAX_UPLOAD:
 		return apply_storage(c, opt, v);
+	case OPT_TLS_CERT:
+		return copy_string(c->tls_cert, sizeof(c->tls_cert), "tls-cert", v);
+	case OPT_TLS_KEY:
+		return copy_string(c->tls_key, sizeof(c->tls_key), "tls-key", v);
+	case OPT_TLS_LISTEN:
+		return copy_string(c->tls_listen, sizeof(c->tls_listen), "tls-listen", v);
+	case OPT_TLS_HANDSHAKE_TIMEOUT:
+		if (parse_duration(v, 100, 3600000, &c->tls_handshake_timeout_ms) != 0)
+			return flag_error("tls-handshake-timeout", v, "a duration from 100ms to 1h");
+		return 0;
 	}
 	return INFERQ_EINVAL;
+}
+
+/* Checks that the TLS flags come as a set: the certificate with its key, and a listener only with both. */
+static int check_tls_flags(const serve_config_t *c)
+{
+	if (c->tls_cert[0] && !c->tls_key[0]) {
+		fprintf(stderr, "inferq serve: --tls-cert %s needs --tls-key: pass the certificate's "
+				"private key too\n",
+			c->tls_cert);
+		return INFERQ_EINVAL;
+	}
+	if (c->tls_key[0] && !c->tls_cert[0]) {
+		fprintf(stderr, "inferq serve: --tls-key %s needs --tls-cert: pass the certificate "
+				"that goes with the key too\n",
+			c->tls_key);
+		return INFERQ_EINVAL;
+	}
+	if (c->tls_listen[0] && !c->tls_cert[0]) {
+		fprintf(stderr, "inferq serve: --tls-listen %s needs --tls-cert and --tls-key: pass "
+				"the certificate and key that the HTTPS listener serves\n",
+			c->tls_listen);
+		return INFERQ_EINVAL;
+	}
+	return 0;
 }
 
 int config_parse(serve_config_t *c, int argc, char **argv)
@@ -467,12 +518,21 @@ int config_parse(serve_config_t *c, int argc, char **argv)
 			argv[optind]);
 		return INFERQ_EINVAL;
 	}
+	if (check_tls_flags(c) != 0)
+		return INFERQ_EINVAL;
 	if (c->auth_none && !auth_listen_is_loopback(c->listen)) {
 		fprintf(stderr, "inferq serve: --auth none is allowed only with a loopback --listen "
 				"address (127.0.0.0/8, ::1 or localhost), because it lets anyone "
 				"who can connect use every route; got --listen %s. Use --auth keys, "
 				"or listen on 127.0.0.1\n",
 			c->listen);
+		return INFERQ_EINVAL;
+	}
+	if (c->auth_none && c->tls_listen[0] && !auth_listen_is_loopback(c->tls_listen)) {
+		fprintf(stderr, "inferq serve: --auth none is allowed only with loopback addresses, "
+				"and --tls-listen %s is not one; use --auth keys, or listen on "
+				"127.0.0.1\n",
+			c->tls_listen);
 		return INFERQ_EINVAL;
 	}
 	return 0;

@@ -48,6 +48,10 @@ typedef struct {
 	int access_log;               /* --access-log: one line per HTTP request */
 	char metrics_listen[256];     /* "host:port" of the unauthenticated /metrics, "" = none */
 	uint32_t metrics_max_models;  /* models with their own metrics series */
+	char tls_cert[1024];        /* PEM certificate chain; "" = no TLS */
+	char tls_key[1024];         /* PEM private key; set exactly when tls_cert is */
+	char tls_listen[256];       /* "host:port" of a separate HTTPS listener; "" = none */
+	int64_t tls_handshake_timeout_ms; /* accept to finished handshake */
 } serve_config_t;
 
 /* Fills c with the defaults. */

@@ -40,6 +40,7 @@
 #include "error.h"
 #include "inferq_error.h"
 #include "log.h"
+#include "tls.h"
 
 #define READ_BUF_BYTES          65536
 #define INLINE_BODY_MAX         65536      /* larger bodies grow as they arrive */
@@ -49,7 +50,7 @@
 #define REJECT_WARN_INTERVAL_MS 1000
 #define LISTEN_BACKLOG          511
 
-enum timer_mode { TIMER_OFF, TIMER_REQUEST, TIMER_IDLE, TIMER_LINGER };
+enum timer_mode { TIMER_OFF, TIMER_REQUEST, TIMER_IDLE, TIMER_LINGER, TIMER_HANDSHAKE };
 enum parse_pause { PAUSE_NONE, PAUSE_HEADERS, PAUSE_CHUNK_HEADER, PAUSE_MESSAGE };
 enum conn_header { CONN_HDR_NONE, CONN_HDR_CLOSE, CONN_HDR_KEEP_ALIVE };
 
@@ -95,6 +96,7 @@ struct conn {
 	uint32_t refs;              /* handles + dispatched requests + pending callbacks */
 	int open_handles;
 	char remote[64];
+	tls_conn_t *tls; /* NULL on a plain HTTP listener */
 
 	/* the request being parsed */
 	buf_t text; /* target, then header names and values */
@@ -163,6 +165,8 @@ struct http_server {
 	uint64_t rejects_since_warn;
 	time_t date_sec;
 	char date[32];
+	tls_context_t *tls; /* not owned; NULL: plain HTTP */
+	buf_t tls_plain;    /* plaintext of one read, before it is parsed */
 	char read_buf[READ_BUF_BYTES];
 };
 
@@ -171,6 +175,7 @@ static uint64_t next_request_id = 1;
 static void conn_feed(struct conn *c, const char *p, size_t len);
 static void conn_close(struct conn *c);
 static void schedule_flush(struct conn *c);
+static void send_tls_output(struct conn *c);
 static void update_reading(struct conn *c);
 static void update_timer(struct conn *c);
 static void maybe_finish_server(struct http_server *s);
@@ -354,6 +359,8 @@ static void conn_close(struct conn *c)
 	buf_free(&c->stash);
 	buf_free(&c->out);
 	ring_free(c);
+	tls_conn_free(c->tls);
+	c->tls = NULL;
 	uv_close((uv_handle_t *)&c->tcp, on_conn_handle_closed);
 	uv_close((uv_handle_t *)&c->timer, on_conn_handle_closed);
 }
@@ -387,6 +394,12 @@ static void begin_shutdown(struct conn *c)
 	c->shutdown_started = 1;
 	c->parse_stopped = 1;
 	update_reading(c);
+	if (c->tls) {
+		tls_conn_close_notify(c->tls);
+		send_tls_output(c);
+		if (c->closed)
+			return;
+	}
 	c->shutdown_req.data = c;
 	rc = uv_shutdown(&c->shutdown_req, (uv_stream_t *)&c->tcp, on_shutdown);
 	if (rc < 0) {
@@ -421,16 +434,16 @@ static void on_write(uv_write_t *wr, int status)
 	conn_unref(c);
 }
 
-static void write_out(struct conn *c)
+/* Hands data (taken over) to the socket; closes the connection when that fails. */
+static void send_bytes(struct conn *c, buf_t *data)
 {
 	struct write_req *w = xmalloc(sizeof(*w));
 	uv_buf_t b;
 	int rc;
 
 	w->conn = c;
-	w->data = c->out;
-	buf_init(&c->out);
-	c->ready_bytes -= w->data.len;
+	w->data = *data;
+	buf_init(data);
 	c->write_queued += w->data.len;
 	b = uv_buf_init(w->data.data, (unsigned)w->data.len);
 	rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_write);
@@ -445,6 +458,36 @@ static void write_out(struct conn *c)
 	c->refs++;
 	if (c->write_queued > WRITE_HIGH_BYTES)
 		c->backlogged = 1;
+}
+
+/* Sends the pending TLS output: handshake messages, alerts, encrypted responses. */
+static void send_tls_output(struct conn *c)
+{
+	buf_t cipher = BUF_INIT;
+
+	if (tls_conn_take_output(c->tls, &cipher) > 0)
+		send_bytes(c, &cipher);
+}
+
+static void write_out(struct conn *c)
+{
+	buf_t data = c->out;
+	char err[160];
+
+	buf_init(&c->out);
+	c->ready_bytes -= data.len;
+	if (!c->tls) {
+		send_bytes(c, &data);
+		return;
+	}
+	if (tls_conn_write(c->tls, data.data, data.len, err, sizeof(err)) != 0) {
+		log_debug("http", "TLS write to %s failed: %s", c->remote, err);
+		buf_free(&data);
+		conn_close(c);
+		return;
+	}
+	buf_free(&data);
+	send_tls_output(c);
 }
 
 /* Moves the ready slots at the head of the ring to the socket. */
@@ -588,6 +631,11 @@ static void update_timer(struct conn *c)
 
 	if (c->closed || c->lingering)
 		return;
+	if (c->tls && !tls_conn_handshake_done(c->tls)) {
+		if (c->timer_mode != TIMER_HANDSHAKE)
+			timer_start(c, TIMER_HANDSHAKE, lim->tls_handshake_timeout_ms);
+		return;
+	}
 	if (c->in_request && !c->parse_stopped) {
 		if (c->timer_mode != TIMER_REQUEST)
 			timer_start(c, TIMER_REQUEST, lim->request_timeout_ms);
@@ -655,9 +703,21 @@ static void on_timer(uv_timer_t *t)
 		break;
 	case TIMER_IDLE:
 		log_debug("http", "closing idle connection from %s", c->remote);
+		if (c->tls) {
+			/* Best effort: the alert goes out if the socket takes it at once. */
+			tls_conn_close_notify(c->tls);
+			send_tls_output(c);
+		}
 		conn_close(c);
 		break;
 	case TIMER_LINGER: conn_close(c); break;
+	case TIMER_HANDSHAKE:
+		log_debug("http",
+		          "closing connection from %s: TLS handshake not finished within %llu ms "
+		          "(--tls-handshake-timeout)",
+		          c->remote, (unsigned long long)c->server->limits.tls_handshake_timeout_ms);
+		conn_close(c);
+		break;
 	case TIMER_OFF: break;
 	}
 }
@@ -671,6 +731,72 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
 	*b = uv_buf_init(c->server->read_buf, sizeof(c->server->read_buf));
 }
 
+/* Handles the end of the client's side (TCP EOF or TLS close_notify): respond, then close. */
+static void on_peer_eof(struct conn *c)
+{
+	c->peer_eof = 1;
+	update_reading(c);
+	if (c->in_request ||
+	    (c->unanswered == 0 && c->head_seq == c->tail_seq && c->write_queued == 0))
+		conn_close(c);
+	else
+		schedule_flush(c);
+}
+
+/*
+ * Ends a TLS connection whose peer broke the protocol: the alert OpenSSL
+ * queued goes out, then the connection shuts down. A plain HTTP request
+ * sent to the TLS port gets a 400 in plain text that names https://.
+ */
+static void on_tls_error(struct conn *c, const char *err)
+{
+	if (tls_conn_got_plain_http(c->tls)) {
+		tls_conn_free(c->tls);
+		c->tls = NULL;
+		conn_reject(c, 400, "https_required",
+		            "this port serves HTTPS and got a plain HTTP request; send it to an "
+		            "https:// URL");
+		return;
+	}
+	log_debug("http", "closing connection from %s after a TLS error: %s", c->remote, err);
+	c->parse_stopped = 1;
+	c->in_request = 0;
+	if (c->cur) {
+		req_free(c->cur);
+		c->cur = NULL;
+	}
+	buf_free(&c->stash);
+	begin_shutdown(c);
+}
+
+/* Decrypts bytes read from a TLS connection and parses the plaintext. */
+static void feed_tls(struct conn *c, const char *p, size_t len)
+{
+	/* One plaintext buffer per server is enough, as for read_buf: it is
+	 * parsed, and any unparsed tail stashed, before the next read. */
+	buf_t *plain = &c->server->tls_plain;
+	int was_done = tls_conn_handshake_done(c->tls);
+	char err[160];
+	int rc = tls_conn_feed(c->tls, p, len, plain, err, sizeof(err));
+
+	send_tls_output(c);
+	if (!c->closed && rc == INFERQ_EPROTO)
+		on_tls_error(c, err);
+	if (c->closed || rc == INFERQ_EPROTO) {
+		buf_reset(plain);
+		return;
+	}
+	if (!was_done && tls_conn_handshake_done(c->tls)) {
+		log_debug("http", "TLS handshake with %s finished", c->remote);
+		update_timer(c);
+	}
+	if (plain->len > 0)
+		conn_feed(c, plain->data, plain->len);
+	buf_reset(plain);
+	if (rc == TLS_PEER_CLOSED && !c->closed && !c->peer_eof)
+		on_peer_eof(c);
+}
+
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *b)
 {
 	struct conn *c = stream->data;
@@ -681,16 +807,12 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *b)
 	if (c->lingering) {
 		if (nread < 0)
 			conn_close(c);
+	} else if (nread > 0 && c->tls) {
+		feed_tls(c, b->base, (size_t)nread);
 	} else if (nread > 0) {
 		conn_feed(c, b->base, (size_t)nread);
 	} else if (nread == UV_EOF) {
-		c->peer_eof = 1;
-		update_reading(c);
-		if (c->in_request ||
-		    (c->unanswered == 0 && c->head_seq == c->tail_seq && c->write_queued == 0))
-			conn_close(c);
-		else
-			schedule_flush(c);
+		on_peer_eof(c);
 	} else {
 		log_debug("http", "read from %s failed: %s", c->remote, uv_strerror((int)nread));
 		conn_close(c);
@@ -1279,6 +1401,8 @@ static void on_connection(uv_stream_t *listener, int status)
 	}
 	uv_tcp_nodelay(&c->tcp, 1);
 	format_peer(c);
+	if (s->tls)
+		c->tls = tls_conn_new(s->tls);
 	llhttp_init(&c->parser, HTTP_REQUEST, &s->settings);
 	c->parser.data = c;
 	c->in_header_block = 1;
@@ -1448,6 +1572,11 @@ uint32_t http_server_connections(const http_server_t *server)
 	return server->open_conns;
 }
 
+void http_server_use_tls(http_server_t *server, tls_context_t *tls)
+{
+	server->tls = tls;
+}
+
 static void on_aux_closed(uv_handle_t *h)
 {
 	struct http_server *s = h->data;
@@ -1456,6 +1585,7 @@ static void on_aux_closed(uv_handle_t *h)
 
 	if (--s->aux_open > 0)
 		return;
+	buf_free(&s->tls_plain);
 	free(s);
 	if (done)
 		done(done_ctx);

@@ -29,6 +29,7 @@ struct http_request;
  */
 typedef void (*http_observer_cb)(void *ctx, const struct http_request *req, int status,
 				 size_t body_len, uint64_t duration_ns);
+typedef struct tls_context tls_context_t; /* tls.h */
 
 /*
  * Per-server limits. A timeout of 0 disables that timer and max_connections
@@ -49,6 +50,7 @@ typedef struct {
 	 */
 	size_t (*body_limit)(void *ctx, const struct http_request *req, const char **flag);
 	http_observer_cb observer;   /* or NULL: metrics and the access log */
+	uint64_t tls_handshake_timeout_ms; /* accept to finished TLS handshake: close */
 } http_limits_t;
 
 typedef struct {
@@ -92,6 +94,14 @@ int http_server_port(const http_server_t *server);
 
 /* Returns the connections accepted and not yet closed. */
 uint32_t http_server_connections(const http_server_t *server);
+
+/*
+ * Makes every connection the server accepts from now on speak TLS with the
+ * certificate tls holds at that moment (HTTPS); call it before the loop
+ * runs. The server does not own tls, which must outlive its connections'
+ * start (each connection keeps its own reference to the certificate).
+ */
+void http_server_use_tls(http_server_t *server, tls_context_t *tls);
 
 /*
  * Stops accepting, closes idle connections at once and drops requests only

@@ -23,6 +23,7 @@
 #include "routes.h"
 #include "server.h"
 #include "storage.h"
+#include "tls.h"
 
 int serve_main(int argc, char **argv);
 
@@ -94,6 +95,7 @@ static void on_drain_timer(uv_timer_t *timer)
 	engine_close(s);
 	uv_close((uv_handle_t *)&s->sigint, NULL);
 	uv_close((uv_handle_t *)&s->sigterm, NULL);
+	uv_close((uv_handle_t *)&s->sighup, NULL);
 }
 
 static uv_timer_t drain_timer;
@@ -103,7 +105,10 @@ static void on_http_closed(void *ctx)
 {
 	server_t *s = ctx;
 
+	if (--s->listeners_open > 0)
+		return;
 	s->http = NULL;
+	s->https = NULL;
 	auth_flush_last_used(s);
 	uv_timer_stop(&s->lease_timer);
 	uv_timer_stop(&s->retention_timer);
@@ -125,6 +130,58 @@ static void on_signal(uv_signal_t *handle, int signum)
 	claim_flush_waiters(s);
 	observe_close_listener(s);
 	http_server_close(s->http, on_http_closed, s);
+	if (s->https)
+		http_server_close(s->https, on_http_closed, s);
+}
+
+/* Logs the loaded certificate, with a warning when it has expired. */
+static void log_certificate(const server_t *s, const char *event)
+{
+	char about[512];
+
+	if (tls_context_describe(s->tls, about, sizeof(about)))
+		log_warn("server",
+			 "%s the TLS certificate from %s, which has expired: %s; clients will reject "
+			 "it: renew it, then send SIGHUP",
+			 event, s->config.tls_cert, about);
+	else
+		log_info("server", "%s the TLS certificate from %s: %s", event, s->config.tls_cert,
+			 about);
+}
+
+/* Rereads the certificate and key; new connections use them, open ones keep theirs. */
+static void on_sighup(uv_signal_t *handle, int signum)
+{
+	server_t *s = handle->data;
+	char err[768];
+
+	if (!s->tls) {
+		log_info("server", "SIGHUP received: no --tls-cert is set, nothing to reload");
+		return;
+	}
+	if (tls_context_reload(s->tls, err, sizeof(err)) != 0) {
+		log_warn("server", "SIGHUP received, but the TLS certificate was not reloaded: %s; "
+				   "still serving the previous certificate",
+			 err);
+		return;
+	}
+	log_certificate(s, "SIGHUP received: loaded");
+}
+
+/* Loads --tls-cert and --tls-key, when they are set. */
+static int load_tls(server_t *s)
+{
+	char err[768];
+
+	if (!s->config.tls_cert[0])
+		return 0;
+	if (tls_context_new(s->config.tls_cert, s->config.tls_key, &s->tls, err, sizeof(err)) !=
+	    0) {
+		log_error("server", "cannot start TLS: %s", err);
+		return INFERQ_EINVAL;
+	}
+	log_certificate(s, "loaded");
+	return 0;
 }
 
 /*
@@ -161,7 +218,35 @@ static uint32_t fit_connections_to_file_limit(uint32_t wanted)
 	return (uint32_t)usable;
 }
 
-static void stop_listening(server_t *s);
+/* Closes the listeners of a start that failed later, before anything was served. */
+static void stop_listening(server_t *s)
+{
+	observe_close_listener(s);
+	http_server_close(s->http, NULL, NULL);
+	if (s->https)
+		http_server_close(s->https, NULL, NULL);
+	s->http = NULL;
+	s->https = NULL;
+	s->listeners_open = 0;
+	uv_run(s->loop, UV_RUN_DEFAULT);
+}
+
+static int listen_on(server_t *s, const char *addr, const char *flag, const http_limits_t *limits,
+		     int https, http_server_t **out)
+{
+	char err[256];
+
+	if (http_server_start(s->loop, addr, limits, routes_dispatch, s, out, err, sizeof(err)) !=
+	    0) {
+		log_error("server", "cannot listen on %s: %s; choose another address or port with %s",
+			  addr, err, flag);
+		return INFERQ_EIO;
+	}
+	if (https)
+		http_server_use_tls(*out, s->tls);
+	s->listeners_open++;
+	return 0;
+}
 
 static int start_listening(server_t *s)
 {
@@ -174,14 +259,15 @@ static int start_listening(server_t *s)
 		.max_pipelined = 64,
 		.body_limit = storage_body_limit,
 		.observer = observe_http,
+		.tls_handshake_timeout_ms = (uint64_t)s->config.tls_handshake_timeout_ms,
 	};
-	char err[256];
+	int https_on_listen = s->tls && !s->config.tls_listen[0];
 
-	if (http_server_start(s->loop, s->config.listen, &limits, routes_dispatch, s, &s->http,
-			      err, sizeof(err)) != 0) {
-		log_error("server", "cannot listen on %s: %s; choose another address or port with "
-				    "--listen",
-			  s->config.listen, err);
+	if (listen_on(s, s->config.listen, "--listen", &limits, https_on_listen, &s->http) != 0)
+		return INFERQ_EIO;
+	if (s->config.tls_listen[0] &&
+	    listen_on(s, s->config.tls_listen, "--tls-listen", &limits, 1, &s->https) != 0) {
+		stop_listening(s);
 		return INFERQ_EIO;
 	}
 	if (observe_listen(s, &limits) != 0) {
@@ -191,26 +277,33 @@ static int start_listening(server_t *s)
 	return 0;
 }
 
-/* Logs the bound address, once the server is ready: tests and scripts wait for this line. */
-static void log_listening(const server_t *s)
+/*
+ * Logs the bound address and scheme of one listener, once the server is
+ * ready: tests and scripts wait for "listening on HOST:PORT".
+ */
+static void log_listening(const char *addr, const http_server_t *http, int https)
 {
 	char host[256];
 	char *colon;
 
-	snprintf(host, sizeof(host), "%s", s->config.listen);
+	snprintf(host, sizeof(host), "%s", addr);
 	colon = strrchr(host, ':');
 	if (colon)
 		*colon = '\0';
-	log_info("server", "listening on %s:%d", host, http_server_port(s->http));
+	log_info("server", "listening on %s:%d (%s)", host, http_server_port(http),
+		 https ? "https" : "http");
 }
 
-/* Closes the listener of a start that failed later, before anything was served. */
-static void stop_listening(server_t *s)
+/*
+ * Opens the output file storage. Its default public URL names the HTTPS
+ * listener when there is one, since Sprocket workers speak only HTTPS.
+ */
+static int open_storage(server_t *s)
 {
-	observe_close_listener(s);
-	http_server_close(s->http, NULL, NULL);
-	s->http = NULL;
-	uv_run(s->loop, UV_RUN_DEFAULT);
+	if (s->https)
+		return storage_open(s, "https", s->config.tls_listen, http_server_port(s->https));
+	return storage_open(s, s->tls ? "https" : "http", s->config.listen,
+			    http_server_port(s->http));
 }
 
 static void log_config(const serve_config_t *c)
@@ -258,8 +351,10 @@ int serve_main(int argc, char **argv)
 	s->workers = workers_new(s->config.max_workers_tracked, s->config.worker_forget_ms);
 	observe_open(s);
 
-	/* Bind first, so a bad --listen or a busy port fails before the data dir is touched. */
-	if (start_listening(s) != 0) {
+	/* Bind first, so a bad --listen, a busy port or a bad certificate fails before the
+	 * data dir is touched. */
+	if (load_tls(s) != 0 || start_listening(s) != 0) {
+		tls_context_free(s->tls);
 		queue_free(s->queue);
 		idempotency_free(s->idempotency);
 		workers_free(s->workers);
@@ -271,14 +366,14 @@ int serve_main(int argc, char **argv)
 	if (store_open(&sc, &s->store, err, sizeof(err)) != 0) {
 		log_error("store", "cannot open the store: %s", err);
 		stop_listening(s);
+		tls_context_free(s->tls);
 		queue_free(s->queue);
 		idempotency_free(s->idempotency);
 		workers_free(s->workers);
 		observe_free(s);
 		return 1;
 	}
-	if (load_queue(s) != 0 || auth_open(s) != 0 ||
-	    storage_open(s, http_server_port(s->http)) != 0) {
+	if (load_queue(s) != 0 || auth_open(s) != 0 || open_storage(s) != 0) {
 		store_close(s->store);
 		stop_listening(s);
 		auth_close(s);
@@ -287,6 +382,7 @@ int serve_main(int argc, char **argv)
 		idempotency_free(s->idempotency);
 		workers_free(s->workers);
 		observe_free(s);
+		tls_context_free(s->tls);
 		return 1;
 	}
 	observe_load_finished(s);
@@ -297,7 +393,12 @@ int serve_main(int argc, char **argv)
 	s->sigint.data = s->sigterm.data = s;
 	uv_signal_start(&s->sigint, on_signal, SIGINT);
 	uv_signal_start(&s->sigterm, on_signal, SIGTERM);
-	log_listening(s);
+	uv_signal_init(s->loop, &s->sighup);
+	s->sighup.data = s;
+	uv_signal_start(&s->sighup, on_sighup, SIGHUP);
+	log_listening(s->config.listen, s->http, s->tls && !s->https);
+	if (s->https)
+		log_listening(s->config.tls_listen, s->https, 1);
 
 	uv_run(s->loop, UV_RUN_DEFAULT);
 
@@ -308,6 +409,7 @@ int serve_main(int argc, char **argv)
 	auth_close(s);
 	storage_close(s);
 	observe_free(s);
+	tls_context_free(s->tls);
 	uv_loop_close(s->loop);
 	log_info("server", "stopped");
 	return s->exit_code;

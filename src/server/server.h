@@ -56,7 +56,10 @@ typedef struct server {
 	serve_config_t config;
 	queue_t *queue;
 	store_t *store;
-	http_server_t *http;
+	http_server_t *http;        /* --listen: HTTPS when TLS is on and --tls-listen is not set */
+	http_server_t *https;       /* --tls-listen, or NULL */
+	int listeners_open;         /* http servers started and not yet closed */
+	tls_context_t *tls;         /* --tls-cert and --tls-key, or NULL */
 	idempotency_t *idempotency; /* keyed submits not committed yet */
 	auth_t *auth;               /* API keys and the failure limiter (auth.h) */
 	struct storage *storage;    /* output files of Sprocket workers (storage.h) */
@@ -74,6 +77,7 @@ typedef struct server {
 	uv_timer_t lease_timer;
 	uv_timer_t retention_timer;
 	uv_signal_t sigint, sigterm;
+	uv_signal_t sighup; /* rereads the TLS certificate */
 	int stopping;
 	int exit_code;
 	int64_t overload_logged_ms; /* monotonic ms of the last overload warning */

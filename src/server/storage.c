@@ -196,7 +196,7 @@ static void sweep(server_t *s, storage_t *st)
 	}
 }
 
-int storage_open(server_t *s, int port)
+int storage_open(server_t *s, const char *scheme, const char *listen, int port)
 {
 	storage_t *st = xcalloc(1, sizeof(*st));
 	char host[256] = "";
@@ -217,18 +217,17 @@ int storage_open(server_t *s, int port)
 	if (load_secret(st, s->config.data_dir) != 0)
 		goto fail;
 
-	/* The scheme becomes https once the server serves TLS itself. */
 	if (s->config.public_url[0]) {
 		snprintf(st->public_url, sizeof(st->public_url), "%s", s->config.public_url);
 	} else {
 		if (gethostname(host, sizeof(host)) != 0)
 			host[0] = '\0';
 		host[sizeof(host) - 1] = '\0';
-		if (storage_default_public_url("http", s->config.listen, port, host, st->public_url,
+		if (storage_default_public_url(scheme, listen, port, host, st->public_url,
 					       sizeof(st->public_url)) != 0) {
-			log_error("storage", "the public URL derived from --listen %s is too long; "
-					     "set --public-url",
-				  s->config.listen);
+			log_error("storage", "the public URL derived from the listen address %s is too "
+					     "long; set --public-url",
+				  listen);
 			goto fail;
 		}
 	}

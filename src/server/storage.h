@@ -125,12 +125,13 @@ typedef struct storage storage_t;
 /*
  * Sets up storage for s once the store is loaded and the listener is bound:
  * creates DATA_DIR/storage (0700), loads or creates the signing secret
- * (0600, fsynced), settles the public base URL, removes temp files left by
+ * (0600, fsynced), settles the public base URL (--public-url, or scheme,
+ * listen and the bound port), removes temp files left by
  * an interrupted upload and files whose job no longer exists (one store
  * read per file). Sets s->storage. Returns 0, or INFERQ_EIO / INFERQ_EINVAL
  * after logging the cause and the remedy. Loop thread, before serving.
  */
-int storage_open(struct server *s, int port);
+int storage_open(struct server *s, const char *scheme, const char *listen, int port);
 
 /* Frees s->storage; accepts NULL. Call after the loop stopped. */
 void storage_close(struct server *s);

@@ -7,6 +7,7 @@ INFERQ_BIN names the binary (tests/run.sh sets it); the default is build/inferq 
 import pytest
 
 from support import Server
+from tls_support import TestCA
 
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)
@@ -29,17 +30,28 @@ def flag_args(flags):
 
 @pytest.fixture
 def start_server(request, tmp_path):
-    """Return a function that starts a server: start_server(data_dir=None, **flags) -> Server.
+    """Return a function that starts a server: start_server(data_dir=None, tls=False, **flags).
 
     Flags are written in Python form (max_retries=0 becomes --max-retries 0). Without
-    data_dir each call gets its own directory under tmp_path.
+    data_dir each call gets its own directory under tmp_path. tls=True makes a test CA (one
+    per test) and a server certificate for 127.0.0.1 signed by it, and passes them as
+    --tls-cert and --tls-key unless tls_cert is given; server.ca is the CA.
     """
     servers = []
+    cas = []
 
-    def start(data_dir=None, **flags):
+    def start(data_dir=None, tls=False, **flags):
         if data_dir is None:
             data_dir = tmp_path / f"data{len(servers)}"
-        server = Server(data_dir, flag_args(flags))
+        ca = None
+        if tls:
+            if not cas:
+                cas.append(TestCA(tmp_path / "tls"))
+            ca = cas[0]
+            if "tls_cert" not in flags:
+                cert, key = ca.issue(f"server{len(servers)}")
+                flags = {"tls_cert": cert, "tls_key": key, **flags}
+        server = Server(data_dir, flag_args(flags), ca)
         servers.append(server)
         return server.start()
 

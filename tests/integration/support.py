@@ -11,6 +11,7 @@ import os
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -24,8 +25,9 @@ INFERQ_BIN = Path(os.environ.get("INFERQ_BIN", Path(__file__).resolve().parents[
 UUID7_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 UUID4_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 TIME_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
-# The start-up line with the bound port; a line naming the requested port 0 does not match.
-LISTEN_RE = re.compile(r"listening on 127\.0\.0\.1:([1-9][0-9]*)")
+# The start-up line of each listener with its bound port and scheme ("http" or "https"); a line
+# naming the requested port 0 does not match.
+LISTEN_RE = re.compile(r"listening on 127\.0\.0\.1:([1-9][0-9]*)(?: \((https?)\))?")
 
 # A well-formed UUIDv7 that no server generates: its timestamp is in 1970.
 UNKNOWN_ID = "00000000-0001-7000-8000-000000000001"
@@ -206,12 +208,16 @@ def encode_body(body):
 
 
 class Api:
-    """An HTTP/1.1 client on one keep-alive connection to a server."""
+    """An HTTP/1.1 client on one keep-alive connection to a server; HTTPS with ssl_context."""
 
-    def __init__(self, port, key, timeout=30.0):
+    def __init__(self, port, key, timeout=30.0, ssl_context=None):
         self.port = port
         self.key = key
-        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+        if ssl_context is None:
+            self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+        else:
+            self.conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=timeout,
+                                                    context=ssl_context)
 
     def request(self, method, path, body=None, headers=None):
         all_headers = {"Authorization": f"Bearer {self.key}"}
@@ -348,10 +354,13 @@ class RawResponse:
 
 
 class RawConn:
-    """A TCP connection that sends bytes as given and parses HTTP/1.1 responses."""
+    """A TCP connection that sends bytes as given and parses HTTP/1.1 responses; it speaks TLS
+    over the connection when ssl_context is given."""
 
-    def __init__(self, port, timeout=5.0):
+    def __init__(self, port, timeout=5.0, ssl_context=None):
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        if ssl_context is not None:
+            self.sock = ssl_context.wrap_socket(self.sock, server_hostname="127.0.0.1")
         self.buf = b""
 
     def send(self, data):
@@ -420,7 +429,7 @@ class RawConn:
                 chunk = self.sock.recv(65536)
             except socket.timeout:
                 return False
-            except ConnectionResetError:
+            except (ConnectionResetError, ssl.SSLEOFError):
                 return True
             if not chunk:
                 return True
@@ -446,13 +455,20 @@ def http_request(method, path, body=b"", headers=None, key="test-key"):
 
 
 class Server:
-    """One `inferq serve` process on 127.0.0.1 with an ephemeral port."""
+    """One `inferq serve` process on 127.0.0.1 with an ephemeral port.
 
-    def __init__(self, data_dir, flags):
+    port is the --listen port and scheme its scheme; tls_port is the HTTPS port (the --listen
+    port itself unless --tls-listen is set). ca is the TestCA whose context() trusts the server.
+    """
+
+    def __init__(self, data_dir, flags, ca=None):
         self.data_dir = Path(data_dir)
         self.flags = list(flags)
+        self.ca = ca
         self.proc = None
         self.port = None
+        self.scheme = "http"
+        self.tls_port = None
         self.log = []  # lines from stdout and stderr, in arrival order per stream
         self.killed = False
         self._clients = []
@@ -469,13 +485,18 @@ class Server:
                                      stderr=subprocess.PIPE)
         for stream in (self.proc.stdout, self.proc.stderr):
             threading.Thread(target=self._drain, args=(stream,), daemon=True).start()
+        listeners = 2 if "--tls-listen" in self.flags else 1
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
-            for line in list(self.log):
-                match = LISTEN_RE.search(line)
-                if match:
-                    self.port = int(match.group(1))
-                    return self
+            found = [m for m in map(LISTEN_RE.search, list(self.log)) if m]
+            if len(found) >= listeners:
+                self.port = int(found[0].group(1))
+                self.scheme = found[0].group(2) or "http"
+                self.tls_port = None
+                for match in found[:listeners]:
+                    if match.group(2) == "https":
+                        self.tls_port = int(match.group(1))
+                return self
             if self.proc.poll() is not None:
                 time.sleep(0.1)  # let the drain threads take the last lines
                 pytest.fail(f"server exited with status {self.proc.returncode} at start:\n"
@@ -505,13 +526,27 @@ class Server:
             return key_file.read_text().strip()
         return "test-key"
 
-    def api(self, timeout=30.0):
-        client = Api(self.port, self.key, timeout)
+    def _target(self, https):
+        """Return (port, ssl context or None) to reach: https=None the --listen port with its
+        scheme, True the HTTPS port with TLS, False the --listen port without TLS (even when it
+        serves HTTPS)."""
+        if https is None:
+            https = self.scheme == "https"
+        if not https:
+            return self.port, None
+        assert self.tls_port is not None and self.ca is not None, "server has no HTTPS port"
+        return self.tls_port, self.ca.context()
+
+    def api(self, timeout=30.0, https=None):
+        """A keep-alive client of the --listen port (https=True: of the HTTPS port)."""
+        port, context = self._target(https)
+        client = Api(port, self.key, timeout, context)
         self._clients.append(client)
         return client
 
-    def raw(self, timeout=5.0):
-        conn = RawConn(self.port, timeout)
+    def raw(self, timeout=5.0, https=None):
+        port, context = self._target(https)
+        conn = RawConn(port, timeout, context)
         self._clients.append(conn)
         return conn
 

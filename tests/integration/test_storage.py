@@ -3,7 +3,8 @@
 A Sprocket worker requests an upload URL from POST /v1/storage/upload-request for
 "{request_id}-{name}", PUTs the bytes there without an API key (the URL's signature is the
 credential), and reports the job done with the file's URL in its payload. Clients GET that URL.
-Sprocket itself only speaks HTTPS; these tests replay its requests over plain HTTP on 127.0.0.1.
+Sprocket itself only speaks HTTPS; these tests replay its requests over plain HTTP on 127.0.0.1,
+and test_sprocket_https.py replays the whole sequence over HTTPS.
 """
 
 import http.client
