@@ -1547,7 +1547,7 @@ int http_server_start(uv_loop_t *loop, const char *listen_addr, const http_limit
 	uv_unref((uv_handle_t *)&s->check);
 
 	rc = uv_tcp_open(&s->listener, fd);
-	if (rc == 0)
+	if (rc == 0 && !limits->accept_later)
 		rc = uv_listen((uv_stream_t *)&s->listener, LISTEN_BACKLOG, on_connection);
 	if (rc < 0) {
 		snprintf(err, errlen, "listen on the loop failed: %s", uv_strerror(rc));
@@ -1565,6 +1565,17 @@ int http_server_start(uv_loop_t *loop, const char *listen_addr, const http_limit
 int http_server_port(const http_server_t *server)
 {
 	return server->port;
+}
+
+int http_server_accept(http_server_t *server, char *err, size_t errlen)
+{
+	int rc = uv_listen((uv_stream_t *)&server->listener, LISTEN_BACKLOG, on_connection);
+
+	if (rc < 0) {
+		snprintf(err, errlen, "listen on the loop failed: %s", uv_strerror(rc));
+		return INFERQ_EIO;
+	}
+	return 0;
 }
 
 uint32_t http_server_connections(const http_server_t *server)

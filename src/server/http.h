@@ -51,6 +51,7 @@ typedef struct {
 	size_t (*body_limit)(void *ctx, const struct http_request *req, const char **flag);
 	http_observer_cb observer;   /* or NULL: metrics and the access log */
 	uint64_t tls_handshake_timeout_ms; /* accept to finished TLS handshake: close */
+	int accept_later; /* 1: bind and listen at start, accept from http_server_accept() on */
 } http_limits_t;
 
 typedef struct {
@@ -91,6 +92,13 @@ int http_server_start(uv_loop_t *loop, const char *listen_addr, const http_limit
 
 /* Returns the bound port (useful after port 0). */
 int http_server_port(const http_server_t *server);
+
+/*
+ * Starts accepting connections on a server started with accept_later set;
+ * until then clients wait in the kernel's backlog. Call it once. Returns 0,
+ * or INFERQ_EIO with the cause in err.
+ */
+int http_server_accept(http_server_t *server, char *err, size_t errlen);
 
 /* Returns the connections accepted and not yet closed. */
 uint32_t http_server_connections(const http_server_t *server);

@@ -305,6 +305,13 @@ int observe_listen(server_t *s, const http_limits_t *limits)
 	return 0;
 }
 
+int observe_accept(server_t *s, char *err, size_t errlen)
+{
+	if (s->observe == NULL || s->observe->http == NULL)
+		return 0;
+	return http_server_accept(s->observe->http, err, errlen);
+}
+
 void observe_close_listener(server_t *s)
 {
 	if (s->observe == NULL || s->observe->http == NULL)

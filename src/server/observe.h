@@ -40,6 +40,12 @@ void observe_open(server_t *s);
  */
 int observe_listen(server_t *s, const http_limits_t *limits);
 
+/*
+ * Starts accepting on the --metrics-listen listener, if any. Returns 0, or
+ * INFERQ_EIO with the cause in err.
+ */
+int observe_accept(server_t *s, char *err, size_t errlen);
+
 /* Closes the --metrics-listen listener, if any; its connections finish on their own. */
 void observe_close_listener(server_t *s);
 

@@ -117,6 +117,17 @@ static void on_http_closed(void *ctx)
 	uv_timer_start(&drain_timer, on_drain_timer, 0, 5);
 }
 
+/* Stops accepting and closes the listeners; the loop ends once open requests are answered. */
+static void begin_stop(server_t *s)
+{
+	s->stopping = 1;
+	claim_flush_waiters(s);
+	observe_close_listener(s);
+	http_server_close(s->http, on_http_closed, s);
+	if (s->https)
+		http_server_close(s->https, on_http_closed, s);
+}
+
 static void on_signal(uv_signal_t *handle, int signum)
 {
 	server_t *s = handle->data;
@@ -125,13 +136,8 @@ static void on_signal(uv_signal_t *handle, int signum)
 		log_warn("server", "second %s during the stop, exiting now", strsignal(signum));
 		exit(1);
 	}
-	s->stopping = 1;
 	log_info("server", "%s received, stopping: finishing open requests", strsignal(signum));
-	claim_flush_waiters(s);
-	observe_close_listener(s);
-	http_server_close(s->http, on_http_closed, s);
-	if (s->https)
-		http_server_close(s->https, on_http_closed, s);
+	begin_stop(s);
 }
 
 /* Logs the loaded certificate, with a warning when it has expired. */
@@ -260,6 +266,7 @@ static int start_listening(server_t *s)
 		.body_limit = storage_body_limit,
 		.observer = observe_http,
 		.tls_handshake_timeout_ms = (uint64_t)s->config.tls_handshake_timeout_ms,
+		.accept_later = 1, /* start_accepting(), once the store is loaded */
 	};
 	int https_on_listen = s->tls && !s->config.tls_listen[0];
 
@@ -292,6 +299,24 @@ static void log_listening(const char *addr, const http_server_t *http, int https
 		*colon = '\0';
 	log_info("server", "listening on %s:%d (%s)", host, http_server_port(http),
 		 https ? "https" : "http");
+}
+
+/*
+ * Starts accepting on every listener. The sockets are bound and listening
+ * from the start, but no connection is served before the store is loaded,
+ * the engine runs and the signal handlers are set.
+ */
+static int start_accepting(server_t *s)
+{
+	char err[256];
+
+	if (http_server_accept(s->http, err, sizeof(err)) != 0 ||
+	    (s->https && http_server_accept(s->https, err, sizeof(err)) != 0) ||
+	    observe_accept(s, err, sizeof(err)) != 0) {
+		log_error("server", "cannot accept connections: %s; stopping", err);
+		return INFERQ_EIO;
+	}
+	return 0;
 }
 
 /*
@@ -396,9 +421,14 @@ int serve_main(int argc, char **argv)
 	uv_signal_init(s->loop, &s->sighup);
 	s->sighup.data = s;
 	uv_signal_start(&s->sighup, on_sighup, SIGHUP);
-	log_listening(s->config.listen, s->http, s->tls && !s->https);
-	if (s->https)
-		log_listening(s->config.tls_listen, s->https, 1);
+	if (start_accepting(s) != 0) {
+		s->exit_code = 1;
+		begin_stop(s);
+	} else {
+		log_listening(s->config.listen, s->http, s->tls && !s->https);
+		if (s->https)
+			log_listening(s->config.tls_listen, s->https, 1);
+	}
 
 	uv_run(s->loop, UV_RUN_DEFAULT);
 

@@ -9,6 +9,7 @@ test-only code path: SQLite meets the failing fdatasync or pwrite64 as it would 
 
 import json
 import os
+import socket
 import threading
 import time
 from pathlib import Path
@@ -580,3 +581,50 @@ def test_failure_inside_pipelined_burst(fault_server):
     burst_claimed = {body["request_id"]: body["payload"]["marker"] for body in claims
                      if body["payload"]["marker"].startswith("burst-")}
     assert burst_claimed == burst_submits
+
+
+def free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_no_request_served_during_start(fault_server):
+    """The first start commits the admin key while the loop runs, but serves nobody yet.
+
+    The port is bound and listening from the start, so a client can connect at once; its
+    request must be answered only after the server logs "listening on", when the store is
+    loaded and the commit engine runs. Slow fsyncs stretch the start, and the access log
+    line of the request must come after the "listening on" line.
+    """
+    port = free_port()
+    started = {}
+
+    def start():
+        started["server"], _ = fault_server(listen=f"127.0.0.1:{port}", access_log=True)
+
+    # No server runs yet, so writing the control file in place is safe.
+    control = Path(os.environ["INFERQ_FAULT_CONTROL"])
+    control.write_text("fsync_delay_ms=200\n")
+    thread = threading.Thread(target=start)
+    thread.start()
+    conn = None
+    for _ in range(1000):
+        try:
+            conn = socket.create_connection(("127.0.0.1", port), timeout=30)
+            break
+        except OSError:
+            time.sleep(0.01)
+    assert conn is not None, "the server never bound its port"
+    with conn:
+        conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        reply = conn.recv(4096)
+    thread.join(60)
+    assert not thread.is_alive(), "the server did not start"
+    assert reply.startswith(b"HTTP/1.1 200"), reply
+
+    server = started["server"]
+    wait_for(lambda: any("/healthz" in line for line in server.log), 5.0, "the access log line")
+    listening = next(i for i, line in enumerate(server.log) if "listening on" in line)
+    served = next(i for i, line in enumerate(server.log) if "/healthz" in line)
+    assert served > listening, "a request was served before the server logged that it listens"
