@@ -22,7 +22,7 @@
 
 typedef struct {
 	const char *method;
-	const char *path; /* exact, or a prefix when it ends in '/' */
+	const char *path; /* exact, or a prefix when it ends in '/' and is not "/" */
 	void (*handler)(server_t *s, http_request_t *req);
 	unsigned roles; /* AUTH_ROLE_* bits that may use it (admin always may); 0: no key needed */
 } route_t;
@@ -46,6 +46,8 @@ static const route_t routes[] = {
 	{"DELETE", "/v1/admin/keys/", handle_key_delete, ADMIN},
 	{"GET", "/healthz", handle_healthz, 0},
 	{"GET", "/readyz", handle_readyz, 0},
+	{"GET", "/", handle_dashboard_index, 0},
+	{"GET", "/ui/", handle_dashboard_file, 0},
 };
 
 #define ROUTE_COUNT (sizeof(routes) / sizeof(routes[0]))
@@ -54,7 +56,7 @@ static int path_is(const http_request_t *req, const char *path)
 {
 	size_t len = strlen(path);
 
-	if (path[len - 1] == '/')
+	if (len > 1 && path[len - 1] == '/')
 		return req->path_len > len && memcmp(req->path, path, len) == 0;
 	return req->path_len == len && memcmp(req->path, path, len) == 0;
 }

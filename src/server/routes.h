@@ -44,6 +44,10 @@ void handle_keys_list(server_t *s, http_request_t *req);
 void handle_keys_revoke(server_t *s, http_request_t *req);
 void handle_key_delete(server_t *s, http_request_t *req);
 
+/* handlers_dashboard.c: the web dashboard's files, no key needed. */
+void handle_dashboard_index(server_t *s, http_request_t *req);
+void handle_dashboard_file(server_t *s, http_request_t *req);
+
 void handle_healthz(server_t *s, http_request_t *req);
 void handle_readyz(server_t *s, http_request_t *req);
 
