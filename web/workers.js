@@ -1,5 +1,5 @@
 // The Workers view: every worker name the server has seen, with its version, when it was
-// first and last seen, the jobs it holds now and how many it finished.
+// first and last seen, the jobs it has claimed now and how many it finished.
 //
 // SPDX-License-Identifier: MIT
 
@@ -11,7 +11,7 @@ export class WorkersView {
 		this.ctx = ctx;
 		this.tbody = el('tbody');
 		this.empty = el('p', { class: 'muted', hidden: true },
-			'No workers yet. A worker appears here once it claims with a "worker" name (or a Sprocket hostname).');
+			'No workers yet. A worker appears here once it claims a job under a name ("worker" in the claim).');
 		container.replaceChildren(
 			el('h1', {}, 'Workers'),
 			el('table', { class: 'grid', 'data-testid': 'workers-table' },
