@@ -116,7 +116,10 @@ export class JobView {
 	async refresh() {
 		if (this.job && TERMINAL.has(this.job.status)) return;
 		try {
-			this.job = await api.job(this.requestId);
+			const job = await api.job(this.requestId);
+			// Unchanged jobs are not redrawn, so the cancel button under the pointer stays put.
+			if (this.job && JSON.stringify(job) === JSON.stringify(this.job)) return;
+			this.job = job;
 		} catch (err) {
 			if (err.status === 404 && !err.isMissingRoute) {
 				this.content.replaceChildren(el('p', { class: 'notice', 'data-testid': 'job-missing' },

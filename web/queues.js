@@ -118,8 +118,13 @@ export class QueuesView {
 	/** Renders the sampler's latest queues; the app polls them before each call. */
 	async refresh() {
 		const rows = this.sampler.latest() || [];
-		this.tbody.replaceChildren(...rows.map((row) => this.row(row)));
-		this.empty.hidden = rows.length > 0;
+		// Rows are rebuilt only when they changed, so a button under the pointer stays put.
+		const text = JSON.stringify(rows);
+		if (text !== this.shownRows) {
+			this.shownRows = text;
+			this.tbody.replaceChildren(...rows.map((row) => this.row(row)));
+			this.empty.hidden = rows.length > 0;
+		}
 		this.depthChart.draw(this.sampler.depthSeries());
 		this.rateChart.draw(this.sampler.rateSeries());
 	}
