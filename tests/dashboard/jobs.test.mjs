@@ -111,8 +111,8 @@ it('unknown job shows not found', async () => {
 	expectStatus(404);
 	const unknown = '00000000-0001-7000-8000-000000000001';
 	await signIn(page, env.server, `#/jobs/${unknown}`);
+	await waitForView(page, '[data-testid=job-missing]');
 	const missing = page.locator('[data-testid=job-missing]');
-	await missing.waitFor();
 	assert.match(await missing.textContent(), new RegExp(`Job ${unknown} not found`));
 	assertNoProblems(problems);
 });

@@ -47,7 +47,7 @@ it('wrong key shows the message and asks again', async () => {
 	await signIn(page, env.server, '', 'iq_not-a-key');
 
 	const message = page.locator('#key-message');
-	await message.waitFor({ state: 'visible' });
+	await waitForView(page, '#key-message:not([hidden])');
 	assert.match(await message.textContent(), /key was rejected \(401 invalid API key/);
 	assert.equal(await page.locator('#key-dialog').getAttribute('open'), '');
 	assert.equal(await page.evaluate(() => sessionStorage.getItem('inferq.adminKey')), null);
@@ -68,7 +68,7 @@ it('client key is refused with a 403 message', async () => {
 	await signIn(page, env.server, '', created.body.key);
 
 	const message = page.locator('#key-message');
-	await message.waitFor({ state: 'visible' });
+	await waitForView(page, '#key-message:not([hidden])');
 	assert.match(await message.textContent(), /may not use the dashboard \(403 /);
 	assertNoProblems(problems);
 });
@@ -76,6 +76,7 @@ it('client key is refused with a 403 message', async () => {
 it('forget key removes it and asks again', async () => {
 	const { page, problems } = await open();
 	await signIn(page, env.server);
+	await waitForView(page, '[data-testid=queues-table]');
 	await page.locator('#forget-key').waitFor({ state: 'visible' });
 	await page.click('#forget-key');
 

@@ -43,6 +43,7 @@ it('shows a queue after a submit', async () => {
 	const running = await claim(env.server, model, 'dash-queue-worker');
 	await submit(env.server, model, { n: 3 });
 
+	await waitForView(page, `[data-testid=queues-table] tr[data-model="${model}"]`);
 	const row = queueRow(page, model);
 	await row.locator('[data-field=pending]', { hasText: /^2$/ }).waitFor();
 	assert.equal(await row.locator('[data-field=running]').textContent(), '1');
