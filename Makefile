@@ -31,6 +31,11 @@ CORE_SRC := $(wildcard src/common/*.c src/queue/*.c src/store/*.c src/server/*.c
 CORE_OBJ := $(CORE_SRC:%.c=$(BUILD)/%.o)
 LLHTTP_OBJ := $(BUILD)/llhttp/llhttp.o $(BUILD)/llhttp/api.o $(BUILD)/llhttp/http.o
 MAIN_OBJ := $(BUILD)/src/main.o
+# The dashboard's files (web/) compiled into a C table by scripts/embed_web.py.
+# The folder is a prerequisite too, so adding or removing a file regenerates it.
+WEB_FILES := $(sort $(wildcard web/*))
+WEB_C := $(BUILD)/gen/web_assets.c
+WEB_OBJ := $(BUILD)/gen/web_assets.o
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
@@ -48,9 +53,16 @@ all: check-deps $(BUILD)/inferq
 $(BUILD)/inferq: $(MAIN_OBJ) $(CLI_OBJ) $(LIB_OBJ) $(BUILD)/libinferq-core.a
 	$(CC) -o $@ $^ $(LIB_LIBS) $(LDLIBS_ALL)
 
-$(BUILD)/libinferq-core.a: $(CORE_OBJ) $(LLHTTP_OBJ)
+$(BUILD)/libinferq-core.a: $(CORE_OBJ) $(LLHTTP_OBJ) $(WEB_OBJ)
 	rm -f $@
 	ar rcs $@ $^
+
+$(WEB_C): scripts/embed_web.py web $(WEB_FILES)
+	@mkdir -p $(dir $@)
+	python3 scripts/embed_web.py $@ $(WEB_FILES)
+
+$(WEB_OBJ): $(WEB_C) src/server/dashboard.h
+	$(CC) $(ALL_CFLAGS) -c -o $@ $<
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)

@@ -1,7 +1,8 @@
 #!/bin/sh
 # Runs every test of inferq: the cmocka unit tests, then the integration
-# tests (pytest) against the real server binary. Ends with one line
-# "N passed, N failed" that sums both. Exits 1 when any test failed.
+# tests (pytest) against the real server binary, then the SDK conformance
+# and dashboard suites (node). Ends with one line
+# "N passed, N failed" that sums them all. Exits 1 when any test failed.
 set -u
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
@@ -59,6 +60,24 @@ p=${p:-0}
 f=$(( ${f:-0} + ${c:-0} ))
 if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
 	echo "tests/compat/run.sh exited with status $rc" >&2
+	f=1
+fi
+passed=$((passed + p))
+failed=$((failed + f))
+
+# The dashboard tests drive the web page in headless Chromium (Debian's chromium package)
+# with playwright-core from npm; their TAP summary has the same lines.
+INFERQ_BIN="$PWD/$BUILD/inferq" INFERQ_ARTIFACTS="$PWD/$BUILD/artifacts" sh tests/dashboard/run.sh \
+	>"$BUILD/dashboard.log" 2>&1
+rc=$?
+cat "$BUILD/dashboard.log"
+p=$(sed -n 's/^# pass \([0-9][0-9]*\)$/\1/p' "$BUILD/dashboard.log" | tail -n 1)
+f=$(sed -n 's/^# fail \([0-9][0-9]*\)$/\1/p' "$BUILD/dashboard.log" | tail -n 1)
+c=$(sed -n 's/^# cancelled \([0-9][0-9]*\)$/\1/p' "$BUILD/dashboard.log" | tail -n 1)
+p=${p:-0}
+f=$(( ${f:-0} + ${c:-0} ))
+if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
+	echo "tests/dashboard/run.sh exited with status $rc" >&2
 	f=1
 fi
 passed=$((passed + p))

@@ -24,7 +24,7 @@
 
 typedef struct {
 	const char *method;
-	const char *path; /* exact, or a prefix when it ends in '/' */
+	const char *path; /* exact, or a prefix when it ends in '/' and is not "/" */
 	void (*handler)(server_t *s, http_request_t *req);
 	unsigned roles; /* AUTH_ROLE_* bits that may use it (admin always may); 0: no key needed */
 } route_t;
@@ -58,6 +58,8 @@ static const route_t routes[] = {
 	{"GET", "/healthz", handle_healthz, 0},
 	{"GET", "/readyz", handle_readyz, 0},
 	{"GET", "/metrics", handle_prometheus, ADMIN},
+	{"GET", "/", handle_dashboard_index, 0},
+	{"GET", "/ui/", handle_dashboard_file, 0},
 };
 
 #define ROUTE_COUNT (sizeof(routes) / sizeof(routes[0]))
@@ -66,7 +68,7 @@ static int path_is(const http_request_t *req, const char *path)
 {
 	size_t len = strlen(path);
 
-	if (path[len - 1] == '/')
+	if (len > 1 && path[len - 1] == '/')
 		return req->path_len > len && memcmp(req->path, path, len) == 0;
 	return req->path_len == len && memcmp(req->path, path, len) == 0;
 }

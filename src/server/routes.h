@@ -63,6 +63,10 @@ void handle_admin_job(server_t *s, http_request_t *req);
 void handle_admin_workers(server_t *s, http_request_t *req);
 void handle_admin_queues(server_t *s, http_request_t *req);
 
+/* handlers_dashboard.c: the web dashboard's files, no key needed. */
+void handle_dashboard_index(server_t *s, http_request_t *req);
+void handle_dashboard_file(server_t *s, http_request_t *req);
+
 void handle_healthz(server_t *s, http_request_t *req);
 void handle_readyz(server_t *s, http_request_t *req);
 

@@ -256,7 +256,9 @@ def test_wrong_method(api, method, path, allowed):
 
 
 @pytest.mark.parametrize("method,path", [
-    ("GET", "/"),
+    ("GET", "//"),
+    ("GET", "/ui"),
+    ("GET", "/ui/"),
     ("GET", "/v1/queue/nope"),
     ("POST", "/v1/queue"),
     ("GET", "/v1/queue/status/extra"),
