@@ -124,7 +124,7 @@ static const command_t *find_command(const char *name)
 int cli_is_command(const char *name)
 {
 	return find_command(name) != NULL || strcmp(name, "worker") == 0 ||
-	       strcmp(name, "keys") == 0;
+	       strcmp(name, "keys") == 0 || strcmp(name, "bench") == 0;
 }
 
 void cli_print_commands(FILE *out)
@@ -133,6 +133,7 @@ void cli_print_commands(FILE *out)
 		fprintf(out, "  %-9s %s\n", commands[i].name, commands[i].summary);
 	fprintf(out, "  %-9s %s\n", "worker", "run a program once per claimed job of a model");
 	fprintf(out, "  %-9s %s\n", "keys", "create, list and revoke API keys (admin)");
+	fprintf(out, "  %-9s %s\n", "bench", "load-test a server and print rates and latency");
 }
 
 void cli_print_exit_codes(FILE *out)
@@ -290,6 +291,8 @@ int cli_main(int argc, char **argv)
 		return worker_main(argc, argv);
 	if (strcmp(argv[0], "keys") == 0)
 		return keys_main(argc, argv);
+	if (strcmp(argv[0], "bench") == 0)
+		return bench_main(argc, argv);
 	if (!cmd) {
 		fprintf(stderr, "inferq: unknown command \"%s\"\n", argv[0]);
 		return CLI_EXIT_USAGE;

@@ -36,6 +36,9 @@ int cli_main(int argc, char **argv);
 /* keys.c: `inferq keys create|list|revoke`; argv[0] is "keys". Returns the exit code. */
 int keys_main(int argc, char **argv);
 
+/* bench.c: `inferq bench SCENARIO`; argv[0] is "bench". Returns the exit code. */
+int bench_main(int argc, char **argv);
+
 /* Prints the list of client subcommands for `inferq --help`. */
 void cli_print_commands(FILE *out);
 
