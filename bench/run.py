@@ -292,14 +292,33 @@ http {{
         self.results["comparisons"][name] = summary
         return summary
 
+    def fresh(self, name):
+        """A new inferq server with an empty data directory."""
+        self.serial = getattr(self, "serial", 0) + 1
+        srv = Inferq(self.binary, self.tmp, f"{name}-{self.serial}")
+        srv.start()
+        self.procs.append(srv.proc)
+        return srv
+
+    def retire(self, srv):
+        srv.stop()
+        shutil.rmtree(srv.dir, ignore_errors=True)
+
+    def on_fresh(self, name, fn):
+        """Run fn(server) on a server of its own, removed afterwards."""
+        srv = self.fresh(name)
+        try:
+            return fn(srv)
+        finally:
+            self.retire(srv)
+
     def run(self):
+        """Every measure; each group of runs gets a fresh server so none inherits another's jobs."""
         a = self.args
         secs = a.seconds
         c = a.connections
         life = a.lifecycle_concurrency
-        srv = Inferq(self.binary, self.tmp, "inferq")
-        srv.start()
-        self.procs.append(srv.proc)
+        srv = self.fresh("inferq")
         self.results["inferq_rss_kib_idle"] = srv.rss_kib()
         nginx = self.start_nginx()
 
@@ -307,29 +326,41 @@ http {{
                    lambda: self.inferq_bench(srv, "submit", "-c", c, "-d", secs, "--model", "sub"),
                    lambda: self.inferq_bench(None, "post", "-c", c, "-d", secs, url=nginx),
                    "requests/s")
+        self.retire(srv)
+        srv = self.fresh("inferq")
         self.pairs("status_vs_nginx_get",
                    lambda: self.inferq_bench(srv, "status", "-c", c, "-d", secs, "--model", "st"),
                    lambda: self.inferq_bench(None, "get", "-c", c, "-d", secs, url=nginx),
                    "requests/s")
+        self.retire(srv)
 
-        def inferq_life(n=life, model="life", extra=()):
-            return self.inferq_bench(srv, "lifecycle", "-c", n, "--workers", n, "-d", secs,
-                                     "--model", model, *extra)
+        def inferq_life(server, n=life, extra=()):
+            return self.inferq_bench(server, "lifecycle", "-c", n, "--workers", n, "-d", secs,
+                                     "--model", "life", *extra)
 
         peers = self.start_peers()
         for name, fn in peers.items():
-            self.pairs(f"lifecycle_vs_{name}", inferq_life, lambda fn=fn: fn(life, secs), "jobs/s")
+            srv = self.fresh("inferq")
+            self.pairs(f"lifecycle_vs_{name}", lambda: inferq_life(srv),
+                       lambda fn=fn: fn(life, secs), "jobs/s")
+            self.retire(srv)
 
+        srv = self.fresh("inferq")
         handoffs = [self.inferq_bench(srv, "handoff", "-d", secs, "--model", f"ho{i}")
                     for i in range(a.pairs)]
+        self.retire(srv)
         self.results["scaling"]["handoff"] = handoffs
         log("handoff p99 ms: " + ", ".join(f"{h['handoff_ms']['p99']:.3f}" for h in handoffs))
 
+        # A closed client's long-poll stays open on the server until its wait ends, so each
+        # run with idle workers gets its own server, and so does each run without.
         idle = a.idle_workers
-        self.pairs(f"lifecycle_vs_lifecycle_with_{idle}_idle_workers", inferq_life,
-                   lambda: inferq_life(extra=("--idle-workers", idle)), "jobs/s")
+        self.pairs(f"lifecycle_vs_lifecycle_with_{idle}_idle_workers",
+                   lambda: self.on_fresh("inferq", inferq_life),
+                   lambda: self.on_fresh("inferq", lambda s: inferq_life(
+                       s, extra=("--idle-workers", idle))), "jobs/s")
 
-        self.sweep(srv, peers)
+        self.sweep(peers)
         self.pending_scaling()
         return self.results
 
@@ -354,12 +385,12 @@ http {{
             self.results["errors"].append({"peer": "postgres", "error": str(e)})
         return peers
 
-    def sweep(self, srv, peers):
+    def sweep(self, peers):
         """Lifecycle jobs/s by concurrency (producers = workers = n) for the chart."""
         secs = max(1.0, self.args.seconds * 0.6)
         for n in self.args.sweep:
-            row = {"inferq": self.inferq_bench(srv, "lifecycle", "-c", n, "--workers", n, "-d", secs,
-                                               "--model", f"sweep{n}")["rate"]}
+            row = {"inferq": self.on_fresh("inferq", lambda srv: self.inferq_bench(
+                srv, "lifecycle", "-c", n, "--workers", n, "-d", secs, "--model", "sweep"))["rate"]}
             for name, fn in peers.items():
                 row[name] = fn(n, secs)["rate"]
             self.results["sweep"][n] = row
@@ -446,7 +477,7 @@ def write_chart(out, sweep):
             f.write(f"{n} " + " ".join(f"{row[k]:.1f}" for k in names) + "\n")
     plots = ", ".join(f"'{out / 'throughput.dat'}' using 1:{i + 2} with linespoints title '{k}'"
                       for i, k in enumerate(names))
-    script = (f"set terminal pngcairo size 900,560\nset output '{out / 'throughput.png'}'\n"
+    script = (f"set terminal pngcairo size 900,560 noenhanced\nset output '{out / 'throughput.png'}'\n"
               "set logscale x 2\nset logscale y 10\nset grid\nset key outside right\n"
               "set xlabel 'producers = workers (concurrency)'\nset ylabel 'jobs/s (submit, claim, complete)'\n"
               "set title 'Durable job lifecycle throughput by concurrency'\n"
@@ -480,6 +511,10 @@ def summary(res):
         lines.append("| --- |" + " --- |" * len(names))
         for n, row in res["sweep"].items():
             lines.append(f"| {n} | " + " | ".join(f"{row[k]:,.0f}" for k in names) + " |")
+        peak = {k: max(row[k] for row in res["sweep"].values()) for k in names}
+        lines.append("| peak | " + " | ".join(f"{peak[k]:,.0f}" for k in names) + " |")
+        lines.append("| inferq peak / peak | " + " | ".join(
+            f"{peak['inferq'] / peak[k]:.2f}" if peak[k] else "-" for k in names) + " |")
     if res["errors"]:
         lines.append("\nerrors: " + json.dumps(res["errors"]))
     return "\n".join(lines) + "\n"
@@ -493,7 +528,7 @@ def main():
     ap.add_argument("--out", help="results directory (default bench/results/DATE)")
     args = ap.parse_args()
     args.pairs, args.seconds, args.connections = 3, 5.0, 50
-    args.lifecycle_concurrency, args.idle_workers, args.many = 16, 10000, 1000000
+    args.lifecycle_concurrency, args.idle_workers, args.many = 64, 10000, 1000000
     args.sweep = [1, 4, 16, 64]
     if args.quick:
         args.pairs, args.seconds, args.idle_workers, args.many = 1, 1.0, 1000, 20000

@@ -236,6 +236,16 @@ static int check_options(bench_opts_t *o, int given_workers, int given_wait, int
 	return 0;
 }
 
+/* Reports an unknown option, or a known one given without its value. Returns the exit code. */
+static int bad_option(const char *arg)
+{
+	for (const struct option *o = long_options; o->name; o++)
+		if ((arg[0] == '-' && arg[1] == '-' && strcmp(arg + 2, o->name) == 0) ||
+		    (arg[0] == '-' && arg[1] == o->val && arg[2] == '\0'))
+			return usage("option %s needs a value", arg);
+	return usage("unknown option \"%s\"", arg);
+}
+
 /* Handles one option. Returns 0 or an exit code. */
 static int take_option(bench_opts_t *o, int opt, const char *arg, int *given)
 {
@@ -325,12 +335,8 @@ int bench_main(int argc, char **argv)
 			fputs(help, stdout);
 			return CLI_EXIT_OK;
 		}
-		if (opt == '?') {
-			if (optopt)
-				return usage("option %s%c needs a value",
-				             optopt < 256 ? "-" : "--", optopt < 256 ? optopt : '?');
-			return usage("unknown option \"%s\"", argv[optind - 1]);
-		}
+		if (opt == '?')
+			return bad_option(argv[optind - 1]);
 		if ((rc = take_option(&o, opt, optarg, given)) != 0)
 			return rc;
 	}

@@ -58,7 +58,7 @@ int bench_target_parse(const char *url, bench_target_t *t, char *err, size_t err
 	if (*p == ':') {
 		port = p + 1;
 		port_len = strspn(port, "0123456789");
-		if (port_len == 0 || port_len > 5)
+		if (port_len == 0 || port_len > 5 || atoi(port) < 1 || atoi(port) > 65535)
 			goto bad;
 		p = port + port_len;
 	}
@@ -162,6 +162,17 @@ static void end_if_idle(bench_run_t *run)
 		close_all(run);
 }
 
+/*
+ * Stops the run when nothing is in flight after every connection was asked
+ * for work: no response can come to change a scenario's mind, so the run
+ * would otherwise wait forever (a count that failed requests never reach).
+ */
+static void stop_if_quiet(bench_run_t *run)
+{
+	if (!run->stopping && run->connecting == 0 && run->in_flight == 0)
+		bench_run_stop(run);
+}
+
 void bench_run_check(bench_run_t *run)
 {
 	if (!run->stopping)
@@ -234,6 +245,7 @@ static void on_write(uv_write_t *req, int status)
 		bench_run_error(c->run, "write failed on connection %u: %s", c->index,
 		                uv_strerror(status));
 		conn_close(c);
+		stop_if_quiet(c->run);
 		end_if_idle(c->run);
 	}
 }
@@ -290,24 +302,25 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b)
 }
 
 /*
- * Parses one response head at the start of c->rbuf. Returns its total
+ * Parses one response at the start of buf (len bytes). Returns its total
  * length (head and body) when all of it is there, 0 when more bytes are
- * needed, or a negative INFERQ_EPROTO for a response the engine cannot
- * frame. Sets *status, *body_off and *body_len.
+ * needed, or INFERQ_EPROTO for a response the engine cannot frame (no
+ * Content-Length, or chunked). Sets *status, *body_off and *body_len.
  */
-static long frame_response(const bench_conn_t *c, int *status, size_t *body_off, size_t *body_len)
+static long frame_response(const char *buf, size_t len, int *status, size_t *body_off,
+                           size_t *body_len)
 {
-	const char *end = memmem(c->rbuf, c->rlen, "\r\n\r\n", 4), *line, *next;
+	const char *end = memmem(buf, len, "\r\n\r\n", 4), *line, *next;
 	long long length = -1;
 
 	if (!end)
-		return c->rlen > 65536 ? INFERQ_EPROTO : 0;
-	if (c->rlen < 12 || memcmp(c->rbuf, "HTTP/1.", 7) != 0 || c->rbuf[8] != ' ')
+		return len > 65536 ? INFERQ_EPROTO : 0;
+	if (len < 12 || memcmp(buf, "HTTP/1.", 7) != 0 || buf[8] != ' ')
 		return INFERQ_EPROTO;
-	*status = atoi(c->rbuf + 9);
+	*status = atoi(buf + 9);
 	if (*status < 100 || *status > 599)
 		return INFERQ_EPROTO;
-	for (line = memchr(c->rbuf, '\n', (size_t)(end - c->rbuf)) + 1; line < end; line = next) {
+	for (line = memchr(buf, '\n', (size_t)(end - buf)) + 1; line < end; line = next) {
 		next = memchr(line, '\n', (size_t)(end + 2 - line)) + 1;
 		if (strncasecmp(line, "content-length:", 15) == 0)
 			length = atoll(line + 15);
@@ -318,9 +331,9 @@ static long frame_response(const bench_conn_t *c, int *status, size_t *body_off,
 		length = 0;
 	if (length < 0)
 		return INFERQ_EPROTO;
-	*body_off = (size_t)(end + 4 - c->rbuf);
+	*body_off = (size_t)(end + 4 - buf);
 	*body_len = (size_t)length;
-	if (c->rlen < *body_off + *body_len)
+	if (len < *body_off + *body_len)
 		return 0;
 	return (long)(*body_off + *body_len);
 }
@@ -336,17 +349,15 @@ static int parse_responses(bench_conn_t *c)
 	uint64_t now, lat;
 
 	while (c->rlen - used > 0) {
-		bench_conn_t view = *c;
+		const char *resp = c->rbuf + used;
 
-		view.rbuf = c->rbuf + used;
-		view.rlen = c->rlen - used;
-		total = frame_response(&view, &status, &body_off, &body_len);
+		total = frame_response(resp, c->rlen - used, &status, &body_off, &body_len);
 		if (total == 0)
 			break;
 		if (total < 0 || c->inflight == 0) {
 			bench_run_error(run, "connection %u: a response that cannot be framed (no "
-			                "Content-Length, chunked, or not asked for): %.40s",
-			                c->index, view.rbuf);
+			                "Content-Length, chunked, or not asked for): %.*s",
+			                c->index, (int)(c->rlen - used < 40 ? c->rlen - used : 40), resp);
 			conn_close(c);
 			return 0;
 		}
@@ -360,7 +371,7 @@ static int parse_responses(bench_conn_t *c)
 		run->statuses[status]++;
 		if (!run->stopping || kind != KIND_PARK)
 			bench_hist_record(run->latency, lat);
-		rc = run->scen->done(c, kind, status, view.rbuf + body_off, body_len, lat);
+		rc = run->scen->done(c, kind, status, resp + body_off, body_len, lat);
 		used += (size_t)total;
 		if (rc < 0)
 			break;
@@ -384,6 +395,7 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
 			bench_run_error(run, "connection %u closed by the server with %u requests "
 			                "in flight (%s)", c->index, c->inflight, uv_strerror((int)n));
 		conn_close(c);
+		stop_if_quiet(run);
 		end_if_idle(run);
 		return;
 	}
@@ -394,6 +406,7 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
 		return;
 	}
 	bench_conn_pump(c);
+	stop_if_quiet(run);
 	conn_check(c);
 	end_if_idle(run);
 }
@@ -406,6 +419,7 @@ static void start_measuring(bench_run_t *run, double duration)
 	}
 	for (unsigned i = 0; i < run->n_conns; i++)
 		bench_conn_pump(&run->conns[i]);
+	stop_if_quiet(run);
 	bench_run_check(run);
 }
 

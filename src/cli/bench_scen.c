@@ -129,7 +129,7 @@ static int load_done(bench_conn_t *c, int kind, int status, const char *body, si
 
 	(void)latency_ns;
 	if (kind == KIND_SUBMIT ? status != 200 : (status < 200 || status > 299)) {
-		bench_run_error(run, "%s answered %d: %.*s", run->opts->scenario, status,
+		bench_run_error(run, "%s returned HTTP %d: %.*s", run->opts->scenario, status,
 		                (int)(len < 200 ? len : 200), body);
 		return 0;
 	}
@@ -284,7 +284,7 @@ static void claim_answered(bench_conn_t *c, int status, const char *body, size_t
 	if (status != 200 || c->role == ROLE_IDLE ||
 	    bench_json_string(body, len, "request_id", c->job_id, sizeof(c->job_id)) ||
 	    bench_json_string(body, len, "claim_id", c->claim_id, sizeof(c->claim_id))) {
-		bench_run_error(run, "claim answered %d: %.*s", status,
+		bench_run_error(run, "claim returned HTTP %d: %.*s", status,
 		                (int)(len < 200 ? len : 200), body);
 		return;
 	}
@@ -309,7 +309,7 @@ static int job_done(bench_conn_t *c, int kind, int status, const char *body, siz
 		if (status == 200)
 			submit_acked(c, body, len);
 		else
-			bench_run_error(run, "submit answered %d: %.*s", status,
+			bench_run_error(run, "submit returned HTTP %d: %.*s", status,
 			                (int)(len < 200 ? len : 200), body);
 		break;
 	case KIND_CLAIM:
@@ -317,7 +317,7 @@ static int job_done(bench_conn_t *c, int kind, int status, const char *body, siz
 	case KIND_COMPLETE:
 		c->has_job = 0;
 		if (status != 200) {
-			bench_run_error(run, "complete answered %d: %.*s", status,
+			bench_run_error(run, "complete returned HTTP %d: %.*s", status,
 			                (int)(len < 200 ? len : 200), body);
 			break;
 		}
@@ -540,7 +540,7 @@ int bench_scenario_main(const bench_opts_t *o, const bench_target_t *t)
 	}
 	if (rc == INFERQ_ECONNECT || rc == INFERQ_ELIMIT || (rc == 0 && run.errors)) {
 		fprintf(stderr, "inferq bench: %s\n", run.error);
-		if (run.errors)
+		if (run.errors && rc != INFERQ_ECONNECT)
 			fprintf(stderr, "inferq bench: %llu requests failed\n",
 			        (unsigned long long)run.errors);
 	}
