@@ -57,8 +57,8 @@ static const struct option long_options[] = {
     {NULL, 0, NULL, 0},
 };
 
-static const char *const scenarios[] = {"submit",  "status", "claim-complete", "lifecycle",
-                                        "handoff", "get",    "post"};
+static const char *const scenarios[] = {
+    "submit", "status", "claim-complete", "lifecycle", "handoff", "get", "post"};
 
 static const char help[] =
     "usage: inferq bench SCENARIO [URL] [options]\n"
@@ -172,7 +172,8 @@ static int valid_model(const char *m)
 	size_t n = strlen(m);
 
 	return n > 0 && n <= 128 &&
-	       strspn(m, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:/-") == n;
+	       strspn(m, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:/-") ==
+	           n;
 }
 
 static int is_scenario(const char *s)
@@ -195,7 +196,8 @@ static int check_options(bench_opts_t *o, int given_workers, int given_wait, int
 		return usage("%s needs a URL, as in inferq bench %s http://127.0.0.1:8081/", s, s);
 	if (!raw && o->url)
 		return usage("unexpected argument \"%s\": only get and post take a URL; name an "
-		             "inferq server with --server", o->url);
+		             "inferq server with --server",
+		             o->url);
 	if (o->count && given_duration)
 		return usage("give -d or -n, not both");
 	if ((given_workers || o->idle_workers) && !lifecycle && !handoff)
@@ -215,12 +217,14 @@ static int check_options(bench_opts_t *o, int given_workers, int given_wait, int
 		             "a worker has one request in flight");
 	if (!valid_model(o->model))
 		return usage("invalid --model \"%s\": use 1 to 128 characters of A-Z a-z 0-9 . _ "
-		             ": / -", o->model);
+		             ": / -",
+		             o->model);
 	j = json_loads(o->payload, JSON_DECODE_ANY, NULL);
 	if (!json_is_object(j)) {
 		json_decref(j);
 		return usage("invalid --payload \"%.80s\": give a JSON object, as in "
-		             "'{\"input\":\"hello\"}'", o->payload);
+		             "'{\"input\":\"hello\"}'",
+		             o->payload);
 	}
 	json_decref(j);
 	if (!given_workers)
@@ -265,8 +269,8 @@ static int take_option(bench_opts_t *o, int opt, const char *arg, int *given)
 	case 'n': rc = count_option("-n", arg, 1, 1000000000000ull, &o->count); break;
 	case 'd':
 		if (cli_parse_seconds(arg, 0.01, 86400, &o->duration) != 0)
-			return usage("invalid -d \"%s\": use seconds from 0.01 to 86400, such as 10",
-			             arg);
+			return usage(
+			    "invalid -d \"%s\": use seconds from 0.01 to 86400, such as 10", arg);
 		given[0] = 1;
 		break;
 	case OPT_SERVER: o->server = arg; break;
@@ -294,7 +298,9 @@ static int take_option(bench_opts_t *o, int opt, const char *arg, int *given)
 		rc = count_option("--idle-workers", arg, 0, 200000, &v);
 		o->idle_workers = (unsigned)v;
 		break;
-	case OPT_BACKLOG: rc = count_option("--backlog", arg, 1, 1000000000000ull, &o->backlog); break;
+	case OPT_BACKLOG:
+		rc = count_option("--backlog", arg, 1, 1000000000000ull, &o->backlog);
+		break;
 	case OPT_PREFILL: rc = count_option("--prefill", arg, 0, 1000000000ull, &o->prefill); break;
 	case OPT_REFILL: o->refill = 1; break;
 	case OPT_WAIT:
@@ -322,8 +328,12 @@ static const char *default_key(void)
 
 int bench_main(int argc, char **argv)
 {
-	bench_opts_t o = {.connections = 50, .pipeline = 1, .model = "bench",
-	                  .payload = "{\"input\":\"bench\"}", .backlog = 1000, .prefill = 10000};
+	bench_opts_t o = {.connections = 50,
+	                  .pipeline = 1,
+	                  .model = "bench",
+	                  .payload = "{\"input\":\"bench\"}",
+	                  .backlog = 1000,
+	                  .prefill = 10000};
 	bench_target_t target;
 	char err[512], base[2200];
 	int opt, rc, given[3] = {0, 0, 0};
@@ -346,7 +356,8 @@ int bench_main(int argc, char **argv)
 	o.scenario = argv[optind++];
 	if (!is_scenario(o.scenario))
 		return usage("unknown scenario \"%s\": use submit, status, claim-complete, "
-		             "lifecycle, handoff, get or post", o.scenario);
+		             "lifecycle, handoff, get or post",
+		             o.scenario);
 	if (optind < argc)
 		o.url = argv[optind++];
 	if (optind < argc)
@@ -455,11 +466,12 @@ void bench_report(const bench_opts_t *o, const bench_run_t *run, const char *uni
 	       (double)run->requests_at_stop / secs);
 	if (strcmp(unit, "requests") != 0)
 		printf("  %-10s %llu  (%.0f %s/s)\n", unit, (unsigned long long)run->units_at_stop,
-	       (double)run->units_at_stop / secs, unit);
+		       (double)run->units_at_stop / secs, unit);
 	if (run->submitted || run->claimed)
-		printf("  jobs       submitted %llu, claimed %llu, completed %llu (with the drain)\n",
-		       (unsigned long long)run->submitted, (unsigned long long)run->claimed,
-		       (unsigned long long)run->completed);
+		printf(
+		    "  jobs       submitted %llu, claimed %llu, completed %llu (with the drain)\n",
+		    (unsigned long long)run->submitted, (unsigned long long)run->claimed,
+		    (unsigned long long)run->completed);
 	print_latency_text("latency", run->latency);
 	if (run->unit_latency->total)
 		print_latency_text("hand-off", run->unit_latency);

@@ -25,14 +25,14 @@
  * of two above is split into 64 buckets, so a quantile is within 1.6 % of
  * the true value. 3,776 buckets cover every uint64_t.
  */
-#define BENCH_HIST_SUB 64
+#define BENCH_HIST_SUB     64
 #define BENCH_HIST_BUCKETS (BENCH_HIST_SUB + 58 * BENCH_HIST_SUB)
 
 typedef struct {
 	uint64_t counts[BENCH_HIST_BUCKETS];
-	uint64_t total;  /* values recorded */
-	uint64_t max;    /* largest value recorded, ns */
-	double sum;      /* of all values, ns */
+	uint64_t total; /* values recorded */
+	uint64_t max;   /* largest value recorded, ns */
+	double sum;     /* of all values, ns */
 } bench_hist_t;
 
 /* Adds one value (ns) to h. */
@@ -88,9 +88,9 @@ struct bench_conn {
 	bench_run_t *run;
 	unsigned index;
 	int role;
-	int open;       /* connected and not closed */
-	int paused;     /* a submitter waiting for the backlog to shrink */
-	char *rbuf;     /* received bytes not yet parsed */
+	int open;   /* connected and not closed */
+	int paused; /* a submitter waiting for the backlog to shrink */
+	char *rbuf; /* received bytes not yet parsed */
 	size_t rlen, rcap;
 	uint64_t *sent_ns; /* ring of send times, one per request in flight */
 	int *kinds;        /* ring of request kinds, parallel to sent_ns */
@@ -119,9 +119,9 @@ typedef struct {
 
 /* An address and the Host header for it, from an http:// URL. */
 typedef struct {
-	char host[256];     /* as written in the URL, for the Host header */
+	char host[256]; /* as written in the URL, for the Host header */
 	char port[8];
-	char path[2048];    /* path and query; "/" when the URL has none */
+	char path[2048]; /* path and query; "/" when the URL has none */
 	struct sockaddr_storage addr;
 } bench_target_t;
 
@@ -132,27 +132,27 @@ struct bench_run {
 	const bench_target_t *target;
 	bench_conn_t *conns;
 	unsigned n_conns;
-	unsigned connecting; /* connections not yet established */
-	uint64_t limit;      /* units that end the run; 0: by duration */
-	int stopping;        /* no new work; the run ends when nothing is in flight */
-	int failed;          /* a negative INFERQ_E* that ended the run, or 0 */
-	char error[512];     /* why, for the report */
+	unsigned connecting;      /* connections not yet established */
+	uint64_t limit;           /* units that end the run; 0: by duration */
+	int stopping;             /* no new work; the run ends when nothing is in flight */
+	int failed;               /* a negative INFERQ_E* that ended the run, or 0 */
+	char error[512];          /* why, for the report */
 	uint64_t t_start, t_stop; /* ns on uv_hrtime(); t_stop 0 while measuring */
 	uv_timer_t timer;
 	int timer_on;
-	uint64_t in_flight;  /* requests written and not answered, over the open connections */
-	uint64_t requests;   /* responses received */
-	uint64_t units;      /* the scenario's unit (jobs, requests, hand-offs) */
+	uint64_t in_flight; /* requests written and not answered, over the open connections */
+	uint64_t requests;  /* responses received */
+	uint64_t units;     /* the scenario's unit (jobs, requests, hand-offs) */
 	uint64_t units_at_stop;
 	uint64_t requests_at_stop;
-	uint64_t errors;     /* unexpected statuses and broken connections */
+	uint64_t errors; /* unexpected statuses and broken connections */
 	uint64_t statuses[600];
-	bench_hist_t *latency; /* per request */
+	bench_hist_t *latency;      /* per request */
 	bench_hist_t *unit_latency; /* handoff: submit ack to claim response */
 	bench_hist_t *e2e_latency;  /* handoff: submit sent to claim response */
 	/* job accounting shared by the job scenarios */
-	uint64_t issued;     /* submits sent */
-	uint64_t submitted;  /* submits acknowledged with 200 */
+	uint64_t issued;    /* submits sent */
+	uint64_t submitted; /* submits acknowledged with 200 */
 	uint64_t claimed;
 	uint64_t completed;
 	/* handoff: the one job in flight */
@@ -161,7 +161,7 @@ struct bench_run {
 	uint64_t handoff_sent_ns, handoff_ack_ns, handoff_claim_ns;
 	int handoff_busy;
 	uint64_t claims_sent;
-	uint64_t paused;     /* submitters waiting for the backlog to shrink */
+	uint64_t paused; /* submitters waiting for the backlog to shrink */
 	/* request templates, built once */
 	buf_t submit_req;
 	buf_t claim_req;

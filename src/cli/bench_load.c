@@ -23,7 +23,7 @@
 #include "bench.h"
 #include "inferq_error.h"
 
-#define READ_CHUNK 65536
+#define READ_CHUNK     65536
 #define DRAIN_EXTRA_MS 10000 /* past the longest long-poll wait */
 
 typedef struct {
@@ -41,8 +41,10 @@ int bench_target_parse(const char *url, bench_target_t *t, char *err, size_t err
 
 	memset(t, 0, sizeof(*t));
 	if (strncmp(url, "http://", 7) != 0) {
-		snprintf(err, err_len, "invalid URL \"%s\": use http://HOST:PORT (https is not "
-		         "supported by the load generator)", url);
+		snprintf(err, err_len,
+		         "invalid URL \"%s\": use http://HOST:PORT (https is not "
+		         "supported by the load generator)",
+		         url);
 		return INFERQ_EINVAL;
 	}
 	host = url + 7;
@@ -93,8 +95,10 @@ int bench_target_parse(const char *url, bench_target_t *t, char *err, size_t err
 	freeaddrinfo(res);
 	return 0;
 bad:
-	snprintf(err, err_len, "invalid URL \"%s\": use http://HOST[:PORT][/PATH], as in "
-	         "http://127.0.0.1:8080", url);
+	snprintf(err, err_len,
+	         "invalid URL \"%s\": use http://HOST[:PORT][/PATH], as in "
+	         "http://127.0.0.1:8080",
+	         url);
 	return INFERQ_EINVAL;
 }
 
@@ -147,7 +151,8 @@ static int only_parked(const bench_conn_t *c)
 	return 1;
 }
 
-/* While stopping: closes c when it waits for nothing but long-polls (unless a hand-off is under way). */
+/* While stopping: closes c when it waits for nothing but long-polls (unless a hand-off is under
+ * way). */
 static void conn_check(bench_conn_t *c)
 {
 	if (c->run->stopping && c->open && !c->has_job &&
@@ -282,7 +287,8 @@ void bench_conn_pump(bench_conn_t *c)
 	rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_write);
 	if (rc < 0) {
 		free(w);
-		bench_run_error(run, "write failed on connection %u: %s", c->index, uv_strerror(rc));
+		bench_run_error(run, "write failed on connection %u: %s", c->index,
+		                uv_strerror(rc));
 		conn_close(c);
 	}
 out:
@@ -355,9 +361,11 @@ static int parse_responses(bench_conn_t *c)
 		if (total == 0)
 			break;
 		if (total < 0 || c->inflight == 0) {
-			bench_run_error(run, "connection %u: a response that cannot be framed (no "
+			bench_run_error(run,
+			                "connection %u: a response that cannot be framed (no "
 			                "Content-Length, chunked, or not asked for): %.*s",
-			                c->index, (int)(c->rlen - used < 40 ? c->rlen - used : 40), resp);
+			                c->index, (int)(c->rlen - used < 40 ? c->rlen - used : 40),
+			                resp);
 			conn_close(c);
 			return 0;
 		}
@@ -392,8 +400,10 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
 		return;
 	if (n < 0) {
 		if (c->inflight > 0)
-			bench_run_error(run, "connection %u closed by the server with %u requests "
-			                "in flight (%s)", c->index, c->inflight, uv_strerror((int)n));
+			bench_run_error(run,
+			                "connection %u closed by the server with %u requests "
+			                "in flight (%s)",
+			                c->index, c->inflight, uv_strerror((int)n));
 		conn_close(c);
 		stop_if_quiet(run);
 		end_if_idle(run);
@@ -464,8 +474,9 @@ static int fit_open_files(bench_run_t *run, unsigned n)
 	}
 	rl.rlim_cur = need;
 	if (setrlimit(RLIMIT_NOFILE, &rl) != 0) {
-		snprintf(run->error, sizeof(run->error), "cannot raise the open-file limit to %llu: %s",
-		         (unsigned long long)need, strerror(errno));
+		snprintf(run->error, sizeof(run->error),
+		         "cannot raise the open-file limit to %llu: %s", (unsigned long long)need,
+		         strerror(errno));
 		return INFERQ_ELIMIT;
 	}
 	return 0;

@@ -38,9 +38,9 @@ int bench_json_string(const char *body, size_t len, const char *name, char *out,
 		} else if (ch == '}' || ch == ']') {
 			depth--;
 		} else if (ch == '"') {
-			if (depth == 1 && len - i > nlen + 3 && memcmp(body + i + 1, name, nlen) == 0 &&
-			    body[i + 1 + nlen] == '"' && body[i + 2 + nlen] == ':' &&
-			    body[i + 3 + nlen] == '"') {
+			if (depth == 1 && len - i > nlen + 3 &&
+			    memcmp(body + i + 1, name, nlen) == 0 && body[i + 1 + nlen] == '"' &&
+			    body[i + 2 + nlen] == ':' && body[i + 3 + nlen] == '"') {
 				const char *v = body + i + 4 + nlen, *end;
 
 				end = memchr(v, '"', len - (size_t)(v - body));
@@ -90,8 +90,8 @@ static void build_templates(bench_run_t *run)
 		put_request(run, &run->plain_req, "GET", run->target->path, NULL, 0);
 
 	buf_reset(&body);
-	buf_printf(&body, "{\"model\":\"%s\",\"wait\":%g}",
-	           o->model, strcmp(o->scenario, "claim-complete") == 0 ? 0 : o->wait);
+	buf_printf(&body, "{\"model\":\"%s\",\"wait\":%g}", o->model,
+	           strcmp(o->scenario, "claim-complete") == 0 ? 0 : o->wait);
 	put_request(run, &run->claim_req, "POST", "/v1/queue/claim", body.data, body.len);
 	buf_reset(&body);
 	buf_printf(&body, "{\"model\":\"%s-idle\",\"wait\":60}", o->model);
@@ -406,7 +406,8 @@ static int make_finished_job(bench_run_t *run, char *err, size_t err_len)
 	}
 	if (rc == 0 && status == 200 &&
 	    bench_json_string(resp, strlen(resp), "request_id", c.job_id, sizeof(c.job_id)) == 0 &&
-	    bench_json_string(resp, strlen(resp), "claim_id", c.claim_id, sizeof(c.claim_id)) == 0) {
+	    bench_json_string(resp, strlen(resp), "claim_id", c.claim_id, sizeof(c.claim_id)) ==
+	        0) {
 		snprintf(body, sizeof(body),
 		         "{\"model\":\"%s\",\"request_id\":\"%s\",\"claim_id\":\"%s\","
 		         "\"outputs\":{\"text\":\"done\"}}",
@@ -423,8 +424,7 @@ static int make_finished_job(bench_run_t *run, char *err, size_t err_len)
 		         status, resp);
 		return INFERQ_EPROTO;
 	}
-	snprintf(path, sizeof(path), "/v1/queue/status?request_id=%s&model=%s", c.job_id,
-	         o->model);
+	snprintf(path, sizeof(path), "/v1/queue/status?request_id=%s&model=%s", c.job_id, o->model);
 	put_request(run, &run->plain_req, "GET", path, NULL, 0);
 	return 0;
 }
@@ -473,7 +473,8 @@ static int prefill(const bench_opts_t *o, const bench_target_t *t, char *err, si
 		         run.error[0] ? run.error : inferq_strerror(rc));
 	else
 		fprintf(stderr, "inferq bench: prefilled %llu jobs in %.2f s\n",
-		        (unsigned long long)run.submitted, (double)(run.t_stop - run.t_start) / 1e9);
+		        (unsigned long long)run.submitted,
+		        (double)(run.t_stop - run.t_start) / 1e9);
 	bench_run_free(&run);
 	free(roles);
 	return rc;
@@ -494,9 +495,9 @@ static unsigned job_roles(const bench_opts_t *o, int **out)
 		n = o->connections;
 	roles = calloc(n, sizeof(*roles));
 	for (unsigned i = 0; i < n; i++)
-		roles[i] = i < submitters                ? ROLE_SUBMIT
-		           : i < n - o->idle_workers    ? ROLE_WORKER
-		                                         : ROLE_IDLE;
+		roles[i] = i < submitters            ? ROLE_SUBMIT
+		           : i < n - o->idle_workers ? ROLE_WORKER
+		                                     : ROLE_IDLE;
 	if (strcmp(o->scenario, "claim-complete") == 0)
 		for (unsigned i = 0; i < n; i++)
 			roles[i] = ROLE_WORKER;
