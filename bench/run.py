@@ -88,7 +88,8 @@ class Proc:
 
 
 class Inferq:
-    def __init__(self, binary, tmp, name, port=0):
+    def __init__(self, binary, tmp, name, procs, port=0):
+        self.procs = procs  # every process started is added at once, so none is left running
         self.binary = binary
         self.dir = Path(tmp) / name
         self.name = name
@@ -104,6 +105,7 @@ class Inferq:
         self.proc = Proc(self.name, [str(self.binary), "serve", "--listen", f"127.0.0.1:{self.port}",
                                      "--data-dir", str(self.dir), "--max-connections", "12000"],
                          logfile)
+        self.procs.append(self.proc)
         deadline = t0 + 120
         while not self.port or not (self.dir / "admin.key").exists():
             text = logfile.read_bytes()[offset:].decode(errors="replace")
@@ -295,9 +297,8 @@ http {{
     def fresh(self, name):
         """A new inferq server with an empty data directory."""
         self.serial = getattr(self, "serial", 0) + 1
-        srv = Inferq(self.binary, self.tmp, f"{name}-{self.serial}")
+        srv = Inferq(self.binary, self.tmp, f"{name}-{self.serial}", self.procs)
         srv.start()
-        self.procs.append(srv.proc)
         return srv
 
     def retire(self, srv):
@@ -399,12 +400,10 @@ http {{
     def pending_scaling(self):
         """Claim with few and many pending jobs; restart time and RSS with many pending."""
         a = self.args
-        small = Inferq(self.binary, self.tmp, "inferq-small")
+        small = Inferq(self.binary, self.tmp, "inferq-small", self.procs)
         small.start()
-        self.procs.append(small.proc)
-        big = Inferq(self.binary, self.tmp, "inferq-big", port=free_port())
+        big = Inferq(self.binary, self.tmp, "inferq-big", self.procs, port=free_port())
         big.start()
-        self.procs.append(big.proc)
         rss_empty = big.rss_kib()
         fill = ["-c", 50, "-P", 32, "--model", "claim"]
         self.inferq_bench(small, "submit", "-n", 1000, *fill)
@@ -422,7 +421,6 @@ http {{
         waiting = big.metrics("claim")["messages_waiting"]
         big.stop()
         restart_s = big.start()
-        self.procs.append(big.proc)
         rss_restart = big.rss_kib()
         after = big.metrics("claim")["messages_waiting"]
         per_job = lambda kib: (kib - rss_empty) * 1024 / waiting - len(PAYLOAD)
