@@ -46,7 +46,7 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 .DEFAULT_GOAL := all
 
 .PHONY: all run test unit integration deps check-deps clean install format lint
-.PHONY: fuzz fuzz-ci fuzz-long stress valgrind
+.PHONY: fuzz fuzz-ci fuzz-long stress valgrind bench
 
 all: check-deps $(BUILD)/inferq
 
@@ -103,6 +103,10 @@ stress: all
 		-q -p no:cacheprovider tests/integration/test_hostile.py -k many_idle
 valgrind: all
 	BUILD=$(BUILD) tests/valgrind.sh
+
+# inferq against nginx and the peer queues (bench/README.md); ARGS=--quick for a smoke run.
+bench:
+	bench/run.sh $(ARGS)
 
 deps:
 	scripts/deps.sh install

@@ -125,7 +125,7 @@ int cli_is_command(const char *name)
 {
 	return find_command(name) != NULL || strcmp(name, "worker") == 0 ||
 	       strcmp(name, "keys") == 0 || strcmp(name, "jobs") == 0 ||
-	       strcmp(name, "workers") == 0;
+	       strcmp(name, "workers") == 0 || strcmp(name, "bench") == 0;
 }
 
 void cli_print_commands(FILE *out)
@@ -136,6 +136,7 @@ void cli_print_commands(FILE *out)
 	fprintf(out, "  %-9s %s\n", "keys", "create, list and revoke API keys (admin)");
 	fprintf(out, "  %-9s %s\n", "jobs", "list jobs of every model, newest first (admin)");
 	fprintf(out, "  %-9s %s\n", "workers", "list the workers the server has seen (admin)");
+	fprintf(out, "  %-9s %s\n", "bench", "load-test a server and print rates and latency");
 }
 
 void cli_print_exit_codes(FILE *out)
@@ -295,6 +296,8 @@ int cli_main(int argc, char **argv)
 		return keys_main(argc, argv);
 	if (strcmp(argv[0], "jobs") == 0 || strcmp(argv[0], "workers") == 0)
 		return admin_main(argc, argv);
+	if (strcmp(argv[0], "bench") == 0)
+		return bench_main(argc, argv);
 	if (!cmd) {
 		fprintf(stderr, "inferq: unknown command \"%s\"\n", argv[0]);
 		return CLI_EXIT_USAGE;

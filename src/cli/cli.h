@@ -39,6 +39,9 @@ int keys_main(int argc, char **argv);
 /* admin.c: `inferq jobs` and `inferq workers`; argv[0] names which. Returns the exit code. */
 int admin_main(int argc, char **argv);
 
+/* bench.c: `inferq bench SCENARIO`; argv[0] is "bench". Returns the exit code. */
+int bench_main(int argc, char **argv);
+
 /* Prints the list of client subcommands for `inferq --help`. */
 void cli_print_commands(FILE *out);
 

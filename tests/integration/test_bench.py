@@ -1,0 +1,236 @@
+"""`inferq bench`: short runs of each scenario against a test server, with the figures the
+tool prints checked against the server's own state (queue metrics, job status), and bad flags
+rejected with a message that names the value. No timing is asserted: only counts and shapes.
+"""
+
+import http.server
+import json
+import threading
+
+import pytest
+
+from cli_support import closed_port, describe, run_cli, server_url
+
+
+def bench(server, tmp_path, *args, model="bench"):
+    """Run `inferq bench ARGS --json` against server and return (CompletedProcess, result)."""
+    argv = ["bench", *map(str, args), "--server", server_url(server), "--key", server.key,
+            "--model", model, "--json"]
+    proc = run_cli(argv, cwd=tmp_path)
+    assert proc.returncode == 0, describe(proc)
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["errors"] == 0, result
+    assert "error" not in result, result
+    return proc, result
+
+
+def check_latency(result, name="latency_ms"):
+    lat = result[name]
+    assert lat["count"] > 0, result
+    assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["p999"] <= lat["max"], lat
+
+
+def test_submit_count_matches_the_queue(start_server, tmp_path):
+    server = start_server()
+    _, r = bench(server, tmp_path, "submit", "-n", 300, "-c", 4, "-P", 4, model="sub")
+    assert r["scenario"] == "submit" and r["unit"] == "requests"
+    assert r["units"] == 300 and r["requests"] == 300 and r["submitted"] == 300, r
+    assert r["statuses"] == {"200": 300}, r
+    assert r["rate"] > 0 and r["seconds"] > 0, r
+    check_latency(r)
+    metrics = server.api().metrics_ok("sub")
+    assert metrics["messages_waiting"] == 300, metrics
+
+
+def test_submit_by_duration_stops_by_itself(start_server, tmp_path):
+    server = start_server()
+    _, r = bench(server, tmp_path, "submit", "-d", 1, "-c", 2, model="dur")
+    # Submits answered after the end are not in the rate, but every one is a job.
+    assert r["submitted"] >= r["units"] > 0, r
+    assert server.api().metrics_ok("dur")["messages_waiting"] == r["submitted"], r
+    assert 0.9 < r["seconds"] < 5, r
+
+
+def test_status_reads_a_finished_job(start_server, tmp_path):
+    server = start_server()
+    _, r = bench(server, tmp_path, "status", "-n", 200, "-c", 3, model="st")
+    assert r["units"] == 200 and r["statuses"] == {"200": 200}, r
+    check_latency(r)
+    # The set-up made one job and finished it; nothing is left waiting or running.
+    metrics = server.api().metrics_ok("st")
+    assert metrics["messages_waiting"] == 0 and metrics["messages_running"] == 0, metrics
+
+
+def test_claim_complete_drains_the_prefill(start_server, tmp_path):
+    server = start_server()
+    _, r = bench(server, tmp_path, "claim-complete", "--prefill", 250, "-c", 5, model="cc")
+    assert r["unit"] == "jobs" and r["units"] == 250, r
+    assert r["claimed"] == 250 and r["completed"] == 250, r
+    # 250 claims and 250 completes, plus one empty claim (204) per connection or fewer.
+    assert r["statuses"]["200"] == 500, r
+    metrics = server.api().metrics_ok("cc")
+    assert metrics == {"messages_waiting": 0, "messages_running": 0, "total_jobs": 0}, metrics
+
+
+def test_claim_complete_refill_keeps_the_queue_level(start_server, tmp_path):
+    server = start_server()
+    api = server.api()
+    _, r = bench(server, tmp_path, "claim-complete", "--prefill", 100, "--refill", "-n", 150,
+                 "-c", 2, model="refill")
+    assert r["completed"] >= 150 and r["claimed"] == r["completed"], r
+    # Each complete submits one job, except those that fell after the end.
+    waiting = api.metrics_ok("refill")["messages_waiting"]
+    assert waiting == 100 + r["submitted"] - r["completed"], (waiting, r)
+    assert 98 <= waiting <= 100, (waiting, r)
+
+
+def test_lifecycle_leaves_no_job_running(start_server, tmp_path):
+    server = start_server()
+    api = server.api()
+    _, r = bench(server, tmp_path, "lifecycle", "-d", 1, "-c", 3, "--workers", 3, "--backlog", 50,
+                 model="life")
+    assert r["unit"] == "jobs" and r["units"] > 0, r
+    assert r["claimed"] == r["completed"] >= r["units"], r
+    metrics = api.metrics_ok("life")
+    assert metrics["messages_running"] == 0, metrics
+    assert metrics["messages_waiting"] == r["submitted"] - r["completed"], (metrics, r)
+    assert metrics["messages_waiting"] <= 50, metrics
+
+
+def test_lifecycle_count_with_idle_workers(start_server, tmp_path):
+    server = start_server()
+    api = server.api()
+    _, r = bench(server, tmp_path, "lifecycle", "-n", 200, "-c", 2, "--workers", 2,
+                 "--idle-workers", 20, model="idle")
+    assert r["units"] == 200 and r["completed"] == 200 and r["submitted"] == 200, r
+    assert r["idle_workers"] == 20, r
+    assert api.metrics_ok("idle") == {"messages_waiting": 0, "messages_running": 0,
+                                      "total_jobs": 0}
+    # The idle workers long-polled a model that got no job.
+    assert api.metrics_ok("idle-idle")["total_jobs"] == 0
+
+
+def test_handoff_measures_each_job(start_server, tmp_path):
+    server = start_server()
+    _, r = bench(server, tmp_path, "handoff", "-n", 40, "--workers", 2, model="ho")
+    assert r["unit"] == "hand-offs" and r["units"] == 40, r
+    assert r["submitted"] == r["claimed"] == r["completed"] == 40, r
+    assert r["handoff_ms"]["count"] == 40 and r["submit_to_claim_ms"]["count"] == 40, r
+    assert r["handoff_ms"]["p50"] <= r["submit_to_claim_ms"]["max"], r
+    check_latency(r, "submit_to_claim_ms")
+    assert server.api().metrics_ok("ho")["messages_running"] == 0
+
+
+def test_text_report(start_server, tmp_path):
+    server = start_server()
+    proc = run_cli(["bench", "submit", "-n", "20", "-c", "1", "--server", server_url(server),
+                    "--key", server.key], cwd=tmp_path)
+    assert proc.returncode == 0, describe(proc)
+    assert "inferq bench submit:" in proc.stdout, proc.stdout
+    assert "requests   20" in proc.stdout and "p99" in proc.stdout, proc.stdout
+    assert "errors     0" in proc.stdout, proc.stdout
+
+
+class _Static(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    seen = []
+
+    def _answer(self):
+        length = int(self.headers.get("Content-Length", "0"))
+        body = self.rfile.read(length) if length else b""
+        _Static.seen.append((self.command, self.path, body))
+        data = b'{"ok":true}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_GET = do_POST = _answer
+
+    def log_message(self, *args):
+        pass
+
+
+def test_get_and_post_any_url(tmp_path):
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Static)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/ceiling?x=1"
+        _Static.seen.clear()
+        proc = run_cli(["bench", "get", url, "-n", "30", "-c", "2", "--json"], cwd=tmp_path)
+        assert proc.returncode == 0, describe(proc)
+        r = json.loads(proc.stdout)
+        assert r["units"] == 30 and r["statuses"] == {"200": 30}, r
+        proc = run_cli(["bench", "post", url, "-n", "10", "-c", "1", "--body", '{"a":1}', "--json"],
+                       cwd=tmp_path)
+        assert proc.returncode == 0, describe(proc)
+        assert json.loads(proc.stdout)["units"] == 10
+        assert ("GET", "/ceiling?x=1", b"") in _Static.seen
+        assert _Static.seen.count(("POST", "/ceiling?x=1", b'{"a":1}')) == 10
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_unreachable_server_exits_3(tmp_path):
+    proc = run_cli(["bench", "submit", "-n", "5", "--server", f"http://127.0.0.1:{closed_port()}",
+                    "--key", "k"], cwd=tmp_path)
+    assert proc.returncode == 3, describe(proc)
+    assert "cannot connect to 127.0.0.1:" in proc.stderr, proc.stderr
+
+
+def test_wrong_key_is_reported_as_errors(start_server, tmp_path):
+    server = start_server()
+    proc = run_cli(["bench", "submit", "-n", "5", "-c", "1", "--server", server_url(server),
+                    "--key", "not-a-key", "--json"], cwd=tmp_path)
+    assert proc.returncode == 1, describe(proc)
+    r = json.loads(proc.stdout)
+    assert r["errors"] == 5 and r["statuses"] == {"401": 5}, r
+    assert "submit returned HTTP 401" in r["error"], r
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], "missing the scenario"),
+    (["fly"], 'unknown scenario "fly"'),
+    (["submit", "-c", "0"], 'invalid -c "0"'),
+    (["submit", "-c", "many"], 'invalid -c "many"'),
+    (["submit", "-P", "2000"], 'invalid -P "2000": use a whole number from 1 to 1024'),
+    (["submit", "-d", "-1"], 'invalid -d "-1"'),
+    (["submit", "-n", "0"], 'invalid -n "0"'),
+    (["submit", "-d", "1", "-n", "5"], "give -d or -n, not both"),
+    (["get"], "get needs a URL"),
+    (["get", "ftp://127.0.0.1/"], 'invalid URL "ftp://127.0.0.1/"'),
+    (["submit", "http://127.0.0.1:1/"], "only get and post take a URL"),
+    (["submit", "--server", "http://127.0.0.1:99999"], 'invalid URL "http://127.0.0.1:99999"'),
+    (["submit", "--model", "a b"], 'invalid --model "a b"'),
+    (["submit", "--payload", "[1]"], 'invalid --payload "[1]": give a JSON object'),
+    (["submit", "--payload", "{"], 'invalid --payload "{"'),
+    (["submit", "--workers", "2"], "--workers and --idle-workers apply to lifecycle and handoff"),
+    (["handoff", "--idle-workers", "2"], "--idle-workers applies to lifecycle only"),
+    (["status", "--wait", "1"], "--wait applies to lifecycle and handoff only"),
+    (["lifecycle", "--wait", "61"], 'invalid --wait "61": use seconds from 0 to 60'),
+    (["submit", "--prefill", "5"], "--prefill and --refill apply to claim-complete only"),
+    (["claim-complete", "--refill"], "--refill keeps the queue full, so it needs -d or -n"),
+    (["handoff", "-P", "2"], "-P applies to submit, status, get, post and lifecycle"),
+    (["submit", "--body", "{}"], "--body applies to post only"),
+    (["submit", "--key-file", "/nonexistent/key"], "cannot read an API key from --key-file"),
+    (["submit", "--bogus"], 'unknown option "--bogus"'),
+    (["submit", "-c"], "needs a value"),
+])
+def test_bad_flags(tmp_path, args, message):
+    proc = run_cli(["bench", *args], cwd=tmp_path)
+    assert proc.returncode == 2, describe(proc)
+    assert message in proc.stderr, proc.stderr
+    assert "inferq bench --help" in proc.stderr, proc.stderr
+
+
+def test_help_lists_every_scenario(tmp_path):
+    proc = run_cli(["bench", "--help"], cwd=tmp_path)
+    assert proc.returncode == 0, describe(proc)
+    for name in ("submit", "status", "claim-complete", "lifecycle", "handoff", "get URL",
+                 "post URL", "--pipeline", "--idle-workers", "--refill", "--json"):
+        assert name in proc.stdout, name
+    top = run_cli(["--help"], cwd=tmp_path)
+    assert "bench" in top.stdout
