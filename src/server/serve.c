@@ -117,7 +117,10 @@ static void on_http_closed(void *ctx)
 	uv_timer_start(&drain_timer, on_drain_timer, 0, 5);
 }
 
-/* Stops accepting and closes the listeners; the loop ends once open requests are answered. */
+/*
+ * Stops accepting and closes the listeners. The loop ends once every open
+ * request has its response.
+ */
 static void begin_stop(server_t *s)
 {
 	s->stopping = 1;

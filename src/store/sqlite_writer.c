@@ -453,7 +453,6 @@ static int exec_update(writer_t *w, const job_record_t *r)
 	return rc;
 }
 
-/* Adds the deleted row at st (model, state) to op's counts per model and state. */
 /* Appends the id in column col of the RETURNING row to op->purged_ids. */
 static void collect_purged_id(store_op_t *op, sqlite3_stmt *st, int col)
 {
@@ -468,6 +467,7 @@ static void collect_purged_id(store_op_t *op, sqlite3_stmt *st, int col)
 	op->purged++;
 }
 
+/* Adds the deleted row at st (model, state) to op's counts per model and state. */
 static void count_purged_row(store_op_t *op, sqlite3_stmt *st)
 {
 	const char *model = (const char *)sqlite3_column_text(st, 0);
