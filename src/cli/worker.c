@@ -9,7 +9,8 @@
  * is free, each job runs on its own thread (worker_job.c), and the main
  * thread only waits for signals (signalfd) and for jobs to end (eventfd).
  *
- * Shutdown: the first SIGTERM or SIGINT stops claiming and gives running
+ * Shutdown: the first SIGTERM, SIGINT or SIGHUP (a closed terminal) stops
+ * claiming and gives running
  * jobs --grace seconds. A second signal, or the end of the grace period,
  * kills their commands and releases their jobs. A claim still waiting on
  * the server is not waited for: the process exits with _exit(), and the
@@ -122,13 +123,13 @@ static void print_help(FILE *out)
 	    "  --request-timeout S     seconds for one HTTP request (default 30)\n"
 	    "  --help                  print this help\n"
 	    "\n"
-	    "The first SIGTERM or SIGINT stops claiming and lets running jobs finish within\n"
-	    "--grace; a second one, or the end of the grace period, kills CMD and releases\n"
+	    "The first SIGTERM, SIGINT or SIGHUP stops claiming and lets running jobs finish\n"
+	    "within --grace; a second one, or the end of the grace period, kills CMD and releases\n"
 	    "its job to the queue. Complete and fail are retried for up to 10 minutes while\n"
 	    "the server cannot be reached. One log line per event goes to stderr.\n"
 	    "\n"
 	    "exit codes:\n"
-	    "  0  stopped by SIGTERM or SIGINT after every result was delivered\n"
+	    "  0  stopped by SIGTERM, SIGINT or SIGHUP after every result was delivered\n"
 	    "  1  a result could not be delivered, or the server rejected the API key\n"
 	    "  2  usage error, or the server rejected the claim as invalid (HTTP 400)\n"
 	    "  4  the API key does not cover the model (HTTP 404)\n",
@@ -498,10 +499,17 @@ static void begin_kill(worker_t *w, const char *why)
 	}
 }
 
-/* Acts on SIGTERM or SIGINT. Returns 1 when the worker must exit at once. */
+/* Returns the name of a stop signal, e.g. "SIGTERM". */
+static const char *stop_signal_name(int sig)
+{
+	return sig == SIGINT ? "SIGINT" : sig == SIGHUP ? "SIGHUP" : "SIGTERM";
+}
+
+/* Acts on SIGTERM, SIGINT or SIGHUP. Returns 1 when the worker must exit at once. */
 static int on_signal(worker_t *w, int sig, int64_t *grace_end)
 {
-	const char *name = sig == SIGINT ? "SIGINT" : "SIGTERM";
+	const char *name = stop_signal_name(sig);
+	char why[64];
 	int stopping, killing, running;
 
 	pthread_mutex_lock(&w->lock);
@@ -521,7 +529,8 @@ static int on_signal(worker_t *w, int sig, int64_t *grace_end)
 		return 0;
 	}
 	if (!killing) {
-		begin_kill(w, sig == SIGINT ? "second signal (SIGINT)" : "second signal (SIGTERM)");
+		snprintf(why, sizeof(why), "second signal (%s)", name);
+		begin_kill(w, why);
 		return 0;
 	}
 	worker_log(LOG_ERROR, "third signal (%s): exiting without waiting for releases", name);
@@ -609,6 +618,7 @@ static int setup(worker_t *w, int *signal_fd)
 	sigemptyset(&stop_signals);
 	sigaddset(&stop_signals, SIGTERM);
 	sigaddset(&stop_signals, SIGINT);
+	sigaddset(&stop_signals, SIGHUP); /* a closed terminal stops the worker as SIGTERM does */
 	/* Blocked before any thread starts, so every thread inherits the mask. */
 	pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
 	/* A command that exits before reading all of its stdin must not kill the worker. */

@@ -450,6 +450,28 @@ def test_idle_worker_exits_on_sigterm(server, tmp_path, run_worker):
     assert time.monotonic() - started < 5, "an idle worker waited for its long-poll claim"
 
 
+def test_sighup_stops_gracefully(server, api, tmp_path, run_worker):
+    """A closed terminal sends SIGHUP: the running job still finishes and is delivered."""
+    go = tmp_path / "go"
+    script = write_script(tmp_path, "hup.sh", f"""
+cat >/dev/null
+wait_for_file "{go}"
+echo '{{"after": "hangup"}}'
+""")
+    request_id = api.submit_ok(MODEL, {})
+    worker = run_worker(server, [script], "--wait", "1", "--grace", "30")
+    wait_done(api, request_id, "running")
+
+    worker.signal(signal.SIGHUP)
+    worker.wait_log("SIGHUP: no more claims")
+    go.touch()
+
+    assert worker.wait_exit() == 0, worker.log()
+    body = api.status_ok(request_id, MODEL)
+    assert body["status"] == "done"
+    assert body["outputs"] == {"after": "hangup"}
+
+
 def read_pid(path):
     return wait_for(lambda: path.exists() and path.read_text().strip(), 10,
                     f"the command to write {path}")
