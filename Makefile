@@ -45,7 +45,7 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
 .DEFAULT_GOAL := all
 
-.PHONY: all run test unit integration deps check-deps clean install format lint
+.PHONY: all run test unit integration deps check-deps check-test-deps clean install format lint
 .PHONY: fuzz fuzz-ci fuzz-long stress valgrind bench
 
 all: check-deps $(BUILD)/inferq
@@ -84,7 +84,7 @@ run: all
 unit: all $(UNIT_BIN)
 integration: all
 
-test: all $(UNIT_BIN)
+test: check-test-deps all $(UNIT_BIN)
 	BUILD=$(BUILD) tests/run.sh
 
 # libFuzzer targets (fuzz/README.md): build, a short run for CI, a long run.
@@ -112,7 +112,10 @@ deps:
 	scripts/deps.sh install
 
 check-deps:
-	@scripts/deps.sh check || scripts/deps.sh install
+	@scripts/deps.sh check build || scripts/deps.sh install build
+
+check-test-deps:
+	@scripts/deps.sh check all || scripts/deps.sh install all
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin

@@ -1,13 +1,23 @@
 #!/bin/sh
 # Checks for, or installs, the Debian packages that inferq builds and tests
-# with. `deps.sh check` exits 1 when one is missing; `deps.sh install`
-# installs them with apt-get when run as root, and otherwise prints the
-# command to run.
+# with. `deps.sh check [build|all]` exits 1 when one is missing;
+# `deps.sh install [build|all]` installs them with apt-get when run as root,
+# and otherwise prints the command to run. `build` is what `make` needs to
+# build and run the server; `all` (the default) adds what the tests need.
 set -eu
 
-PACKAGES="build-essential pkg-config libuv1-dev node-llhttp libjansson-dev libsqlite3-dev
-libcmocka-dev libcurl4-openssl-dev libssl-dev sqlite3 python3 python3-pytest clang
-libclang-rt-14-dev imagemagick chromium"
+BUILD_PACKAGES="build-essential pkg-config libuv1-dev node-llhttp libjansson-dev libsqlite3-dev
+libcurl4-openssl-dev libssl-dev python3"
+TEST_PACKAGES="libcmocka-dev sqlite3 python3-pytest clang libclang-rt-14-dev imagemagick chromium"
+
+case "${2:-all}" in
+build) PACKAGES=$BUILD_PACKAGES ;;
+all) PACKAGES="$BUILD_PACKAGES $TEST_PACKAGES" ;;
+*)
+	echo "usage: $0 check|install [build|all]" >&2
+	exit 2
+	;;
+esac
 
 missing() {
 	for p in $PACKAGES; do
@@ -39,7 +49,7 @@ install)
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $m
 	;;
 *)
-	echo "usage: $0 check|install" >&2
+	echo "usage: $0 check|install [build|all]" >&2
 	exit 2
 	;;
 esac
