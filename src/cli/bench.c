@@ -14,6 +14,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "bench.h"
 #include "cli.h"
@@ -87,7 +89,8 @@ static const char help[] =
     "  --key KEY            API key (default $INFERQ_API_KEY, $TOGETHER_API_KEY, then\n"
     "                       the first line of " INFERQ_DEFAULT_KEY_FILE ")\n"
     "  --key-file PATH      file whose first line is the API key\n"
-    "  --model M            the model of the jobs (default bench)\n"
+    "  --model M            the model of the jobs (default bench-TIME-PID, new for each\n"
+    "                       run, so jobs left by earlier runs do not skew this one)\n"
     "  --payload JSON       each job's payload, a JSON object (default {\"input\":\"bench\"})\n"
     "  --body TEXT          post: the body (default a submit's body)\n"
     "  --workers N          lifecycle, handoff: worker connections (default: -c in\n"
@@ -106,9 +109,10 @@ static const char help[] =
     "\n"
     "Rates count only what finished before the end of -d or the N-th unit of -n; the\n"
     "requests still in flight are then answered and checked, and a worker completes\n"
-    "the job it holds, so a run leaves no job running. Exits 0, 1 when a request got\n"
-    "an unexpected answer or the run broke off, 2 on a usage error, 3 when the server\n"
-    "could not be reached.\n";
+    "the job it holds, so a run leaves no job running. Jobs that submit, status and\n"
+    "claim-complete leave pending stay in the queue: run benchmarks against a\n"
+    "throwaway server. Exits 0, 1 when a request got an unexpected answer or the run\n"
+    "broke off, 2 on a usage error, 3 when the server could not be reached.\n";
 
 static int usage(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
@@ -215,6 +219,12 @@ static int check_options(bench_opts_t *o, int given_workers, int given_wait, int
 	if (o->pipeline > 1 && (handoff || strcmp(s, "claim-complete") == 0))
 		return usage("-P applies to submit, status, get, post and lifecycle submitters; "
 		             "a worker has one request in flight");
+	if (!o->model) {
+		static char model[64];
+
+		snprintf(model, sizeof(model), "bench-%lld-%d", (long long)time(NULL), (int)getpid());
+		o->model = model;
+	}
 	if (!valid_model(o->model))
 		return usage("invalid --model \"%s\": use 1 to 128 characters of A-Z a-z 0-9 . _ "
 		             ": / -",
@@ -330,7 +340,7 @@ int bench_main(int argc, char **argv)
 {
 	bench_opts_t o = {.connections = 50,
 	                  .pipeline = 1,
-	                  .model = "bench",
+	                  .model = NULL,
 	                  .payload = "{\"input\":\"bench\"}",
 	                  .backlog = 1000,
 	                  .prefill = 10000};
