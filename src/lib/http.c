@@ -254,11 +254,17 @@ static int http_error(inferq_client_t *c)
 	                    c->http_status);
 }
 
-/* Returns what to do about a TLS failure, or "" for other failures. */
-static const char *tls_hint(int res)
+/*
+ * Returns what to do about a TLS failure, or "" for other failures. error
+ * is libcurl's message, which tells a name mismatch from an unknown CA.
+ */
+static const char *tls_hint(int res, const char *error)
 {
 	switch (res) {
 	case CURLE_PEER_FAILED_VERIFICATION:
+		if (strstr(error, "subject name") || strstr(error, "host name"))
+			return "; the server's certificate does not name this host: use a host name or "
+			       "IP address that the certificate lists";
 		return "; the server's certificate is not trusted: pass the CA certificate that "
 		       "signed it (--cacert FILE, or inferq_client_set_cacert())";
 	case CURLE_SSL_CACERT_BADFILE:
@@ -272,14 +278,19 @@ static const char *tls_hint(int res)
 
 static int transport_error(inferq_client_t *c, const attempt_t *a, int attempts)
 {
+	const char *hint;
+
 	if (a->code == INFERQ_ENOMEM)
 		return inferq__fail(c, a->code, "out of memory");
 	if (a->code == INFERQ_EPROTO)
 		return inferq__fail(c, a->code, "the response from %s is larger than %zu bytes",
 		                    c->base_url, MAX_RESPONSE_BYTES);
-	return inferq__fail(c, a->code, "cannot reach %s: %s (%d attempt%s)%s", c->base_url,
+	/* A TLS failure reached the server: only the secure connection failed. */
+	hint = tls_hint(a->curl, c->curl_error);
+	return inferq__fail(c, a->code, "%s %s: %s (%d attempt%s)%s",
+	                    hint[0] ? "no secure connection to" : "cannot reach", c->base_url,
 	                    c->curl_error[0] ? c->curl_error : "connection failed", attempts,
-	                    attempts == 1 ? "" : "s", tls_hint(a->curl));
+	                    attempts == 1 ? "" : "s", hint);
 }
 
 int inferq__call(inferq_client_t *c, const inferq__call_t *call)

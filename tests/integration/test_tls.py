@@ -742,6 +742,20 @@ def test_cli_with_cacert(start_server, tmp_path):
     assert "CA file cannot be read" in proc.stderr
 
 
+def test_cli_names_a_host_mismatch(start_server, tmp_path):
+    """A certificate for another host name is a name mismatch, not an unknown CA."""
+    ca = TestCA(tmp_path / "ca")
+    cert, key = ca.issue("elsewhere", names="DNS:queue.example.invalid")
+    server = start_server(data_dir=tmp_path / "inferq-data", tls=True, tls_cert=cert,
+                          tls_key=key)
+    proc = run_cli(["metrics", "--model", MODEL, "--cacert", str(ca.cert)], tmp_path,
+                   url=f"https://127.0.0.1:{server.port}")
+    assert proc.returncode == 3, describe(proc)
+    assert "does not name this host" in proc.stderr
+    assert "not trusted" not in proc.stderr
+    assert "no secure connection to" in proc.stderr
+
+
 def test_cli_https_to_plain_port(start_server, tmp_path):
     server = start_server(data_dir=tmp_path / "inferq-data", tls=True, tls_listen="127.0.0.1:0")
     proc = run_cli(["metrics", "--model", MODEL, "--cacert", str(server.ca.cert)], tmp_path,

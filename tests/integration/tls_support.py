@@ -17,7 +17,7 @@ SERVER_EXTENSIONS = """\
 basicConstraints = critical, CA:FALSE
 keyUsage = critical, digitalSignature
 extendedKeyUsage = serverAuth
-subjectAltName = IP:127.0.0.1, DNS:localhost
+subjectAltName = {names}
 subjectKeyIdentifier = hash
 authorityKeyIdentifier = keyid, issuer
 """
@@ -54,11 +54,11 @@ class TestCA:
                 "-addext", "basicConstraints=critical,CA:TRUE",
                 "-addext", "keyUsage=critical,keyCertSign,cRLSign")
 
-    def issue(self, name, key=None, algorithm="EC"):
+    def issue(self, name, key=None, algorithm="EC", names="IP:127.0.0.1, DNS:localhost"):
         """Sign a server certificate for 127.0.0.1 and localhost; return (cert path, key path).
 
         Each call gets a new serial. key reuses an existing key file instead of a new one;
-        algorithm is the new key's ("EC" or "RSA").
+        algorithm is the new key's ("EC" or "RSA"); names is the subjectAltName list.
         """
         self.next_serial += 1
         key_path = Path(key) if key else self.dir / f"{name}.key"
@@ -67,7 +67,7 @@ class TestCA:
         ext_path = self.dir / f"{name}.ext"
         if key is None:
             new_key(key_path, algorithm)
-        ext_path.write_text(SERVER_EXTENSIONS)
+        ext_path.write_text(SERVER_EXTENSIONS.format(names=names))
         openssl("req", "-new", "-key", str(key_path), "-out", str(csr_path), "-subj",
                 "/CN=localhost")
         openssl("x509", "-req", "-in", str(csr_path), "-CA", str(self.cert), "-CAkey",
