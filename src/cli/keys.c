@@ -189,6 +189,13 @@ static int run_create(const keys_opts_t *opts, inferq_client_t *c)
 	inferq_key_t *k = NULL;
 	int rc;
 
+	/* A bare number would mean seconds; someone who writes 90 rarely means 90 s. */
+	if (opts->expires && opts->expires[0] &&
+	    strspn(opts->expires, "0123456789") == strlen(opts->expires))
+		return usage_error(opts->common.command,
+		                   "--expires %s has no unit: write %ss, %sh or %sd for seconds, "
+		                   "hours or days",
+		                   opts->expires, opts->expires, opts->expires, opts->expires);
 	rc = inferq_keys_create(c, opts->name, opts->role,
 	                        opts->has_models ? (const char *const *)opts->models : NULL,
 	                        opts->model_count, opts->expires, &k);

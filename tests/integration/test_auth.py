@@ -613,6 +613,12 @@ def test_cli_keys_commands(auth_start, tmp_path):
     assert cli("keys", "create", "--name", "x", "--role", "client").returncode == 2
     assert cli("keys", "create", "--name", "x", "--role", "client", "--models",
                "a*").returncode == 2
+    # A bare number has no unit: 90 would be 90 seconds, rarely what was meant.
+    proc = cli("keys", "create", "--name", "x", "--role", "client", "--models", "a/*",
+               "--expires", "90")
+    assert proc.returncode == 2, describe(proc)
+    assert "--expires 90 has no unit" in proc.stderr
+    assert "90d" in proc.stderr
     proc = cli("keys", "revoke", "web")
     assert proc.returncode == 0, describe(proc)
     assert proc.stdout == "revoked web\n", describe(proc)
