@@ -538,7 +538,7 @@ int auth_open(server_t *s)
 			  s->config.data_dir, inferq_strerror(rc));
 		return rc;
 	}
-	log_info("auth", "loaded %zu API keys", a->count);
+	log_info("auth", "loaded %zu API key%s", a->count, a->count == 1 ? "" : "s");
 	if (a->count == 0) {
 		rc = bootstrap(s);
 		if (rc != 0)

@@ -136,10 +136,11 @@ static void on_signal(uv_signal_t *handle, int signum)
 	server_t *s = handle->data;
 
 	if (s->stopping) {
-		log_warn("server", "second %s during the stop, exiting now", strsignal(signum));
+		log_warn("server", "second SIG%s during the stop, exiting now", sigabbrev_np(signum));
 		exit(1);
 	}
-	log_info("server", "%s received, stopping: finishing open requests", strsignal(signum));
+	log_info("server", "SIG%s received, stopping: finishing open requests",
+		 sigabbrev_np(signum));
 	begin_stop(s);
 }
 
