@@ -14,6 +14,7 @@
 
 #include "auth.h"
 #include "clock.h"
+#include "http.h"
 #include "inferq_error.h"
 #include "storage.h"
 
@@ -134,8 +135,9 @@ void config_usage(void)
 	       "\n"
 	       "Runs the inferq queue server.\n"
 	       "\n"
-	       "  --listen HOST:PORT        address to listen on; port 0 picks a free port\n"
-	       "                            (default 127.0.0.1:8080)\n"
+	       "  --listen HOST:PORT        address to listen on: an IPv4 address, localhost or\n"
+	       "                            [IPv6], and a port (0 picks a free one; default\n"
+	       "                            127.0.0.1:8080)\n"
 	       "  --data-dir DIR            directory of the SQLite store (default ./inferq-data)\n"
 	       "  --claim-timeout SECONDS   lease of a claim that sets no claim_timeout,\n"
 	       "                            1 to 86400 (default 300)\n"
@@ -272,6 +274,18 @@ static int copy_string(char *dst, size_t size, const char *flag, const char *val
 	return 0;
 }
 
+/* Copies a listen address after checking it, so a bad one is a flag error before any bind. */
+static int copy_listen(char *dst, size_t size, const char *flag, const char *value)
+{
+	char err[256];
+
+	if (http_listen_addr_check(value, err, sizeof(err)) != 0) {
+		fprintf(stderr, "inferq serve: --%s: %s\n", flag, err);
+		return INFERQ_EINVAL;
+	}
+	return copy_string(dst, size, flag, value);
+}
+
 /* Applies the flags of output-file storage (storage.h). */
 static int apply_storage(serve_config_t *c, int opt, const char *v)
 {
@@ -316,7 +330,7 @@ static int apply(serve_config_t *c, int opt, const char *v)
 
 	switch (opt) {
 	case OPT_LISTEN:
-		return copy_string(c->listen, sizeof(c->listen), "listen", v);
+		return copy_listen(c->listen, sizeof(c->listen), "listen", v);
 	case OPT_DATA_DIR:
 		return copy_string(c->data_dir, sizeof(c->data_dir), "data-dir", v);
 	case OPT_CLAIM_TIMEOUT:
@@ -420,7 +434,7 @@ static int apply(serve_config_t *c, int opt, const char *v)
 		c->access_log = 1;
 		return 0;
 	case OPT_METRICS_LISTEN:
-		return copy_string(c->metrics_listen, sizeof(c->metrics_listen), "metrics-listen", v);
+		return copy_listen(c->metrics_listen, sizeof(c->metrics_listen), "metrics-listen", v);
 	case OPT_METRICS_MAX_MODELS:
 		if (parse_u64(v, 1, 100000, &n) != 0)
 			return flag_error("metrics-max-models", v, "a whole number from 1 to 100000");
@@ -454,7 +468,7 @@ static int apply(serve_config_t *c, int opt, const char *v)
 	case OPT_TLS_KEY:
 		return copy_string(c->tls_key, sizeof(c->tls_key), "tls-key", v);
 	case OPT_TLS_LISTEN:
-		return copy_string(c->tls_listen, sizeof(c->tls_listen), "tls-listen", v);
+		return copy_listen(c->tls_listen, sizeof(c->tls_listen), "tls-listen", v);
 	case OPT_TLS_HANDSHAKE_TIMEOUT:
 		if (parse_duration(v, 100, 3600000, &c->tls_handshake_timeout_ms) != 0)
 			return flag_error("tls-handshake-timeout", v, "a duration from 100ms to 1h");

@@ -1442,6 +1442,8 @@ static int parse_listen_addr(const char *text, struct sockaddr_storage *addr, ch
 	if (host_len == 0 || host_len >= sizeof(host) || port_text[0] < '0' || port_text[0] > '9')
 		goto invalid;
 	host[host_len] = '\0';
+	if (!ipv6 && strcasecmp(host, "localhost") == 0)
+		snprintf(host, sizeof(host), "127.0.0.1");
 	port = strtoul(port_text, &end, 10);
 	if (*end != '\0' || port > 65535)
 		goto invalid;
@@ -1452,8 +1454,9 @@ static int parse_listen_addr(const char *text, struct sockaddr_storage *addr, ch
 	return 0;
 invalid:
 	snprintf(err, errlen,
-	         "invalid listen address \"%s\": expected a numeric host and a port, as in "
-	         "127.0.0.1:8080 or [::1]:8080 (port 0 picks a free port)",
+	         "invalid listen address \"%s\": expected a numeric host or localhost and a "
+	         "port from 0 to 65535, as in 127.0.0.1:8080 or [::1]:8080 (port 0 picks a free "
+	         "port)",
 	         text);
 	return INFERQ_EINVAL;
 }
@@ -1515,7 +1518,7 @@ int http_server_start(uv_loop_t *loop, const char *listen_addr, const http_limit
 {
 	struct sockaddr_storage addr;
 	struct http_server *s;
-	int fd, port, rc;
+	int fd = -1, port = 0, rc;
 
 	if (limits->max_header_bytes == 0 || limits->max_pipelined == 0) {
 		snprintf(err, errlen,
@@ -1565,6 +1568,13 @@ int http_server_start(uv_loop_t *loop, const char *listen_addr, const http_limit
 int http_server_port(const http_server_t *server)
 {
 	return server->port;
+}
+
+int http_listen_addr_check(const char *text, char *err, size_t errlen)
+{
+	struct sockaddr_storage addr;
+
+	return parse_listen_addr(text, &addr, err, errlen);
 }
 
 int http_server_accept(http_server_t *server, char *err, size_t errlen)

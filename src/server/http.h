@@ -80,8 +80,8 @@ typedef struct http_request {
 typedef void (*http_handler_cb)(void *ctx, http_request_t *req);
 
 /*
- * Starts listening on listen_addr ("host:port" with a numeric IPv4 host or
- * a bracketed IPv6 one; port 0 picks a free port) and calls handler for each
+ * Starts listening on listen_addr ("host:port" with a numeric IPv4 host,
+ * localhost (127.0.0.1) or a bracketed IPv6 one; port 0 picks a free port) and calls handler for each
  * complete request, in arrival order per connection. Returns 0, or
  * INFERQ_EINVAL (bad address or limits) / INFERQ_EIO (socket, bind or listen
  * failed) with the cause in err.
@@ -89,6 +89,14 @@ typedef void (*http_handler_cb)(void *ctx, http_request_t *req);
 int http_server_start(uv_loop_t *loop, const char *listen_addr, const http_limits_t *limits,
 		      http_handler_cb handler, void *ctx, http_server_t **out, char *err,
 		      size_t errlen);
+
+/*
+ * Checks a listen address as http_server_start() reads it: "host:port" with
+ * a numeric IPv4 host, localhost, or a bracketed IPv6 host, and a port from
+ * 0 to 65535. Returns 0, or INFERQ_EINVAL with the reason and an example in
+ * err. Binds nothing.
+ */
+int http_listen_addr_check(const char *text, char *err, size_t errlen);
 
 /* Returns the bound port (useful after port 0). */
 int http_server_port(const http_server_t *server);

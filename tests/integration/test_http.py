@@ -1,12 +1,15 @@
 """HTTP/1.1 behaviour: keep-alive, pipelining, Connection: close, chunked bodies,
 Expect: 100-continue, framing errors, timeouts, routing errors and health checks."""
 
+import http.client
 import json
+import re
+import subprocess
 import time
 
 import pytest
 
-from support import assert_error, http_request, parse_json
+from support import INFERQ_BIN, assert_error, http_request, parse_json
 
 MODEL = "test/http"
 
@@ -333,3 +336,41 @@ def test_missing_host_rejected(server):
     conn.send(b"GET /healthz HTTP/1.1\r\n\r\n")
     response = conn.read_response()
     assert response.status == 400, response
+
+
+@pytest.mark.parametrize("flag", ["--listen", "--tls-listen", "--metrics-listen"])
+@pytest.mark.parametrize("value", ["127.0.0.1:99999", "127.0.0.1", "example.com:80", ":8080",
+                                   "[::1]8080", "127.0.0.1:-1"])
+def test_bad_listen_address_is_flag_error(tmp_path, flag, value):
+    args = [str(INFERQ_BIN), "serve", "--data-dir", str(tmp_path / "data"), flag, value]
+    if flag != "--listen":
+        args += ["--listen", "127.0.0.1:0"]
+    result = subprocess.run(args, capture_output=True, timeout=30)
+    assert result.returncode == 2, result
+    message = result.stderr.decode()
+    assert flag in message, message
+    assert value in message, message
+    assert "127.0.0.1:8080" in message, message
+    assert not (tmp_path / "data").exists()
+
+
+def test_listen_on_localhost(tmp_path):
+    proc = subprocess.Popen([str(INFERQ_BIN), "serve", "--listen", "localhost:0", "--data-dir",
+                             str(tmp_path / "data")], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        port = None
+        for _ in range(200):  # start-up lines; the listening line comes last
+            line = proc.stdout.readline()
+            match = re.search(r"listening on localhost:(\d+) \(http\)", line)
+            if match:
+                port = int(match.group(1))
+                break
+        assert port, "no 'listening on localhost:PORT' line"
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("GET", "/healthz")
+        assert conn.getresponse().status == 200
+        conn.close()
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=30) == 0

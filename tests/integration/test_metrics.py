@@ -452,7 +452,7 @@ def test_bad_metrics_listen(tmp_path, start_server):
     result = subprocess.run([str(INFERQ_BIN), "serve", "--listen", "127.0.0.1:0", "--data-dir",
                              str(tmp_path / "data"), "--metrics-listen", "nowhere"],
                             capture_output=True, timeout=30)
-    assert result.returncode == 1, result
+    assert result.returncode == 2, result
     message = result.stderr.decode()
     assert "--metrics-listen" in message, message
     assert "nowhere" in message, message
