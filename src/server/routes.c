@@ -31,6 +31,7 @@ typedef struct {
 
 static const route_t routes[] = {
 	{"POST", "/v1/queue/submit", handle_submit, CLIENT},
+	{"POST", "/v1/queue/submit_batch", handle_submit_batch, CLIENT},
 	{"GET", "/v1/queue/status", handle_status, CLIENT | WORKER},
 	{"POST", "/v1/queue/cancel", handle_cancel, CLIENT},
 	{"GET", "/v1/queue/metrics", handle_metrics, CLIENT},
