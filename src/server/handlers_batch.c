@@ -1,18 +1,23 @@
 /*
- * POST /v1/queue/submit_batch, an inferq extension that Together's API does
- * not have: up to --max-batch jobs in one request and one commit, so a
- * client pays the per-request cost once per batch instead of once per job.
+ * Batch routes, inferq extensions that Together's API does not have: up to
+ * --max-batch jobs per request and one commit per request, so a client or
+ * worker pays the per-request cost once per batch instead of once per job.
  *
- * Invariant: a batch is all or nothing. Every job is checked (fields, then
- * whether the key covers its model) before any job is added to the queue,
- * so one bad job rejects the whole request with nothing stored; the jobs of
- * an accepted batch are added in one loop pass, so one commit holds them
- * all, and the 200 is sent only after that commit.
+ * POST /v1/queue/submit_batch is all or nothing. Every job is checked
+ * (fields, then whether the key covers its model) before any job is added
+ * to the queue, so one bad job rejects the whole request with nothing
+ * stored. The jobs of an accepted batch are added in one loop pass, so one
+ * commit holds them all, and the 200 is sent only after that commit.
  *
- * An Idempotency-Key covers the whole batch: job i is stored with the key
- * "KEY i" (a space cannot occur in a client's key, so these never meet the
- * keys of single submits) and the SHA-256 of the whole body. A replay looks
- * up job 0 under the model of job 0, then every other job under its model.
+ * An Idempotency-Key covers a whole submit_batch: job i is stored with the
+ * key "KEY i" (a space cannot occur in a client's key, so these never meet
+ * the keys of single submits) and the SHA-256 of the whole body. A replay
+ * looks up job 0 under the model of job 0, then every other job under its
+ * model.
+ *
+ * POST /v1/queue/complete_batch checks only its envelope as a whole; each
+ * job then succeeds or fails on its own, because claims fence single jobs,
+ * and the 200 lists one result per job.
  *
  * SPDX-License-Identifier: MIT
  */
@@ -123,11 +128,14 @@ static int check_job(server_t *s, http_request_t *req, const json_span_t *v, siz
 	return 0;
 }
 
-/* Reads the jobs array and checks every job. Responds and returns an error on the first fault. */
-static int check_batch(server_t *s, http_request_t *req, batch_t *b)
+/*
+ * Checks the envelope {"jobs": [...]} of a batch route: an array of 1 to
+ * --max-batch elements. Fills b->top and *jobs, or responds and returns an
+ * error.
+ */
+static int check_envelope(server_t *s, http_request_t *req, batch_t *b, const json_span_t **jobs)
 {
 	input_error_t err;
-	const json_span_t *jobs;
 	json_span_t v;
 	json_iter_t it;
 	size_t count = 0;
@@ -136,20 +144,20 @@ static int check_batch(server_t *s, http_request_t *req, batch_t *b)
 		respond_input_error(req, &err);
 		return INFERQ_EINVAL;
 	}
-	jobs = body_field(&b->top, "jobs");
-	if (jobs == NULL) {
+	*jobs = body_field(&b->top, "jobs");
+	if (*jobs == NULL) {
 		respond_error(req, 400, "missing_field", "jobs",
 		              "field \"jobs\" is required; send {\"jobs\": [{\"model\": ..., "
-		              "\"payload\": {...}}, ...]}");
+		              "...}, ...]}");
 		return INFERQ_EINVAL;
 	}
-	if (jobs->type != JSON_TYPE_ARRAY) {
+	if ((*jobs)->type != JSON_TYPE_ARRAY) {
 		respond_error(req, 400, "invalid_field", "jobs",
 		              "jobs must be an array of job objects, not %s",
-		              value_kind(jobs->type));
+		              value_kind((*jobs)->type));
 		return INFERQ_EINVAL;
 	}
-	json_array_begin(&it, *jobs);
+	json_array_begin(&it, **jobs);
 	while (json_array_next(&it, &v))
 		count++;
 	if (count == 0) {
@@ -164,7 +172,23 @@ static int check_batch(server_t *s, http_request_t *req, batch_t *b)
 		              count, s->config.max_batch);
 		return INFERQ_ELIMIT;
 	}
+	b->count = count;
+	return 0;
+}
 
+/* Reads the jobs of a submit_batch and checks every one. Responds and returns an error on the first
+ * fault. */
+static int check_batch(server_t *s, http_request_t *req, batch_t *b)
+{
+	const json_span_t *jobs;
+	json_span_t v;
+	json_iter_t it;
+	size_t count;
+
+	if (check_envelope(s, req, b, &jobs) != 0)
+		return INFERQ_EINVAL;
+	count = b->count;
+	b->count = 0; /* items checked so far, which batch_free() frees */
 	b->items = xcalloc(count, sizeof(*b->items));
 	json_array_begin(&it, *jobs);
 	for (size_t i = 0; json_array_next(&it, &v); i++) {
@@ -177,7 +201,7 @@ static int check_batch(server_t *s, http_request_t *req, batch_t *b)
 
 static void batch_free(batch_t *b)
 {
-	for (size_t i = 0; i < b->count; i++) {
+	for (size_t i = 0; b->items && i < b->count; i++) {
 		body_free(&b->items[i].body);
 		buf_free(&b->items[i].model);
 	}
@@ -374,5 +398,227 @@ void handle_submit_batch(server_t *s, http_request_t *req)
 	dispatch_batch(s, &b);
 out:
 	free(ids);
+	batch_free(&b);
+}
+
+/* --- POST /v1/queue/complete_batch ---------------------------------------- */
+
+static const char *const complete_fields[] = {"model",   "request_id", "claim_id",
+                                              "outputs", "info",       NULL};
+
+/*
+ * Appends the result of job index that failed with err to reply: its
+ * request_id when id is set, and the QueueError object of err, with the
+ * job's unchanged status when state is a job_state_t (not -1).
+ */
+static void put_job_error(buf_t *reply, size_t index, const iq_id_t *id, const input_error_t *err,
+                          int state)
+{
+	char param[96];
+	char text[ID_TEXT_LEN + 1];
+
+	if (err->param)
+		snprintf(param, sizeof(param), "jobs[%zu].%s", index, err->param);
+	else
+		snprintf(param, sizeof(param), "jobs[%zu]", index);
+	buf_putc(reply, '{');
+	if (id) {
+		id_format(id, text);
+		buf_printf(reply, "\"request_id\":\"%s\",", text);
+	}
+	buf_puts(reply, "\"error\":");
+	error_body(reply, err->status, err->code, param, "%s: %.400s", param, err->message);
+	if (state >= 0) {
+		char status[32];
+
+		snprintf(status, sizeof(status), "\"%s\"", job_state_name((job_state_t)state));
+		render_add_raw_field(reply, "status", status, strlen(status));
+	}
+	buf_putc(reply, '}');
+}
+
+static int same_model(const job_record_t *rec, const buf_t *model)
+{
+	return rec->model->len == model->len &&
+	       memcmp(rec->model->data, model->data, model->len) == 0;
+}
+
+/*
+ * Finds the job of id and model for a change, as find_job_for_change() does,
+ * but fills err (and *state for a finished job) instead of responding.
+ */
+static job_t *find_job(server_t *s, http_request_t *req, const iq_id_t *id, const buf_t *model,
+                       input_error_t *err, int *state)
+{
+	char text[ID_TEXT_LEN + 1];
+	job_record_t row;
+	job_t *job;
+	int rc;
+
+	if (!auth_covers(s, req, model->data, model->len))
+		goto not_found;
+	job = queue_find(s->queue, id);
+	if (job && !job->uncommitted_insert) {
+		if (same_model(&job->rec, model))
+			return job;
+		goto not_found;
+	}
+	rc = store_get(s->store, id, &row);
+	if (rc == INFERQ_EIO) {
+		input_fail(err, rc, "store_unavailable", NULL,
+		           "the store could not be read; retry this job later");
+		err->status = 503;
+		return NULL;
+	}
+	if (rc == 0) {
+		if (same_model(&row, model) && job_state_is_terminal(row.state)) {
+			*state = row.state;
+			input_fail(err, INFERQ_ECONFLICT, "invalid_state", NULL,
+			           "the job is already %s; a finished job cannot change",
+			           job_state_name(row.state));
+			err->status = 409;
+		}
+		job_record_clear(&row);
+		if (*state >= 0)
+			return NULL;
+	}
+not_found:
+	id_format(id, text);
+	input_fail(err, INFERQ_ENOTFOUND, "not_found", "request_id",
+	           "no job %s for model %s; check the id and model, or the job may have been "
+	           "deleted after the retention period",
+	           text, model->data);
+	err->status = 404;
+	return NULL;
+}
+
+/* The fields of one job of a complete_batch, read from its object. */
+typedef struct {
+	body_t body;
+	buf_t model;
+	iq_id_t id;
+	iq_id_t claim_id;
+	int has_claim;
+	json_span_t outputs;
+	json_span_t info;
+	int has_info;
+} complete_item_t;
+
+/* Reads the fields of job index. Returns 0, or a negative code with err filled. */
+static int read_complete_item(server_t *s, const json_span_t *v, complete_item_t *it, int *has_id,
+                              input_error_t *err)
+{
+	if (v->type != JSON_TYPE_OBJECT)
+		return input_fail(
+		    err, INFERQ_EINVAL, "invalid_field", NULL,
+		    "each job must be a JSON object such as {\"model\": ..., "
+		    "\"request_id\": ..., \"claim_id\": ..., \"outputs\": {...}}, not %s",
+		    value_kind(v->type));
+	if (body_parse_object(v, complete_fields, &it->body, err) != 0 ||
+	    read_model(&s->config, &it->body, &it->model, err) != 0 ||
+	    read_id(&it->body, "request_id", &it->id, err) != 0)
+		return INFERQ_EINVAL;
+	*has_id = 1;
+	it->has_claim = body_field(&it->body, "claim_id") != NULL;
+	if ((it->has_claim && read_id(&it->body, "claim_id", &it->claim_id, err) != 0) ||
+	    read_object(&it->body, "outputs", 1, &it->outputs, NULL, err) != 0 ||
+	    read_info(&s->config, &it->body, &it->info, &it->has_info, err) != 0)
+		return INFERQ_EINVAL;
+	return 0;
+}
+
+/* Completes job index of a complete_batch on its own and appends its result to reply. */
+static void complete_one(server_t *s, http_request_t *req, const json_span_t *v, size_t index,
+                         queue_time_t now, buf_t *reply)
+{
+	complete_item_t it;
+	input_error_t err;
+	int has_id = 0, state = -1, rc;
+	char text[ID_TEXT_LEN + 1];
+	job_state_t prev;
+	rbuf_t *raw;
+	job_t *job;
+
+	memset(&it, 0, sizeof(it));
+	if (read_complete_item(s, v, &it, &has_id, &err) != 0) {
+		put_job_error(reply, index, has_id ? &it.id : NULL, &err, -1);
+		goto out;
+	}
+	job = find_job(s, req, &it.id, &it.model, &err, &state);
+	if (job == NULL) {
+		put_job_error(reply, index, &it.id, &err, state);
+		goto out;
+	}
+	if (!it.has_claim) {
+		input_fail(&err, INFERQ_ECONFLICT, "claim_mismatch", "claim_id",
+		           "claim_id is missing; only the worker that holds the current claim can "
+		           "complete the job, so send the claim_id of its claim response");
+		err.status = 409;
+		put_job_error(reply, index, &it.id, &err, job->rec.state);
+		goto out;
+	}
+
+	prev = job->rec.state;
+	raw = rbuf_new(it.outputs.start, it.outputs.len);
+	engine_touch(s, job);
+	rc = queue_complete(s->queue, job, &it.claim_id, raw, it.has_info ? &it.info : NULL, now);
+	rbuf_unref(raw);
+	if (rc != 0) {
+		engine_untouch(s, job);
+		if (rc == INFERQ_ELIMIT)
+			input_fail(
+			    &err, rc, "too_large", "info",
+			    "info would be over %zu bytes or %d levels deep after this merge; "
+			    "send a smaller info or raise --max-info-bytes",
+			    s->config.max_info_bytes, s->config.max_json_depth);
+		else if (job_state_is_terminal(job->rec.state))
+			input_fail(&err, rc, "invalid_state", NULL,
+			           "the job is already %s; a finished job cannot change",
+			           job_state_name(job->rec.state));
+		else
+			input_fail(&err, rc, "claim_mismatch", "claim_id",
+			           "claim_id is not the job's current claim: its lease expired and "
+			           "another worker claimed it, or it was released; stop working on "
+			           "this job");
+		if (rc != INFERQ_ELIMIT)
+			err.status = 409;
+		put_job_error(reply, index, &it.id, &err,
+		              rc == INFERQ_ELIMIT ? -1 : (int)job->rec.state);
+		goto out;
+	}
+	engine_record_update(s, job, prev);
+	id_format(&it.id, text);
+	buf_printf(reply, "{\"request_id\":\"%s\",\"status\":\"done\"}", text);
+	body_add_warnings(reply, &it.body);
+out:
+	body_free(&it.body);
+	buf_free(&it.model);
+}
+
+void handle_complete_batch(server_t *s, http_request_t *req)
+{
+	queue_time_t now = server_now();
+	buf_t reply = BUF_INIT;
+	batch_t b = {0};
+	const json_span_t *jobs;
+	json_span_t v;
+	json_iter_t it;
+
+	/* The envelope is checked whole; each job then succeeds or fails on its own. */
+	if (check_envelope(s, req, &b, &jobs) != 0)
+		goto out;
+	buf_puts(&reply, "{\"data\":[");
+	json_array_begin(&it, *jobs);
+	for (size_t i = 0; json_array_next(&it, &v); i++) {
+		if (i > 0)
+			buf_putc(&reply, ',');
+		complete_one(s, req, &v, i, now, &reply);
+	}
+	buf_puts(&reply, "]}");
+	body_add_warnings(&reply, &b.top);
+	/* Sent after the commit: the states in it may come from uncommitted changes. */
+	engine_reply_after_commit(s, req, 200, &reply);
+	engine_arm_lease_timer(s);
+out:
 	batch_free(&b);
 }

@@ -44,6 +44,7 @@ void handle_release(server_t *s, http_request_t *req);
 
 /* handlers_batch.c: several jobs per request, an inferq extension. */
 void handle_submit_batch(server_t *s, http_request_t *req);
+void handle_complete_batch(server_t *s, http_request_t *req);
 
 /* handlers_sprocket.c: the routes of Together's Sprocket worker SDK. */
 void handle_sprocket_retrieve(server_t *s, http_request_t *req);
