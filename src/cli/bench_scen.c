@@ -1,8 +1,9 @@
 /*
  * The scenarios of `inferq bench`: which request each connection sends
  * next and what a response means. Job scenarios keep one job per worker
- * connection (claim, then complete it) and count the jobs completed; a
- * worker holding a job always completes it, even after the measured
+ * connection (claim, then complete it), or with --batch the jobs of one
+ * claim (completed with one complete_batch), and count the jobs completed.
+ * A worker holding jobs always completes them, even after the measured
  * phase ended, so a run leaves no job running on the server.
  *
  * SPDX-License-Identifier: MIT

@@ -421,11 +421,14 @@ static void put_job_error(buf_t *reply, size_t index, const iq_id_t *id, const i
 		snprintf(param, sizeof(param), "jobs[%zu].%s", index, err->param);
 	else
 		snprintf(param, sizeof(param), "jobs[%zu]", index);
+	text[0] = '\0';
 	buf_putc(reply, '{');
 	if (id) {
 		id_format(id, text);
 		buf_printf(reply, "\"request_id\":\"%s\",", text);
 	}
+	log_fields(LOG_DEBUG, "queue", "complete_batch rejected a job", LOG_UINT("index", index),
+	           LOG_STR("code", err->code), LOG_STR("request_id", text));
 	buf_puts(reply, "\"error\":");
 	error_body(reply, err->status, err->code, param, "%s: %.400s", param, err->message);
 	if (state >= 0) {

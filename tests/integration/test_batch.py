@@ -1,7 +1,7 @@
 """Batch routes, an inferq extension: POST /v1/queue/submit_batch (all or nothing, one commit),
 claims of several jobs with max_jobs, and POST /v1/queue/complete_batch (each job on its own).
 
-Every check runs against the real binary; crash safety is checked with SIGKILL and with a disk
+Every check runs against the real binary. Crash safety is checked with SIGKILL, and with a disk
 that fails during the commit (the LD_PRELOAD shim of test_faults.py).
 """
 
@@ -181,7 +181,8 @@ def test_envelope_errors(server):
         assert_error(api.post(path, b'[]'), 400, "invalid_body")
         assert_error(api.post(path, b'{"jobs": [], "jobs": []}'), 400, "duplicate_field", "jobs")
         reply = api.request("GET", path)
-        assert reply.status == 405 and reply.headers["allow"] == "POST", reply
+        assert reply.status == 405, reply
+        assert reply.headers["allow"] == "POST", reply
     assert api.metrics_ok(MODEL)["total_jobs"] == 0
 
 
@@ -204,7 +205,7 @@ def test_foreign_model_rejects_whole_batch(server):
     assert_error(complete_batch(client, [{"model": "team/a", "request_id": ids[0],
                                           "claim_id": UNKNOWN_CLAIM, "outputs": {}}]),
                  403, "permission_denied")
-    # A worker key that does not cover a job's model sees it as unknown, job by job.
+    # A job whose model the worker key does not cover gets not_found, job by job.
     claims = claim_many(worker, "team/a", 2).json["data"]
     reply = complete_batch(worker, [
         {"model": "other/b", "request_id": claims[0]["request_id"],
@@ -277,7 +278,8 @@ def test_idempotent_replay_returns_same_ids(start_server):
     assert api.metrics_ok(MODEL)["messages_waiting"] == 4
     # A single submit with the same key is independent of the batch.
     single_keyed = api.post("/v1/queue/submit", {"model": MODEL, "payload": {"s": 1}}, key)
-    assert single_keyed.status == 200 and single_keyed.json["request_id"] not in ids
+    assert single_keyed.status == 200, single_keyed
+    assert single_keyed.json["request_id"] not in ids
     # An invalid key is rejected before anything is stored.
     assert_error(submit_batch(api, jobs, {"Idempotency-Key": "has space"}), 400,
                  "invalid_field", "Idempotency-Key")
@@ -418,7 +420,8 @@ def test_claim_max_jobs_priority_then_fifo(server):
     rest = claim_many(api, MODEL, 10).json["data"]
     assert [job["request_id"] for job in rest] == [ids[i] for i in order[4:]]
     empty = claim_many(api, MODEL, 10)
-    assert empty.status == 204 and empty.raw == b"", empty
+    assert empty.status == 204, empty
+    assert empty.raw == b"", empty
     metrics = api.metrics_ok(MODEL)
     assert metrics == {"messages_waiting": 0, "messages_running": 7, "total_jobs": 7}
 
@@ -451,13 +454,14 @@ def test_leases_expire_per_job(server):
             break
         time.sleep(0.2)
     status = api.status_ok(lapsed["request_id"], MODEL)
-    assert status["status"] == "pending" and status["retries"] == 1, status
+    assert status["status"] == "pending", status
+    assert status["retries"] == 1, status
     assert api.status_ok(kept["request_id"], MODEL)["status"] == "running"
     assert api.worker_call("complete", MODEL, kept["request_id"], kept["claim_id"],
                            outputs={}).status == 200
 
 
-def test_long_poll_with_max_jobs_takes_the_batch(server):
+def test_long_poll_takes_the_batch(server):
     api = server.api()
     result = {}
 
@@ -477,7 +481,7 @@ def test_long_poll_with_max_jobs_takes_the_batch(server):
     assert api.metrics_ok(MODEL)["messages_waiting"] == 2
 
 
-def test_long_poll_with_max_jobs_wakes_on_first_job(server):
+def test_long_poll_wakes_on_first_job(server):
     api = server.api()
     result = {}
 
@@ -497,10 +501,11 @@ def test_long_poll_with_max_jobs_wakes_on_first_job(server):
     assert [job["request_id"] for job in reply.json["data"]] == [job_id]
 
 
-def test_long_poll_with_max_jobs_times_out_with_204(server):
+def test_long_poll_times_out_with_204(server):
     api = server.api()
     reply = claim_many(api, MODEL, 5, wait=0.3)
-    assert reply.status == 204 and reply.raw == b"", reply
+    assert reply.status == 204, reply
+    assert reply.raw == b"", reply
 
 
 @pytest.mark.parametrize("value", [0, -1, 1.5, "2", None, True, 1001, 2 ** 70])
@@ -567,20 +572,25 @@ def test_complete_batch_results_per_job(server):
 
     assert data[0] == {"request_id": a["request_id"], "status": "done"}
     assert data[1]["request_id"] == b["request_id"]
-    assert data[1]["error"]["code"] == "claim_mismatch" and data[1]["error"]["status"] == "running"
+    assert data[1]["error"]["code"] == "claim_mismatch", data[1]
+    assert data[1]["error"]["status"] == "running", data[1]
     assert data[1]["error"]["type"] == "conflict_error", data[1]
     assert data[2]["error"]["code"] == "not_found", data[2]
     assert data[2]["error"]["param"] == "jobs[2].request_id", data[2]
-    assert data[3]["error"]["code"] == "invalid_state" and data[3]["error"]["status"] == "done", data[3]
+    assert data[3]["error"]["code"] == "invalid_state", data[3]
+    assert data[3]["error"]["status"] == "done", data[3]
     assert data[4]["error"]["code"] == "missing_field", data[4]
     assert data[4]["error"]["param"] == "jobs[4].outputs", data[4]
     assert data[4]["request_id"] == e["request_id"], data[4]
     assert data[5]["error"]["code"] == "claim_mismatch", data[5]
     assert data[5]["error"]["param"] == "jobs[5].claim_id", data[5]
-    assert data[6] == {"error": data[6]["error"]} and data[6]["error"]["param"] == "jobs[6]"
-    assert data[7]["error"]["code"] == "invalid_field" and "request_id" not in data[7], data[7]
-    # The same job twice: the second sees the first's change.
-    assert data[8]["error"]["code"] == "invalid_state" and data[8]["error"]["status"] == "done", data[8]
+    assert set(data[6]) == {"error"}, data[6]
+    assert data[6]["error"]["param"] == "jobs[6]", data[6]
+    assert data[7]["error"]["code"] == "invalid_field", data[7]
+    assert "request_id" not in data[7], data[7]
+    # The same job twice: the first entry completed it, so the second finds it done.
+    assert data[8]["error"]["code"] == "invalid_state", data[8]
+    assert data[8]["error"]["status"] == "done", data[8]
     assert data[9] == {"request_id": c["request_id"], "status": "done",
                        "warnings": ['unknown field "extra_field" ignored']}, data[9]
     for result in data:
@@ -588,7 +598,8 @@ def test_complete_batch_results_per_job(server):
             assert result["error"]["param"] in result["error"]["message"], result
 
     status_a = api.status_ok(a["request_id"], MODEL)
-    assert status_a["status"] == "done" and status_a["outputs"] == {"r": a["request_id"]}
+    assert status_a["status"] == "done", status_a
+    assert status_a["outputs"] == {"r": a["request_id"]}, status_a
     assert status_a["info"] == {"progress": 1.0}
     assert api.status_ok(b["request_id"], MODEL)["status"] == "running"
     assert api.status_ok(c["request_id"], MODEL)["status"] == "done"
@@ -612,5 +623,6 @@ def test_complete_batch_survives_kill(start_server):
     api = server.api()
     for n, job_id in enumerate(ids):
         status = api.status_ok(job_id, MODEL)
-        assert status["status"] == "done" and status["outputs"] == {"n": n}, status
+        assert status["status"] == "done", status
+        assert status["outputs"] == {"n": n}, status
     assert api.metrics_ok(MODEL)["total_jobs"] == 0

@@ -100,8 +100,11 @@ def test_lifecycle_leaves_no_job_running(start_server, tmp_path):
 def test_submit_batch_counts_jobs(start_server, tmp_path):
     server = start_server()
     _, r = bench(server, tmp_path, "submit", "--batch", 50, "-n", 500, "-c", 2, model="sb")
-    assert r["unit"] == "jobs" and r["batch"] == 50, r
-    assert r["units"] == 500 and r["submitted"] == 500 and r["requests"] == 10, r
+    assert r["unit"] == "jobs", r
+    assert r["batch"] == 50, r
+    assert r["units"] == 500, r
+    assert r["submitted"] == 500, r
+    assert r["requests"] == 10, r
     assert r["statuses"] == {"200": 10}, r
     assert server.api().metrics_ok("sb")["messages_waiting"] == 500
 
@@ -111,7 +114,8 @@ def test_lifecycle_batch_leaves_no_job_running(start_server, tmp_path):
     api = server.api()
     _, r = bench(server, tmp_path, "lifecycle", "--batch", 20, "-n", 400, "-c", 2,
                  "--workers", 3, "--backlog", 100, model="lb")
-    assert r["units"] >= 400 and r["claimed"] == r["completed"], r
+    assert r["units"] >= 400, r
+    assert r["claimed"] == r["completed"], r
     assert r["submitted"] % 20 == 0, r
     metrics = api.metrics_ok("lb")
     assert metrics["messages_running"] == 0, metrics
