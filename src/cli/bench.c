@@ -424,9 +424,9 @@ static void report_json(const bench_opts_t *o, const bench_run_t *run, const cha
 	       "\"workers\":%u,\"idle_workers\":%u,\"batch\":%u,\"seconds\":%.4f,\"requests\":%llu,"
 	       "\"requests_per_s\":%.1f,\"unit\":\"%s\",\"units\":%llu,\"rate\":%.1f,",
 	       o->scenario, run->target->host, run->target->port, o->connections, o->pipeline,
-	       o->workers, o->idle_workers, o->batch, secs, (unsigned long long)run->requests_at_stop,
-	       (double)run->requests_at_stop / secs, unit, (unsigned long long)run->units_at_stop,
-	       (double)run->units_at_stop / secs);
+	       o->workers, o->idle_workers, o->batch, secs,
+	       (unsigned long long)run->requests_at_stop, (double)run->requests_at_stop / secs,
+	       unit, (unsigned long long)run->units_at_stop, (double)run->units_at_stop / secs);
 	printf("\"requests_total\":%llu,\"submitted\":%llu,\"claimed\":%llu,\"completed\":%llu,"
 	       "\"errors\":%llu,",
 	       (unsigned long long)run->requests, (unsigned long long)run->submitted,

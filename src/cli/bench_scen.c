@@ -237,7 +237,8 @@ static void put_complete_batch(bench_conn_t *c, buf_t *out)
 		buf_printf(&body,
 		           "%s{\"model\":\"%s\",\"request_id\":\"%s\",\"claim_id\":\"%s\","
 		           "\"outputs\":{\"ok\":true}}",
-		           i ? "," : "", c->run->opts->model, c->held[i].job_id, c->held[i].claim_id);
+		           i ? "," : "", c->run->opts->model, c->held[i].job_id,
+		           c->held[i].claim_id);
 	buf_puts(&body, "]}");
 	put_request(c->run, out, "POST", "/v1/queue/complete_batch", body.data, body.len);
 	buf_free(&body);
@@ -414,7 +415,8 @@ static void complete_batch_answered(bench_conn_t *c, int status, const char *bod
 {
 	bench_run_t *run = c->run;
 
-	if (status != 200 || bench_json_each(body, len, "data", count_done, run) != (int)c->held_count)
+	if (status != 200 ||
+	    bench_json_each(body, len, "data", count_done, run) != (int)c->held_count)
 		bench_run_error(run, "complete_batch returned HTTP %d: %.*s", status,
 		                (int)(len < 200 ? len : 200), body);
 	wake_submitters(run);
@@ -695,7 +697,8 @@ int bench_scenario_main(const bench_opts_t *o, const bench_target_t *t)
 	    strcmp(s, "post") == 0) {
 		n = o->connections;
 		roles = calloc(n, sizeof(*roles));
-		rc = run_phase(&run, &load_scenario, roles, n, o->batch > 1 ? "jobs" : "requests", 1);
+		rc = run_phase(&run, &load_scenario, roles, n, o->batch > 1 ? "jobs" : "requests",
+		               1);
 	} else {
 		n = job_roles(o, &roles);
 		rc = run_phase(&run, &job_scenario, roles, n,
