@@ -345,6 +345,8 @@ http {{
             self.pairs(f"lifecycle_vs_{name}", lambda: inferq_life(srv),
                        lambda fn=fn: fn(life, secs), "jobs/s")
             self.retire(srv)
+        if "beanstalkd_default" in peers:
+            self.lifecycle_batch(peers["beanstalkd_default"])
 
         srv = self.fresh("inferq")
         handoffs = [self.inferq_bench(srv, "handoff", "-d", secs, "--model", f"ho{i}")
@@ -363,6 +365,26 @@ http {{
 
         self.sweep(peers)
         self.pending_scaling()
+        return self.results
+
+    def lifecycle_batch(self, beanstalkd_default):
+        """The lifecycle on the batch routes (100 jobs per submit_batch, claim and
+        complete_batch) against beanstalkd's non-durable default, same concurrency. The
+        backlog lets every producer have one batch outstanding."""
+        a = self.args
+        n, batch = a.lifecycle_concurrency, 100
+        srv = self.fresh("inferq")
+        self.pairs("lifecycle_batch_vs_beanstalkd_default",
+                   lambda: self.inferq_bench(srv, "lifecycle", "-c", n, "--workers", n, "-d",
+                                             a.seconds, "--model", "life-batch", "--batch",
+                                             batch, "--backlog", n * batch),
+                   lambda: beanstalkd_default(n, a.seconds), "jobs/s")
+        self.retire(srv)
+
+    def run_lifecycle_batch_only(self):
+        """`--only lifecycle-batch`: the batch lifecycle against beanstalkd's default alone."""
+        port = self.start_beanstalkd(False)
+        self.lifecycle_batch(lambda n, s: self.peerbench("beanstalk", port, n, s))
         return self.results
 
     def start_peers(self):
@@ -524,6 +546,9 @@ def main():
     ap.add_argument("--binary", default=str(ROOT / "build/inferq"))
     ap.add_argument("--peerbench", default=str(ROOT / "build/bench/peerbench"))
     ap.add_argument("--out", help="results directory (default bench/results/DATE)")
+    ap.add_argument("--only", choices=["lifecycle-batch"],
+                    help="run one comparison alone: lifecycle-batch is the lifecycle on the batch "
+                         "routes against beanstalkd's in-memory default")
     args = ap.parse_args()
     args.pairs, args.seconds, args.connections = 3, 5.0, 50
     args.lifecycle_concurrency, args.idle_workers, args.many = 64, 10000, 1000000
@@ -532,7 +557,8 @@ def main():
         args.pairs, args.seconds, args.idle_workers, args.many = 1, 1.0, 1000, 20000
         args.sweep = [1, 16]
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H%M%SZ")
-    out = Path(args.out) if args.out else ROOT / "bench/results" / (stamp + ("-quick" if args.quick else ""))
+    suffix = ("-quick" if args.quick else "") + (f"-{args.only}" if args.only else "")
+    out = Path(args.out) if args.out else ROOT / "bench/results" / (stamp + suffix)
     out.mkdir(parents=True, exist_ok=True)
 
     started = time.monotonic()
@@ -541,7 +567,7 @@ def main():
     res = {"date": stamp, "command": " ".join(sys.argv), "machine": machine(),
            "settings": {k: v for k, v in vars(args).items()}}
     try:
-        res.update(bench.run())
+        res.update(bench.run_lifecycle_batch_only() if args.only else bench.run())
     finally:
         bench.stop_all()
         shutil.rmtree(tmp, ignore_errors=True)

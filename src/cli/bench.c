@@ -33,6 +33,7 @@ enum {
 	OPT_PREFILL,
 	OPT_REFILL,
 	OPT_WAIT,
+	OPT_BATCH,
 	OPT_JSON,
 	OPT_HELP,
 };
@@ -54,6 +55,7 @@ static const struct option long_options[] = {
     {"prefill", required_argument, NULL, OPT_PREFILL},
     {"refill", no_argument, NULL, OPT_REFILL},
     {"wait", required_argument, NULL, OPT_WAIT},
+    {"batch", required_argument, NULL, OPT_BATCH},
     {"json", no_argument, NULL, OPT_JSON},
     {"help", no_argument, NULL, OPT_HELP},
     {NULL, 0, NULL, 0},
@@ -104,6 +106,11 @@ static const char help[] =
     "                       pending count stays at --prefill; run by -d or -n\n"
     "  --wait S             long-poll wait of worker claims, 0 to 60 (default 1 in\n"
     "                       lifecycle, 30 in handoff)\n"
+    "  --batch N            submit, lifecycle: N jobs per POST /v1/queue/submit_batch;\n"
+    "                       lifecycle workers claim with max_jobs N and complete what\n"
+    "                       they got with one POST /v1/queue/complete_batch; 1 to\n"
+    "                       100000 (default 1: the single-job routes). submit then\n"
+    "                       counts jobs, and -n is rounded up to whole batches\n"
     "  --json               print one JSON object instead of text\n"
     "  --help               print this help\n"
     "\n"
@@ -216,6 +223,8 @@ static int check_options(bench_opts_t *o, int given_workers, int given_wait, int
 		return usage("--refill keeps the queue full, so it needs -d or -n to end");
 	if (o->body && strcmp(s, "post") != 0)
 		return usage("--body applies to post only");
+	if (o->batch > 1 && !lifecycle && strcmp(s, "submit") != 0)
+		return usage("--batch applies to submit and lifecycle only");
 	if (o->pipeline > 1 && (handoff || strcmp(s, "claim-complete") == 0))
 		return usage("-P applies to submit, status, get, post and lifecycle submitters; "
 		             "a worker has one request in flight");
@@ -319,6 +328,10 @@ static int take_option(bench_opts_t *o, int opt, const char *arg, int *given)
 		o->wait = d;
 		given[2] = 1;
 		break;
+	case OPT_BATCH:
+		rc = count_option("--batch", arg, 1, 100000, &v);
+		o->batch = (unsigned)v;
+		break;
 	case OPT_JSON: o->json = 1; break;
 	}
 	return rc;
@@ -343,7 +356,8 @@ int bench_main(int argc, char **argv)
 	                  .model = NULL,
 	                  .payload = "{\"input\":\"bench\"}",
 	                  .backlog = 1000,
-	                  .prefill = 10000};
+	                  .prefill = 10000,
+	                  .batch = 1};
 	bench_target_t target;
 	char err[512], base[2200];
 	int opt, rc, given[3] = {0, 0, 0};
@@ -417,12 +431,12 @@ static void report_json(const bench_opts_t *o, const bench_run_t *run, const cha
 	int first = 1;
 
 	printf("{\"scenario\":\"%s\",\"target\":\"%s:%s\",\"connections\":%u,\"pipeline\":%u,"
-	       "\"workers\":%u,\"idle_workers\":%u,\"seconds\":%.4f,\"requests\":%llu,"
+	       "\"workers\":%u,\"idle_workers\":%u,\"batch\":%u,\"seconds\":%.4f,\"requests\":%llu,"
 	       "\"requests_per_s\":%.1f,\"unit\":\"%s\",\"units\":%llu,\"rate\":%.1f,",
 	       o->scenario, run->target->host, run->target->port, o->connections, o->pipeline,
-	       o->workers, o->idle_workers, secs, (unsigned long long)run->requests_at_stop,
-	       (double)run->requests_at_stop / secs, unit, (unsigned long long)run->units_at_stop,
-	       (double)run->units_at_stop / secs);
+	       o->workers, o->idle_workers, o->batch, secs,
+	       (unsigned long long)run->requests_at_stop, (double)run->requests_at_stop / secs,
+	       unit, (unsigned long long)run->units_at_stop, (double)run->units_at_stop / secs);
 	printf("\"requests_total\":%llu,\"submitted\":%llu,\"claimed\":%llu,\"completed\":%llu,"
 	       "\"errors\":%llu,",
 	       (unsigned long long)run->requests, (unsigned long long)run->submitted,
@@ -471,6 +485,8 @@ void bench_report(const bench_opts_t *o, const bench_run_t *run, const char *uni
 		printf(", %u workers", o->workers);
 	if (o->idle_workers)
 		printf(", %u idle workers", o->idle_workers);
+	if (o->batch > 1)
+		printf(", batch %u", o->batch);
 	printf("\n  time       %.2f s\n", secs);
 	printf("  requests   %llu  (%.0f requests/s)\n", (unsigned long long)run->requests_at_stop,
 	       (double)run->requests_at_stop / secs);

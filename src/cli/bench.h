@@ -67,6 +67,7 @@ typedef struct {
 	uint64_t prefill;      /* claim-complete: jobs submitted before the measured phase */
 	int refill;            /* claim-complete: submit one job after each complete */
 	double wait;           /* long-poll wait of worker claims, seconds */
+	unsigned batch;        /* --batch: jobs per submit_batch, max_jobs per claim; 1: none */
 	int json;              /* --json */
 } bench_opts_t;
 
@@ -100,6 +101,15 @@ struct bench_conn {
 	char job_id[BENCH_ID_MAX + 1];
 	char claim_id[BENCH_ID_MAX + 1];
 	int resubmit; /* claim-complete --refill: a submit is due */
+	/* --batch: the jobs of the last claim, completed with one complete_batch */
+	struct bench_job *held;
+	unsigned held_count;
+};
+
+/* A claimed job that a worker still has to complete. */
+struct bench_job {
+	char job_id[BENCH_ID_MAX + 1];
+	char claim_id[BENCH_ID_MAX + 1];
 };
 
 /* A scenario: how each connection chooses its next request and what it does with a response. */
@@ -224,6 +234,15 @@ int bench_scenario_main(const bench_opts_t *opts, const bench_target_t *target);
  * 0, or INFERQ_ENOTFOUND when absent, not a plain string, or too long.
  */
 int bench_json_string(const char *body, size_t len, const char *name, char *out, size_t cap);
+
+/*
+ * Calls fn(body of the element, its length, ctx) for each object element of
+ * the top-level array member "name" of the JSON object body (len bytes),
+ * stopping at the first nonzero return. Returns the number of elements
+ * visited, or INFERQ_ENOTFOUND when the member is absent or not an array.
+ */
+int bench_json_each(const char *body, size_t len, const char *name,
+                    int (*fn)(const char *elem, size_t elem_len, void *ctx), void *ctx);
 
 /* --- Report (bench.c) ---------------------------------------------------- */
 

@@ -546,6 +546,7 @@ void bench_run_free(bench_run_t *run)
 			free(run->conns[i].rbuf);
 			free(run->conns[i].sent_ns);
 			free(run->conns[i].kinds);
+			free(run->conns[i].held);
 		}
 		uv_loop_close(&run->loop);
 	}

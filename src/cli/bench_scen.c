@@ -1,8 +1,9 @@
 /*
  * The scenarios of `inferq bench`: which request each connection sends
  * next and what a response means. Job scenarios keep one job per worker
- * connection (claim, then complete it) and count the jobs completed; a
- * worker holding a job always completes it, even after the measured
+ * connection (claim, then complete it), or with --batch the jobs of one
+ * claim (completed with one complete_batch), and count the jobs completed.
+ * A worker holding jobs always completes them, even after the measured
  * phase ended, so a run leaves no job running on the server.
  *
  * SPDX-License-Identifier: MIT
@@ -14,6 +15,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "alloc.h"
 #include "bench.h"
 #include "inferq_error.h"
 
@@ -57,6 +59,53 @@ int bench_json_string(const char *body, size_t len, const char *name, char *out,
 	return INFERQ_ENOTFOUND;
 }
 
+int bench_json_each(const char *body, size_t len, const char *name,
+                    int (*fn)(const char *elem, size_t elem_len, void *ctx), void *ctx)
+{
+	size_t nlen = strlen(name), i, start = 0;
+	int depth = 0, in_string = 0, in_member = 0, count = 0;
+
+	/* Finds "name":[ at depth 1, then hands each object at depth 2 to fn. */
+	for (i = 0; i < len; i++) {
+		char ch = body[i];
+
+		if (in_string) {
+			if (ch == '\\')
+				i++;
+			else if (ch == '"')
+				in_string = 0;
+			continue;
+		}
+		if (ch == '"') {
+			if (depth == 1 && !in_member && len - i > nlen + 3 &&
+			    memcmp(body + i + 1, name, nlen) == 0 && body[i + 1 + nlen] == '"' &&
+			    body[i + 2 + nlen] == ':') {
+				if (body[i + 3 + nlen] != '[')
+					return INFERQ_ENOTFOUND;
+				in_member = 1;
+				depth++;
+				i += 3 + nlen;
+				continue;
+			}
+			in_string = 1;
+		} else if (ch == '{' || ch == '[') {
+			if (in_member && depth == 2 && ch == '{')
+				start = i;
+			depth++;
+		} else if (ch == '}' || ch == ']') {
+			depth--;
+			if (in_member && depth == 2 && ch == '}') {
+				count++;
+				if (fn(body + start, i + 1 - start, ctx) != 0)
+					return count;
+			} else if (in_member && depth == 1) {
+				return count;
+			}
+		}
+	}
+	return in_member ? count : INFERQ_ENOTFOUND;
+}
+
 /* Appends a request with a JSON body (or none when body is NULL) to out. */
 static void put_request(const bench_run_t *run, buf_t *out, const char *method, const char *path,
                         const char *body, size_t body_len)
@@ -82,7 +131,22 @@ static void build_templates(bench_run_t *run)
 		buf_printf(&run->head, "Authorization: Bearer %s\r\n", o->key);
 
 	buf_printf(&body, "{\"model\":\"%s\",\"payload\":%s}", o->model, o->payload);
-	put_request(run, &run->submit_req, "POST", "/v1/queue/submit", body.data, body.len);
+	if (o->batch > 1) {
+		buf_t jobs = BUF_INIT;
+
+		buf_puts(&jobs, "{\"jobs\":[");
+		for (unsigned i = 0; i < o->batch; i++) {
+			if (i > 0)
+				buf_putc(&jobs, ',');
+			buf_append(&jobs, body.data, body.len);
+		}
+		buf_puts(&jobs, "]}");
+		put_request(run, &run->submit_req, "POST", "/v1/queue/submit_batch", jobs.data,
+		            jobs.len);
+		buf_free(&jobs);
+	} else {
+		put_request(run, &run->submit_req, "POST", "/v1/queue/submit", body.data, body.len);
+	}
 	if (strcmp(o->scenario, "post") == 0)
 		put_request(run, &run->plain_req, "POST", run->target->path,
 		            o->body ? o->body : body.data, o->body ? strlen(o->body) : body.len);
@@ -90,8 +154,11 @@ static void build_templates(bench_run_t *run)
 		put_request(run, &run->plain_req, "GET", run->target->path, NULL, 0);
 
 	buf_reset(&body);
-	buf_printf(&body, "{\"model\":\"%s\",\"wait\":%g}", o->model,
+	buf_printf(&body, "{\"model\":\"%s\",\"wait\":%g", o->model,
 	           strcmp(o->scenario, "claim-complete") == 0 ? 0 : o->wait);
+	if (o->batch > 1)
+		buf_printf(&body, ",\"max_jobs\":%u", o->batch);
+	buf_putc(&body, '}');
 	put_request(run, &run->claim_req, "POST", "/v1/queue/claim", body.data, body.len);
 	buf_reset(&body);
 	buf_printf(&body, "{\"model\":\"%s-idle\",\"wait\":60}", o->model);
@@ -113,11 +180,12 @@ static int load_next(bench_conn_t *c, buf_t *out)
 
 	if (run->stopping || (run->limit && run->issued >= run->limit))
 		return -1;
-	run->issued++;
 	if (submit) {
+		run->issued += run->opts->batch;
 		buf_append(out, run->submit_req.data, run->submit_req.len);
 		return KIND_SUBMIT;
 	}
+	run->issued++;
 	buf_append(out, run->plain_req.data, run->plain_req.len);
 	return KIND_PLAIN;
 }
@@ -133,9 +201,14 @@ static int load_done(bench_conn_t *c, int kind, int status, const char *body, si
 		                (int)(len < 200 ? len : 200), body);
 		return 0;
 	}
-	if (kind == KIND_SUBMIT)
-		run->submitted++;
-	bench_run_unit(run);
+	if (kind != KIND_SUBMIT) {
+		bench_run_unit(run);
+		return 0;
+	}
+	/* A submit_batch of --batch jobs counts as that many units. */
+	run->submitted += run->opts->batch;
+	for (unsigned i = 0; i < run->opts->batch && !run->stopping; i++)
+		bench_run_unit(run);
 	return 0;
 }
 
@@ -152,6 +225,23 @@ static void put_complete(bench_conn_t *c, buf_t *out)
 	                 c->run->opts->model, c->job_id, c->claim_id);
 
 	put_request(c->run, out, "POST", "/v1/queue/complete", body, (size_t)n);
+}
+
+/* Appends one complete_batch of every job the worker holds. */
+static void put_complete_batch(bench_conn_t *c, buf_t *out)
+{
+	buf_t body = BUF_INIT;
+
+	buf_puts(&body, "{\"jobs\":[");
+	for (unsigned i = 0; i < c->held_count; i++)
+		buf_printf(&body,
+		           "%s{\"model\":\"%s\",\"request_id\":\"%s\",\"claim_id\":\"%s\","
+		           "\"outputs\":{\"ok\":true}}",
+		           i ? "," : "", c->run->opts->model, c->held[i].job_id,
+		           c->held[i].claim_id);
+	buf_puts(&body, "]}");
+	put_request(c->run, out, "POST", "/v1/queue/complete_batch", body.data, body.len);
+	buf_free(&body);
 }
 
 static int submitter_next(bench_conn_t *c, buf_t *out)
@@ -177,7 +267,7 @@ static int submitter_next(bench_conn_t *c, buf_t *out)
 			return -1;
 		}
 	}
-	run->issued++;
+	run->issued += run->opts->batch;
 	buf_append(out, run->submit_req.data, run->submit_req.len);
 	return KIND_SUBMIT;
 }
@@ -189,7 +279,10 @@ static int worker_next(bench_conn_t *c, buf_t *out)
 	if (c->inflight > 0)
 		return -1;
 	if (c->has_job) {
-		put_complete(c, out);
+		if (run->opts->batch > 1)
+			put_complete_batch(c, out);
+		else
+			put_complete(c, out);
 		return KIND_COMPLETE;
 	}
 	if (c->resubmit && !run->stopping) {
@@ -257,7 +350,7 @@ static void submit_acked(bench_conn_t *c, const char *body, size_t len)
 {
 	bench_run_t *run = c->run;
 
-	run->submitted++;
+	run->submitted += run->opts->batch;
 	if (!is_handoff(run))
 		return;
 	if (bench_json_string(body, len, "request_id", run->handoff_id, sizeof(run->handoff_id))) {
@@ -270,6 +363,65 @@ static void submit_acked(bench_conn_t *c, const char *body, size_t len)
 		handoff_finish(run);
 }
 
+/* Keeps one job of a claim_batch response for the worker; returns nonzero to stop. */
+static int hold_job(const char *elem, size_t len, void *ctx)
+{
+	bench_conn_t *c = ctx;
+	struct bench_job *j;
+
+	if (c->held_count == c->run->opts->batch)
+		return 1;
+	j = &c->held[c->held_count];
+	if (bench_json_string(elem, len, "request_id", j->job_id, sizeof(j->job_id)) ||
+	    bench_json_string(elem, len, "claim_id", j->claim_id, sizeof(j->claim_id)))
+		return 1;
+	c->held_count++;
+	return 0;
+}
+
+/* Reads the jobs of a claim with max_jobs. Returns 0, or -1 when the body has none. */
+static int claim_list_answered(bench_conn_t *c, const char *body, size_t len)
+{
+	int n;
+
+	if (!c->held)
+		c->held = xcalloc(c->run->opts->batch, sizeof(*c->held));
+	c->held_count = 0;
+	n = bench_json_each(body, len, "data", hold_job, c);
+	if (n <= 0 || (unsigned)n != c->held_count)
+		return -1;
+	c->run->claimed += c->held_count;
+	return 0;
+}
+
+/* Counts one job result of a complete_batch response; returns nonzero when it is not done. */
+static int count_done(const char *elem, size_t len, void *ctx)
+{
+	bench_run_t *run = ctx;
+	char status[16];
+
+	if (bench_json_string(elem, len, "status", status, sizeof(status)) != 0 ||
+	    strcmp(status, "done") != 0) {
+		bench_run_error(run, "complete_batch returned a job that is not done: %.*s",
+		                (int)(len < 200 ? len : 200), elem);
+		return 1;
+	}
+	run->completed++;
+	bench_run_unit(run);
+	return 0;
+}
+
+static void complete_batch_answered(bench_conn_t *c, int status, const char *body, size_t len)
+{
+	bench_run_t *run = c->run;
+
+	if (status != 200 ||
+	    bench_json_each(body, len, "data", count_done, run) != (int)c->held_count)
+		bench_run_error(run, "complete_batch returned HTTP %d: %.*s", status,
+		                (int)(len < 200 ? len : 200), body);
+	wake_submitters(run);
+}
+
 static void claim_answered(bench_conn_t *c, int status, const char *body, size_t len)
 {
 	bench_run_t *run = c->run;
@@ -279,6 +431,14 @@ static void claim_answered(bench_conn_t *c, int status, const char *body, size_t
 		if (strcmp(run->opts->scenario, "claim-complete") == 0 && !run->opts->refill &&
 		    !run->stopping)
 			bench_run_stop(run);
+		return;
+	}
+	if (status == 200 && c->role != ROLE_IDLE && run->opts->batch > 1) {
+		if (claim_list_answered(c, body, len) == 0)
+			c->has_job = 1;
+		else
+			bench_run_error(run, "claim with max_jobs returned no job list: %.*s",
+			                (int)(len < 200 ? len : 200), body);
 		return;
 	}
 	if (status != 200 || c->role == ROLE_IDLE ||
@@ -316,6 +476,10 @@ static int job_done(bench_conn_t *c, int kind, int status, const char *body, siz
 	case KIND_PARK: claim_answered(c, status, body, len); break;
 	case KIND_COMPLETE:
 		c->has_job = 0;
+		if (run->opts->batch > 1) {
+			complete_batch_answered(c, status, body, len);
+			break;
+		}
 		if (status != 200) {
 			bench_run_error(run, "complete returned HTTP %d: %.*s", status,
 			                (int)(len < 200 ? len : 200), body);
@@ -533,7 +697,8 @@ int bench_scenario_main(const bench_opts_t *o, const bench_target_t *t)
 	    strcmp(s, "post") == 0) {
 		n = o->connections;
 		roles = calloc(n, sizeof(*roles));
-		rc = run_phase(&run, &load_scenario, roles, n, "requests", 1);
+		rc = run_phase(&run, &load_scenario, roles, n, o->batch > 1 ? "jobs" : "requests",
+		               1);
 	} else {
 		n = job_roles(o, &roles);
 		rc = run_phase(&run, &job_scenario, roles, n,

@@ -2,7 +2,8 @@
  * Claims and long-poll waiters. A claim that finds no pending job and asks
  * to wait parks on its model's waiter list (oldest first) with one timer;
  * whenever a job becomes pending (submit, lease expiry, release, undo) the
- * oldest waiter gets it. No polling. The native claim route and Sprocket's
+ * oldest waiter gets it, and a waiter with max_jobs > 1 also takes the jobs
+ * pending at that moment, up to max_jobs. No polling. The native claim route and Sprocket's
  * retrieve share this path; claim_params_t.format picks the response shape.
  *
  * SPDX-License-Identifier: MIT
@@ -26,29 +27,17 @@ struct waiter {
 	uv_timer_t timer; /* fires when the wait is over */
 };
 
-int claim_next(server_t *s, queue_model_t *m, const claim_params_t *p, http_request_t *req,
-	       const buf_t *warnings)
+/* Claims job, the head of m, and appends its claim object to body. */
+static void claim_one(server_t *s, queue_model_t *m, const claim_params_t *p, job_t *job,
+		      buf_t *body, queue_time_t now)
 {
-	queue_time_t now = server_now();
-	job_t *job = queue_peek(m);
 	job_t *claimed;
-	buf_t body = BUF_INIT;
 
-	if (job == NULL)
-		return 0;
 	engine_touch(s, job);
 	claimed = queue_claim(s->queue, m, p->claim_timeout, p->worker, now);
 	IQ_ASSERT(claimed == job);
 	engine_record_claim(s, job);
-	if (p->format == CLAIM_FORMAT_SPROCKET)
-		buf_puts(&body, "{\"data\":");
-	render_claim(&body, &job->rec);
-	if (warnings && warnings->len)
-		render_add_raw_field(&body, "warnings", warnings->data, warnings->len);
-	if (p->format == CLAIM_FORMAT_SPROCKET)
-		buf_putc(&body, '}');
-	engine_reply_after_commit(s, req, 200, &body);
-	engine_arm_lease_timer(s);
+	render_claim(body, &job->rec);
 	if (log_enabled(LOG_DEBUG)) {
 		char id[ID_TEXT_LEN + 1];
 		const rbuf_t *name = job->rec.worker;
@@ -58,6 +47,36 @@ int claim_next(server_t *s, queue_model_t *m, const claim_params_t *p, http_requ
 			   LOG_STR("model", job->rec.model->data), LOG_UINT("retries", job->rec.retries),
 			   LOG_TEXT("worker", name ? name->data : "", name ? name->len : 0));
 	}
+}
+
+int claim_next(server_t *s, queue_model_t *m, const claim_params_t *p, http_request_t *req,
+	       const buf_t *warnings)
+{
+	queue_time_t now = server_now();
+	uint32_t max = p->format == CLAIM_FORMAT_LIST ? p->max_jobs : 1;
+	job_t *job = queue_peek(m);
+	buf_t body = BUF_INIT;
+
+	if (job == NULL)
+		return 0;
+	if (p->format == CLAIM_FORMAT_SPROCKET)
+		buf_puts(&body, "{\"data\":");
+	else if (p->format == CLAIM_FORMAT_LIST)
+		buf_puts(&body, "{\"data\":[");
+	for (uint32_t n = 0; n < max && job; n++) {
+		if (n > 0)
+			buf_putc(&body, ',');
+		claim_one(s, m, p, job, &body, now);
+		job = queue_peek(m);
+	}
+	if (p->format == CLAIM_FORMAT_LIST)
+		buf_puts(&body, "]}");
+	if (warnings && warnings->len)
+		render_add_raw_field(&body, "warnings", warnings->data, warnings->len);
+	if (p->format == CLAIM_FORMAT_SPROCKET)
+		buf_putc(&body, '}');
+	engine_reply_after_commit(s, req, 200, &body);
+	engine_arm_lease_timer(s);
 	return 1;
 }
 

@@ -145,7 +145,7 @@ void handle_sprocket_retrieve(server_t *s, http_request_t *req)
 	static const char no_job[] = "{\"data\":null}";
 	input_error_t err;
 	retrieve_t r = {BUF_INIT, 0, -1, BUF_INIT, 0};
-	claim_params_t params = {0, NULL, CLAIM_FORMAT_SPROCKET};
+	claim_params_t params = {0, NULL, CLAIM_FORMAT_SPROCKET, 1};
 	queue_model_t *m;
 
 	/* x-idle-time, which Sprocket also sends, is accepted and ignored. */

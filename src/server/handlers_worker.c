@@ -6,6 +6,7 @@
  * SPDX-License-Identifier: MIT
  */
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "auth.h"
@@ -29,7 +30,22 @@ static void note_worker(server_t *s, const http_request_t *req, const buf_t *wor
 		     version_len, clock_wall_ms());
 }
 
-static const char *const claim_fields[] = {"model", "claim_timeout", "wait", "worker", NULL};
+/* max_jobs: an optional integer from 1 to --max-batch. */
+static int read_max_jobs(const serve_config_t *c, const body_t *b, int64_t *out,
+			 input_error_t *err)
+{
+	char message[sizeof(err->message)];
+
+	if (read_int(b, "max_jobs", 1, c->max_batch, out, err) == 0)
+		return 0;
+	/* read_int's message names the field and the value; add the flag that sets the bound. */
+	snprintf(message, sizeof(message), "%s", err->message);
+	return input_fail(err, INFERQ_EINVAL, "invalid_field", "max_jobs",
+			  "%s; the maximum is set by --max-batch", message);
+}
+
+static const char *const claim_fields[] = {"model",  "claim_timeout", "wait",
+					   "worker", "max_jobs",      NULL};
 
 void handle_claim(server_t *s, http_request_t *req)
 {
@@ -39,15 +55,17 @@ void handle_claim(server_t *s, http_request_t *req)
 	buf_t worker = BUF_INIT;
 	int64_t timeout = s->config.claim_timeout;
 	double wait = 0;
+	int64_t max_jobs = 1;
 	int has_worker = 0;
-	claim_params_t params = {0, NULL, CLAIM_FORMAT_NATIVE};
+	claim_params_t params = {0, NULL, CLAIM_FORMAT_NATIVE, 1};
 	queue_model_t *m;
 
 	if (body_parse(&s->config, req->body, req->body_len, claim_fields, &b, &err) != 0 ||
 	    read_model(&s->config, &b, &model, &err) != 0 ||
 	    read_int(&b, "claim_timeout", 1, 86400, &timeout, &err) != 0 ||
 	    read_seconds(&b, "wait", 0, MAX_WAIT_S, &wait, &err) != 0 ||
-	    read_string(&b, "worker", 0, MAX_WORKER_NAME, &worker, &has_worker, &err) != 0) {
+	    read_string(&b, "worker", 0, MAX_WORKER_NAME, &worker, &has_worker, &err) != 0 ||
+	    read_max_jobs(&s->config, &b, &max_jobs, &err) != 0) {
 		respond_input_error(req, &err);
 		goto out;
 	}
@@ -58,6 +76,11 @@ void handle_claim(server_t *s, http_request_t *req)
 
 	note_worker(s, req, &worker);
 	params.claim_timeout = (uint32_t)timeout;
+	if (max_jobs > 1) {
+		/* max_jobs 1, or none, keeps the single-job response shape. */
+		params.format = CLAIM_FORMAT_LIST;
+		params.max_jobs = (uint32_t)max_jobs;
+	}
 	if (has_worker)
 		params.worker = rbuf_new(worker.data ? worker.data : "", worker.len);
 	m = queue_model_get(s->queue, model.data, model.len, 1);

@@ -81,9 +81,7 @@ int body_parse(const serve_config_t *c, const char *text, size_t len, const char
 	       body_t *out, input_error_t *err)
 {
 	json_scan_error_t jerr;
-	json_iter_t it;
-	json_member_t m;
-	size_t unknown = 0;
+	json_span_t root;
 	int rc;
 
 	memset(out, 0, sizeof(*out));
@@ -104,7 +102,20 @@ int body_parse(const serve_config_t *c, const char *text, size_t len, const char
 		return input_fail(err, INFERQ_EINVAL, "invalid_body", NULL,
 			    "request body must be a JSON object such as {\"model\": ...}, not %s",
 			    type_name(out->root.type));
+	root = out->root; /* body_parse_object() clears out first */
+	return body_parse_object(&root, names, out, err);
+}
 
+int body_parse_object(const json_span_t *object, const char *const *names, body_t *out,
+		      input_error_t *err)
+{
+	json_iter_t it;
+	json_member_t m;
+	size_t unknown = 0;
+
+	memset(out, 0, sizeof(*out));
+	out->root = *object;
+	out->names = names;
 	json_object_begin(&it, out->root);
 	while (json_object_next(&it, &m)) {
 		int known = 0;

@@ -53,6 +53,15 @@ typedef struct {
  */
 int body_parse(const serve_config_t *c, const char *text, size_t len, const char *const *names,
 	       body_t *out, input_error_t *err);
+/*
+ * Locates the known fields of object, a JSON_TYPE_OBJECT span inside a
+ * document that json_validate() accepted, as body_parse() does for a whole
+ * body: a duplicate known field is an error, unknown ones become warnings.
+ * Returns 0 or INFERQ_EINVAL with err filled; out must be freed with
+ * body_free() either way.
+ */
+int body_parse_object(const json_span_t *object, const char *const *names, body_t *out,
+		      input_error_t *err);
 /* Frees the warnings of b. */
 void body_free(body_t *b);
 /* Returns the value span of known field name, or NULL when it was not sent. */

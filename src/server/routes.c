@@ -31,6 +31,7 @@ typedef struct {
 
 static const route_t routes[] = {
 	{"POST", "/v1/queue/submit", handle_submit, CLIENT},
+	{"POST", "/v1/queue/submit_batch", handle_submit_batch, CLIENT},
 	{"GET", "/v1/queue/status", handle_status, CLIENT | WORKER},
 	{"POST", "/v1/queue/cancel", handle_cancel, CLIENT},
 	{"GET", "/v1/queue/metrics", handle_metrics, CLIENT},
@@ -38,6 +39,7 @@ static const route_t routes[] = {
 	{"POST", "/v1/queue/claim", handle_claim, WORKER},
 	{"POST", "/v1/queue/heartbeat", handle_heartbeat, WORKER},
 	{"POST", "/v1/queue/complete", handle_complete, WORKER},
+	{"POST", "/v1/queue/complete_batch", handle_complete_batch, WORKER},
 	{"POST", "/v1/queue/fail", handle_fail, WORKER},
 	{"POST", "/v1/queue/release", handle_release, WORKER},
 	{"GET", "/internal/v1/queue/retrieve", handle_sprocket_retrieve, WORKER},

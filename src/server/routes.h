@@ -42,6 +42,10 @@ void handle_complete(server_t *s, http_request_t *req);
 void handle_fail(server_t *s, http_request_t *req);
 void handle_release(server_t *s, http_request_t *req);
 
+/* handlers_batch.c: several jobs per request, an inferq extension. */
+void handle_submit_batch(server_t *s, http_request_t *req);
+void handle_complete_batch(server_t *s, http_request_t *req);
+
 /* handlers_sprocket.c: the routes of Together's Sprocket worker SDK. */
 void handle_sprocket_retrieve(server_t *s, http_request_t *req);
 void handle_sprocket_status(server_t *s, http_request_t *req);

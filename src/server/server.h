@@ -137,19 +137,22 @@ int engine_overloaded(server_t *s);
 typedef enum {
 	CLAIM_FORMAT_NATIVE = 0,   /* the job object; 204 when no job */
 	CLAIM_FORMAT_SPROCKET = 1, /* {"data": job object}; 200 {"data":null} when no job */
+	CLAIM_FORMAT_LIST = 2,     /* {"data": [job object, ...]} of up to max_jobs; 204 when none */
 } claim_format_t;
 
 typedef struct {
 	uint32_t claim_timeout; /* s, 0 = no lease */
 	rbuf_t *worker;         /* or NULL */
 	claim_format_t format;
+	uint32_t max_jobs; /* jobs one claim takes with CLAIM_FORMAT_LIST; the others take 1 */
 } claim_params_t;
 
 /*
- * Claims the next job of m for req and queues the 200 response, shaped by
- * p->format, for after the commit, with warnings (a JSON array, or NULL)
- * added to the job object. Returns 1 when a job was claimed, 0 when none is
- * pending.
+ * Claims the next job of m for req (with CLAIM_FORMAT_LIST the next
+ * p->max_jobs at most, in priority then FIFO order, each with its own claim
+ * id and lease) and queues the 200 response, shaped by p->format, for after
+ * the commit, with warnings (a JSON array, or NULL) added to the response
+ * object. Returns 1 when a job was claimed, 0 when none is pending.
  */
 int claim_next(server_t *s, queue_model_t *m, const claim_params_t *p, http_request_t *req,
 	       const buf_t *warnings);

@@ -97,6 +97,31 @@ def test_lifecycle_leaves_no_job_running(start_server, tmp_path):
     assert metrics["messages_waiting"] <= 50, metrics
 
 
+def test_submit_batch_counts_jobs(start_server, tmp_path):
+    server = start_server()
+    _, r = bench(server, tmp_path, "submit", "--batch", 50, "-n", 500, "-c", 2, model="sb")
+    assert r["unit"] == "jobs", r
+    assert r["batch"] == 50, r
+    assert r["units"] == 500, r
+    assert r["submitted"] == 500, r
+    assert r["requests"] == 10, r
+    assert r["statuses"] == {"200": 10}, r
+    assert server.api().metrics_ok("sb")["messages_waiting"] == 500
+
+
+def test_lifecycle_batch_leaves_no_job_running(start_server, tmp_path):
+    server = start_server()
+    api = server.api()
+    _, r = bench(server, tmp_path, "lifecycle", "--batch", 20, "-n", 400, "-c", 2,
+                 "--workers", 3, "--backlog", 100, model="lb")
+    assert r["units"] >= 400, r
+    assert r["claimed"] == r["completed"], r
+    assert r["submitted"] % 20 == 0, r
+    metrics = api.metrics_ok("lb")
+    assert metrics["messages_running"] == 0, metrics
+    assert metrics["messages_waiting"] == r["submitted"] - r["completed"], (metrics, r)
+
+
 def test_lifecycle_count_with_idle_workers(start_server, tmp_path):
     server = start_server()
     api = server.api()
@@ -215,6 +240,9 @@ def test_wrong_key_is_reported_as_errors(start_server, tmp_path):
     (["claim-complete", "--refill"], "--refill keeps the queue full, so it needs -d or -n"),
     (["handoff", "-P", "2"], "-P applies to submit, status, get, post and lifecycle"),
     (["submit", "--body", "{}"], "--body applies to post only"),
+    (["status", "--batch", "5"], "--batch applies to submit and lifecycle only"),
+    (["handoff", "--batch", "5"], "--batch applies to submit and lifecycle only"),
+    (["submit", "--batch", "0"], 'invalid --batch "0": use a whole number from 1 to 100000'),
     (["submit", "--key-file", "/nonexistent/key"], "cannot read an API key from --key-file"),
     (["submit", "--bogus"], 'unknown option "--bogus"'),
     (["submit", "-c"], "needs a value"),

@@ -94,6 +94,40 @@ static char *model_body(size_t n, char ch)
 
 /* ---- body_parse ---- */
 
+/* ---- body_parse_object ---- */
+
+static void test_body_object_inside_array(void **state)
+{
+	static const char text[] =
+	    "{\"jobs\":[{\"model\":\"m\",\"x\":1},{\"model\":\"n\",\"model\":\"o\"}]}";
+	json_span_t root, jobs, elem;
+	json_iter_t it;
+	input_error_t err;
+	body_t b;
+	buf_t model = BUF_INIT;
+	serve_config_t c = defaults();
+
+	assert_int_equal(json_validate(text, strlen(text), 64, &root, NULL), 0);
+	assert_true(json_object_find(root, "jobs", &jobs));
+	json_array_begin(&it, jobs);
+
+	/* The first element: its own fields, its unknown field as a warning. */
+	assert_true(json_array_next(&it, &elem));
+	assert_int_equal(body_parse_object(&elem, fields, &b, &err), 0);
+	assert_int_equal(read_model(&c, &b, &model, &err), 0);
+	assert_string_equal(model.data, "m");
+	assert_string_equal(b.warnings.data, "[\"unknown field \\\"x\\\" ignored\"]");
+	assert_ptr_equal(b.root.start, elem.start);
+	body_free(&b);
+
+	/* The second repeats a known field. */
+	assert_true(json_array_next(&it, &elem));
+	assert_int_equal(body_parse_object(&elem, fields, &b, &err), INFERQ_EINVAL);
+	check_error(&err, "duplicate_field", "model", "more than once");
+	body_free(&b);
+	buf_free(&model);
+}
+
 static void test_body_empty(void **state)
 {
 	serve_config_t c = defaults();
@@ -1371,6 +1405,7 @@ static void test_excerpt_control_bytes_fit(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_body_object_inside_array),
 	    cmocka_unit_test(test_body_empty),
 	    cmocka_unit_test(test_body_invalid_json_offset),
 	    cmocka_unit_test(test_body_non_object_roots),
