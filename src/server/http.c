@@ -411,6 +411,15 @@ static void begin_shutdown(struct conn *c)
 
 /* ---- writing ---- */
 
+/* Resumes reading once the output waiting for the socket has drained below the low mark. */
+static void end_backlog(struct conn *c)
+{
+	if (c->backlogged && c->write_queued + c->ready_bytes < WRITE_LOW_BYTES) {
+		c->backlogged = 0;
+		schedule_flush(c);
+	}
+}
+
 static void on_write(uv_write_t *wr, int status)
 {
 	struct write_req *w = (struct write_req *)wr;
@@ -424,23 +433,56 @@ static void on_write(uv_write_t *wr, int status)
 			log_debug("http", "write to %s failed: %s", c->remote, uv_strerror(status));
 			conn_close(c);
 		} else {
-			if (c->backlogged && c->write_queued + c->ready_bytes < WRITE_LOW_BYTES) {
-				c->backlogged = 0;
-				schedule_flush(c);
-			}
+			end_backlog(c);
 			update_timer(c);
 		}
 	}
 	conn_unref(c);
 }
 
-/* Hands data (taken over) to the socket; closes the connection when that fails. */
+/*
+ * Writes as much of data as the socket takes at once, when nothing is
+ * queued before it. Returns the bytes written (0 when the socket is full
+ * or writes are queued) or a negative libuv error.
+ */
+static int try_write(struct conn *c, const buf_t *data)
+{
+	uv_buf_t b = uv_buf_init(data->data, (unsigned)data->len);
+	int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+
+	return n == UV_EAGAIN ? 0 : n;
+}
+
+/*
+ * Hands data (taken over) to the socket and closes the connection when that
+ * fails. The bytes the socket takes at once skip uv_write, because libuv
+ * 1.44 makes one epoll_ctl call after each completed uv_write request, even
+ * when the socket took every byte at once.
+ */
 static void send_bytes(struct conn *c, buf_t *data)
 {
-	struct write_req *w = xmalloc(sizeof(*w));
+	struct write_req *w;
 	uv_buf_t b;
-	int rc;
+	int rc = try_write(c, data);
 
+	if (rc < 0) {
+		log_debug("http", "write to %s failed: %s", c->remote, uv_strerror(rc));
+		buf_free(data);
+		conn_close(c);
+		return;
+	}
+	if ((size_t)rc == data->len) {
+		buf_free(data);
+		end_backlog(c);
+		return;
+	}
+	if (rc > 0) {
+		memmove(data->data, data->data + rc, data->len - (size_t)rc);
+		data->len -= (size_t)rc;
+		data->data[data->len] = '\0';
+	}
+
+	w = xmalloc(sizeof(*w));
 	w->conn = c;
 	w->data = *data;
 	buf_init(data);
@@ -521,7 +563,8 @@ static void conn_flush(struct conn *c)
 	    c->head_seq == c->tail_seq)
 		c->close_after_flush = 1;
 	if (c->close_after_flush && c->head_seq == c->tail_seq) {
-		if (c->peer_eof && c->write_queued == 0)
+		/* TLS still owes the client a close_notify, which begin_shutdown sends. */
+		if (c->peer_eof && c->write_queued == 0 && !c->tls)
 			conn_close(c);
 		else
 			begin_shutdown(c);
