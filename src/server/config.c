@@ -38,6 +38,7 @@ enum {
 	OPT_MAX_WORKERS_TRACKED,
 	OPT_WORKER_FORGET,
 	OPT_MAX_LIST_SCAN,
+	OPT_STATUS_CACHE_BYTES,
 	OPT_LOG_LEVEL,
 	OPT_AUTH,
 	OPT_TRUSTED_PROXY,
@@ -77,6 +78,7 @@ static const struct option options[] = {
 	{"max-workers-tracked", required_argument, NULL, OPT_MAX_WORKERS_TRACKED},
 	{"worker-forget", required_argument, NULL, OPT_WORKER_FORGET},
 	{"max-list-scan", required_argument, NULL, OPT_MAX_LIST_SCAN},
+	{"status-cache-bytes", required_argument, NULL, OPT_STATUS_CACHE_BYTES},
 	{"log-level", required_argument, NULL, OPT_LOG_LEVEL},
 	{"auth", required_argument, NULL, OPT_AUTH},
 	{"trusted-proxy", required_argument, NULL, OPT_TRUSTED_PROXY},
@@ -119,6 +121,7 @@ void config_defaults(serve_config_t *c)
 	c->max_workers_tracked = 10000;
 	c->worker_forget_ms = 3600LL * 1000;
 	c->max_list_scan = 100000;
+	c->status_cache_bytes = 16u << 20;
 	c->log_level = LOG_INFO;
 	c->max_filename_length = STORAGE_NAME_MAX;
 	c->upload_url_ttl_ms = 3600LL * 1000;
@@ -166,6 +169,9 @@ void config_usage(void)
 	       "                            view, 1s to 30d (default 1h)\n"
 	       "  --max-list-scan N         rows one page of GET /v1/admin/jobs examines at\n"
 	       "                            most, 1 to 100000000 (default 100000)\n"
+	       "  --status-cache-bytes BYTES  memory for status responses of finished jobs,\n"
+	       "                            kept to answer repeated status reads without a\n"
+	       "                            store read; 0 to 1G, 0 = off (default 16M)\n"
 	       "  --log-level LEVEL         debug, info, warn or error (default info)\n"
 	       "  --auth keys|none          keys: every route but /healthz and /readyz needs an\n"
 	       "                            API key (default); none: no checks, allowed only\n"
@@ -407,6 +413,11 @@ static int apply(serve_config_t *c, int opt, const char *v)
 		if (parse_u64(v, 1, 100000000, &n) != 0)
 			return flag_error("max-list-scan", v, "a whole number from 1 to 100000000");
 		c->max_list_scan = (uint32_t)n;
+		return 0;
+	case OPT_STATUS_CACHE_BYTES:
+		if (parse_size(v, 0, 1u << 30, &n) != 0)
+			return flag_error("status-cache-bytes", v, "bytes from 0 to 1G, e.g. 16M");
+		c->status_cache_bytes = (size_t)n;
 		return 0;
 	case OPT_LOG_LEVEL:
 		if (log_parse_level(v, &c->log_level) != 0)

@@ -28,6 +28,7 @@
 #include "log.h"
 #include "observe.h"
 #include "server.h"
+#include "status_cache.h"
 #include "storage.h"
 
 #define STATE_NONE JOB_STATE_COUNT /* prev_state of an insert */
@@ -288,6 +289,7 @@ static void commit_succeeded(server_t *s, pending_batch_t *pb)
 					 (long long)op->purged);
 			if (op->purged >= (int64_t)op->purge_limit)
 				schedule_purge(s);
+			status_cache_forget(s->status_cache, op->purged_ids, (size_t)op->purged);
 			storage_forget_jobs(s, op->purged_ids, (size_t)op->purged);
 			op->purged_ids = NULL;
 			continue;
