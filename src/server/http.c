@@ -116,6 +116,8 @@ struct conn {
 	size_t ring_cap; /* power of two */
 	uint64_t head_seq, tail_seq;
 	uint32_t unanswered; /* dispatched to the handler, http_respond() not yet called */
+	uint32_t pass_requests; /* requests dispatched in loop pass pass_seen */
+	uint64_t pass_seen;
 	buf_t out;           /* ready bytes not yet handed to uv_write */
 	size_t write_queued; /* bytes in out and in uv_write requests */
 	size_t ready_bytes;  /* responses formatted but not yet handed to uv_write */
@@ -163,6 +165,7 @@ struct http_server {
 	void *done_ctx;
 	uint64_t last_reject_warn_ms;
 	uint64_t rejects_since_warn;
+	uint64_t pass; /* loop passes so far, counted at the end of on_check */
 	time_t date_sec;
 	char date[32];
 	tls_context_t *tls; /* not owned; NULL: plain HTTP */
@@ -633,6 +636,12 @@ static void on_check(uv_check_t *h)
 	}
 	if (!s->flush_head)
 		uv_idle_stop(&s->idle);
+
+	/*
+	 * The pass ends here, after the resumes above, so a connection stopped
+	 * by max_requests_per_pass parses its next requests in the next pass.
+	 */
+	s->pass++;
 	maybe_finish_server(s);
 }
 
@@ -1203,6 +1212,11 @@ static void message_complete(struct conn *c)
 	}
 	r->seq = ring_push(c);
 	c->unanswered++;
+	if (c->pass_seen != s->pass) {
+		c->pass_seen = s->pass;
+		c->pass_requests = 0;
+	}
+	c->pass_requests++;
 	c->refs++;
 	update_timer(c);
 	s->handler(s->ctx, &r->pub);
@@ -1267,12 +1281,22 @@ static int chunk_crlf_ok(struct conn *c, const char *p, size_t n)
 	return 1;
 }
 
+/* Returns 1 when the connection has had its max_requests_per_pass in this loop pass. */
+static int pass_budget_spent(const struct conn *c)
+{
+	const struct http_server *s = c->server;
+
+	return s->limits.max_requests_per_pass > 0 && c->pass_seen == s->pass &&
+	       c->pass_requests >= s->limits.max_requests_per_pass;
+}
+
 /*
  * Feeds the parser, one region at a time: header block and chunk framing
  * (scanned for bare CR, and the header block counted against its limit),
  * or body bytes (passed as they are). Between requests it stops when the
- * connection has max_pipelined unanswered requests or too much unsent
- * output, and keeps the rest in the stash.
+ * connection has max_pipelined unanswered requests, too much unsent output
+ * or its max_requests_per_pass in this loop pass, and keeps the rest in the
+ * stash. After the last of these, on_check parses the stash in the next pass.
  */
 static void conn_feed(struct conn *c, const char *p, size_t len)
 {
@@ -1280,6 +1304,10 @@ static void conn_feed(struct conn *c, const char *p, size_t len)
 	int run_empty = 0; /* run the parser once more on no bytes, after a pause */
 
 	while ((len > 0 || run_empty) && can_parse(c)) {
+		if (pass_budget_spent(c) && !c->in_request) {
+			schedule_flush(c);
+			break;
+		}
 		size_t n = len, used;
 		int scanned = 0, bare_cr = 0;
 		llhttp_errno_t err;

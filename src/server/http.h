@@ -43,6 +43,12 @@ typedef struct {
 	uint32_t max_connections;    /* further connections are closed at accept */
 	uint32_t max_pipelined;      /* unanswered requests per connection before reading pauses */
 	/*
+	 * Requests parsed per connection in one loop pass, 0 = no limit. The
+	 * rest of a pipelined burst waits for the next pass, so one client's
+	 * burst does not delay the other connections' requests by more than this.
+	 */
+	uint32_t max_requests_per_pass;
+	/*
 	 * Optional: returns the body limit of one request once its headers are
 	 * complete (path, query and headers set, no body yet) and points *flag
 	 * at the setting's name for the 413 message. NULL: max_body_bytes and
