@@ -71,6 +71,9 @@ struct req {
 	uint64_t started_ns;       /* uv_hrtime() at the end of the headers */
 	http_observer_cb observer; /* copied from the limits: the server may be gone at the answer */
 	void *observer_ctx;
+	http_orphan_cb orphan_cb; /* set by http_request_watch_orphan, or NULL */
+	void *orphan_arg;
+	struct req *watch_prev, *watch_next; /* conn->watched, while orphan_cb is set */
 	/* header array, target and header text, then the inline body follow */
 };
 
@@ -116,6 +119,7 @@ struct conn {
 	size_t ring_cap; /* power of two */
 	uint64_t head_seq, tail_seq;
 	uint32_t unanswered; /* dispatched to the handler, http_respond() not yet called */
+	struct req *watched; /* unanswered requests with an orphan callback */
 	uint32_t pass_requests; /* requests dispatched in loop pass pass_seen */
 	uint64_t pass_seen;
 	buf_t out;           /* ready bytes not yet handed to uv_write */
@@ -345,6 +349,31 @@ static void on_conn_handle_closed(uv_handle_t *h)
 	conn_unref(c);
 }
 
+static void unwatch(struct conn *c, struct req *r)
+{
+	if (r->watch_prev)
+		r->watch_prev->watch_next = r->watch_next;
+	else
+		c->watched = r->watch_next;
+	if (r->watch_next)
+		r->watch_next->watch_prev = r->watch_prev;
+	r->watch_prev = r->watch_next = NULL;
+	r->orphan_cb = NULL;
+}
+
+/* Calls the orphan callback of each watched request, once. */
+static void notify_orphans(struct conn *c)
+{
+	while (c->watched) {
+		struct req *r = c->watched;
+		http_orphan_cb cb = r->orphan_cb;
+		void *arg = r->orphan_arg;
+
+		unwatch(c, r);
+		cb(arg, &r->pub);
+	}
+}
+
 /*
  * Closes the socket at once. Requests still unanswered stay valid (they
  * hold references) and are reported as orphaned.
@@ -366,6 +395,7 @@ static void conn_close(struct conn *c)
 	c->tls = NULL;
 	uv_close((uv_handle_t *)&c->tcp, on_conn_handle_closed);
 	uv_close((uv_handle_t *)&c->timer, on_conn_handle_closed);
+	notify_orphans(c);
 }
 
 static void on_shutdown(uv_shutdown_t *sr, int status)
@@ -788,6 +818,9 @@ static void on_peer_eof(struct conn *c)
 {
 	c->peer_eof = 1;
 	update_reading(c);
+	notify_orphans(c);
+	if (c->closed)
+		return;
 	if (c->in_request ||
 	    (c->unanswered == 0 && c->head_seq == c->tail_seq && c->write_queued == 0))
 		conn_close(c);
@@ -1780,6 +1813,8 @@ void http_respond(http_request_t *req, int status, const char *content_type,
 	IQ_ASSERT(status >= 200 && status <= 599);
 	IQ_ASSERT(c->unanswered > 0);
 	c->unanswered--;
+	if (r->orphan_cb)
+		unwatch(c, r);
 	if (log_enabled(LOG_DEBUG)) {
 		char path[96];
 
@@ -1801,6 +1836,21 @@ int http_request_is_orphaned(const http_request_t *req)
 	const struct conn *c = ((const struct req *)req)->conn;
 
 	return c->closed || c->peer_eof;
+}
+
+void http_request_watch_orphan(http_request_t *req, http_orphan_cb cb, void *arg)
+{
+	struct req *r = (struct req *)req;
+	struct conn *c = r->conn;
+
+	IQ_ASSERT(cb != NULL && r->orphan_cb == NULL && !c->closed && !c->peer_eof);
+	r->orphan_cb = cb;
+	r->orphan_arg = arg;
+	r->watch_prev = NULL;
+	r->watch_next = c->watched;
+	if (c->watched)
+		c->watched->watch_prev = r;
+	c->watched = r;
 }
 
 /* ---- query strings ---- */

@@ -159,6 +159,20 @@ void http_respond(http_request_t *req, int status, const char *content_type,
  */
 int http_request_is_orphaned(const http_request_t *req);
 
+/* Called when the client of an unanswered request ends its side or the connection closes. */
+typedef void (*http_orphan_cb)(void *arg, http_request_t *req);
+
+/*
+ * Calls cb(arg, req) once if the connection of req reaches EOF or closes
+ * before req is answered, so that a long-poll can answer at once instead of
+ * at the end of its wait (a socket whose client closed stays in CLOSE_WAIT
+ * until then). The callback may call http_respond(); a client that only
+ * half-closed still receives that response. http_respond() cancels the
+ * watch. Call it at most once per request, and only while
+ * http_request_is_orphaned() returns 0.
+ */
+void http_request_watch_orphan(http_request_t *req, http_orphan_cb cb, void *arg);
+
 /*
  * Reads query parameter name from query[0..len), percent-decoding it
  * ('+' is a space) into out as a NUL-terminated string, its length in
