@@ -54,7 +54,11 @@ def burst_answers_before_single(server):
         for sock in (burst, single):
             sock.sendall(BURST_REQUEST)
             assert read_responses(sock, 1) == [b"HTTP/1.1 200 OK"]
-        logged_before = len(access_paths(server))
+        # The access lines of those two arrive through a reader thread: wait for them.
+        logged_before = 2
+        wait_for(lambda: len(access_paths(server)) >= logged_before, 10,
+                 "the access log lines of the first two requests")
+        assert len(access_paths(server)) == logged_before
 
         os.kill(server.proc.pid, signal.SIGSTOP)
         try:
