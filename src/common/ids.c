@@ -6,6 +6,7 @@
 #include "ids.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <string.h>
 #include <sys/random.h>
 
@@ -30,11 +31,54 @@ void random_bytes(void *p, size_t n)
 	}
 }
 
+/*
+ * Random bytes for ids, read from the kernel's CSPRNG (getrandom) 4 KiB at
+ * a time rather than with one syscall per id: 409 UUIDv7s or 256 UUIDv4s
+ * per refill. Each thread has its own block, so no lock is taken. Bytes
+ * are wiped as they are handed out, and a forked child drops its parent's
+ * block, so that two processes never hand out the same bytes.
+ */
+#define ID_RANDOM_BLOCK 4096
+
+static _Thread_local struct {
+	uint8_t bytes[ID_RANDOM_BLOCK];
+	size_t used; /* bytes already handed out; ID_RANDOM_BLOCK when empty */
+	int ready;   /* this thread has registered the fork handler */
+} id_random = {.used = ID_RANDOM_BLOCK};
+
+static pthread_once_t id_random_once = PTHREAD_ONCE_INIT;
+
+static void drop_block_in_child(void)
+{
+	explicit_bzero(id_random.bytes, sizeof(id_random.bytes));
+	id_random.used = ID_RANDOM_BLOCK;
+}
+
+static void register_fork_handler(void)
+{
+	pthread_atfork(NULL, NULL, drop_block_in_child);
+}
+
+static void id_random_bytes(uint8_t *out, size_t n)
+{
+	if (!id_random.ready) {
+		pthread_once(&id_random_once, register_fork_handler);
+		id_random.ready = 1;
+	}
+	if (ID_RANDOM_BLOCK - id_random.used < n) {
+		random_bytes(id_random.bytes, sizeof(id_random.bytes));
+		id_random.used = 0;
+	}
+	memcpy(out, id_random.bytes + id_random.used, n);
+	explicit_bzero(id_random.bytes + id_random.used, n);
+	id_random.used += n;
+}
+
 void id_new_v7(iq_id_t *out, int64_t now_ms)
 {
 	uint64_t ms = (uint64_t)now_ms;
 
-	random_bytes(out->b + 6, ID_BYTES - 6);
+	id_random_bytes(out->b + 6, ID_BYTES - 6);
 	for (int i = 0; i < 6; i++)
 		out->b[i] = (uint8_t)(ms >> (40 - 8 * i));
 	out->b[6] = (uint8_t)(0x70 | (out->b[6] & 0x0f));
@@ -43,7 +87,7 @@ void id_new_v7(iq_id_t *out, int64_t now_ms)
 
 void id_new_v4(iq_id_t *out)
 {
-	random_bytes(out->b, ID_BYTES);
+	id_random_bytes(out->b, ID_BYTES);
 	out->b[6] = (uint8_t)(0x40 | (out->b[6] & 0x0f));
 	out->b[8] = (uint8_t)(0x80 | (out->b[8] & 0x3f));
 }

@@ -19,9 +19,13 @@ typedef struct {
 	uint8_t b[ID_BYTES];
 } iq_id_t;
 
-/* Fills out with a new UUIDv7 for the time now_ms (ms since epoch). */
+/*
+ * Fills out with a new UUIDv7 for the time now_ms (ms since epoch). Its 74
+ * random bits come from the kernel's CSPRNG, read in blocks of 4 KiB per
+ * thread. Any thread.
+ */
 void id_new_v7(iq_id_t *out, int64_t now_ms);
-/* Fills out with a new random UUIDv4. */
+/* Fills out with a new UUIDv4: 122 bits from the same CSPRNG blocks. Any thread. */
 void id_new_v4(iq_id_t *out);
 /* Writes the 36-character lowercase form and a NUL into out. */
 void id_format(const iq_id_t *id, char out[ID_TEXT_LEN + 1]);

@@ -31,11 +31,11 @@ typedef struct job_record {
 	int32_t priority;         /* higher first */
 	job_state_t state;
 	uint32_t retries;         /* lease expiries that sent the job back to pending */
+	uint32_t claim_timeout;   /* s, lease length of the latest claim */
 	int64_t created_at;       /* ms since epoch */
 	int64_t claimed_at;       /* ms since epoch of the latest claim, 0 = never claimed */
 	int64_t done_at;          /* ms since epoch of the terminal state, 0 = not terminal */
 	int64_t lease_expires_at; /* ms since epoch, 0 = no lease */
-	uint32_t claim_timeout;   /* s, lease length of the latest claim */
 	iq_id_t claim_id;         /* latest claim; all zero = none (never claimed, or released) */
 	rbuf_t *worker;           /* name the latest claimant gave, or NULL */
 	rbuf_t *payload;          /* raw JSON object as submitted */

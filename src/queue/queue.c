@@ -133,9 +133,18 @@ static void hash_remove(queue_t *q, job_t *job)
 
 /* ---- binary heaps ---- */
 
-static size_t *heap_pos(job_t *j, enum heap_kind kind)
+static size_t heap_pos(const job_t *j, enum heap_kind kind)
 {
-	return kind == HEAP_PENDING ? &j->pending_pos : &j->lease_pos;
+	return kind == HEAP_PENDING ? j->pending_pos : j->lease_pos;
+}
+
+static void set_heap_pos(job_t *j, enum heap_kind kind, size_t pos)
+{
+	IQ_ASSERT(pos <= JOB_NO_POS);
+	if (kind == HEAP_PENDING)
+		j->pending_pos = (uint32_t)pos;
+	else
+		j->lease_pos = (uint32_t)pos;
 }
 
 /* Returns 1 when a belongs above b: pending by priority desc then seq asc,
@@ -154,7 +163,7 @@ static int heap_before(const job_t *a, const job_t *b, enum heap_kind kind)
 static void heap_set(job_t **h, size_t i, job_t *j, enum heap_kind kind)
 {
 	h[i] = j;
-	*heap_pos(j, kind) = i;
+	set_heap_pos(j, kind, i);
 }
 
 static void sift_up(job_t **h, size_t i, enum heap_kind kind)
@@ -198,17 +207,18 @@ static void heap_push(job_t ***h, size_t *len, size_t *cap, job_t *j, enum heap_
 		*h = xrealloc(*h, *cap * sizeof(**h));
 	}
 	(*h)[*len] = j;
-	*heap_pos(j, kind) = *len;
+	IQ_ASSERT(*len < JOB_NO_POS);
+	set_heap_pos(j, kind, *len);
 	(*len)++;
 	sift_up(*h, *len - 1, kind);
 }
 
 static void heap_remove(job_t ***h, size_t *len, size_t *cap, job_t *j, enum heap_kind kind)
 {
-	size_t i = *heap_pos(j, kind);
+	size_t i = heap_pos(j, kind);
 
 	IQ_ASSERT(i < *len && (*h)[i] == j);
-	*heap_pos(j, kind) = SIZE_MAX;
+	set_heap_pos(j, kind, JOB_NO_POS);
 	(*len)--;
 	if (i < *len) {
 		/* The last element fills the hole and may need to go either way. */
@@ -255,9 +265,9 @@ static void lease_remove(queue_t *q, job_t *job)
 /* Takes job out of both heaps and out of its model's counters. */
 static void unindex(queue_t *q, job_t *job)
 {
-	if (job->pending_pos != SIZE_MAX)
+	if (job->pending_pos != JOB_NO_POS)
 		pending_remove(job);
-	if (job->lease_pos != SIZE_MAX)
+	if (job->lease_pos != JOB_NO_POS)
 		lease_remove(q, job);
 	if (job->rec.state == JOB_PENDING)
 		job->model->pending--;
@@ -443,8 +453,8 @@ job_t *queue_job_new(void)
 {
 	job_t *job = xcalloc(1, sizeof(*job));
 
-	job->pending_pos = SIZE_MAX;
-	job->lease_pos = SIZE_MAX;
+	job->pending_pos = JOB_NO_POS;
+	job->lease_pos = JOB_NO_POS;
 	return job;
 }
 
@@ -460,8 +470,8 @@ void queue_add(queue_t *q, job_t *job, queue_time_t now)
 	rbuf_unref(job->rec.model);
 	job->rec.model = rbuf_ref(m->name);
 	job->model = m;
-	job->pending_pos = SIZE_MAX;
-	job->lease_pos = SIZE_MAX;
+	job->pending_pos = JOB_NO_POS;
+	job->lease_pos = JOB_NO_POS;
 	job->lease_mono = 0;
 	if (job->rec.state == JOB_RUNNING && job->rec.lease_expires_at != 0)
 		job->lease_mono = lease_deadline(job->rec.lease_expires_at, now);
@@ -868,7 +878,7 @@ static int check_fail(const char *what)
 static int check_heap(job_t **h, size_t len, enum heap_kind kind, const queue_model_t *m)
 {
 	for (size_t i = 0; i < len; i++) {
-		if (*heap_pos(h[i], kind) != i)
+		if (heap_pos(h[i], kind) != i)
 			return check_fail("a job's heap position differs from its slot");
 		if (i > 0 && heap_before(h[i], h[(i - 1) / 2], kind))
 			return check_fail("a heap is out of order");
@@ -881,8 +891,8 @@ static int check_heap(job_t **h, size_t len, enum heap_kind kind, const queue_mo
 static int check_job(const queue_t *q, job_t *j)
 {
 	queue_model_t *m = j->model;
-	int in_pending = j->pending_pos != SIZE_MAX;
-	int in_lease = j->lease_pos != SIZE_MAX;
+	int in_pending = j->pending_pos != JOB_NO_POS;
+	int in_lease = j->lease_pos != JOB_NO_POS;
 
 	if (in_pending && (j->pending_pos >= m->heap_len || m->heap[j->pending_pos] != j))
 		return check_fail("pending_pos points at another job");

@@ -50,19 +50,34 @@ typedef struct queue_model {
 	struct queue_model *next;
 } queue_model_t;
 
+/*
+ * Heap position of a job in no heap. A heap holds fewer jobs than this
+ * (asserted): at 200 bytes or more per job, memory ends long before.
+ */
+#define JOB_NO_POS 0x7fffffffu
+
+/*
+ * One job in memory: 216 bytes on x86-64, so that with glibc's 8 bytes of
+ * chunk header it takes a 224-byte chunk. Fields are ordered to leave no
+ * padding, and the heap positions are 32 bits, to keep pending jobs small.
+ */
 typedef struct job {
 	job_record_t rec;
 	queue_model_t *model;
-	int64_t lease_mono;  /* monotonic ms when the lease ends, 0 = no lease */
-	size_t pending_pos;  /* index in model->heap, or SIZE_MAX */
-	size_t lease_pos;    /* index in the lease heap, or SIZE_MAX */
-	struct job *hash_next;
+	int64_t lease_mono;      /* monotonic ms when the lease ends, 0 = no lease */
+	uint32_t pending_pos;    /* index in model->heap, or JOB_NO_POS */
+	uint32_t lease_pos : 31; /* index in the lease heap, or JOB_NO_POS */
 
 	/* Owned by the server's commit logic; the queue never reads them. */
-	uint64_t dirty_batch;          /* batch with the latest uncommitted change, 0 = clean */
-	job_record_t *committed;       /* last committed record while dirty, NULL when clean */
-	int64_t committed_lease_mono;  /* lease_mono that goes with committed */
-	unsigned uncommitted_insert:1; /* submitted, and the insert is not committed yet */
+	uint32_t uncommitted_insert : 1; /* submitted, and the insert is not committed yet */
+	struct job *hash_next;
+	uint64_t dirty_batch;    /* batch with the latest uncommitted change, 0 = clean */
+	/*
+	 * Last committed record while dirty, NULL when clean. The server
+	 * allocates it with room after the record for the lease_mono that goes
+	 * with it (engine.c).
+	 */
+	job_record_t *committed;
 } job_t;
 
 /*

@@ -129,12 +129,37 @@ static void on_wait_over(uv_timer_t *timer)
 	close_waiter(w);
 }
 
+/*
+ * Ends the wait of a client that closed its connection or its side of it:
+ * the no-job response goes out at once, which a half-closed client can
+ * still read, and a closed connection no longer waits in CLOSE_WAIT.
+ */
+static void on_client_gone(void *arg, http_request_t *req)
+{
+	waiter_t *w = arg;
+
+	log_fields(LOG_DEBUG, "queue", "claim wait ended: the client closed its connection",
+		   LOG_STR("model", w->model->name->data));
+	unlink_waiter(w);
+	respond_no_job(w);
+	close_waiter(w);
+}
+
 void claim_wait(server_t *s, queue_model_t *m, claim_params_t *p, int64_t wait_ms,
 		http_request_t *req)
 {
 	model_state_t *ms = server_model_state(m);
-	waiter_t *w = xcalloc(1, sizeof(*w));
+	waiter_t *w;
 
+	/* A client already at EOF (a request followed by its FIN) gets the answer now. */
+	if (http_request_is_orphaned(req)) {
+		if (p->format == CLAIM_FORMAT_SPROCKET)
+			http_respond(req, 200, NULL, NULL, "{\"data\":null}", 13);
+		else
+			http_respond(req, 204, NULL, NULL, "", 0);
+		return;
+	}
+	w = xcalloc(1, sizeof(*w));
 	w->server = s;
 	w->model = m;
 	w->req = req;
@@ -149,6 +174,7 @@ void claim_wait(server_t *s, queue_model_t *m, claim_params_t *p, int64_t wait_m
 	uv_timer_init(s->loop, &w->timer);
 	w->timer.data = w;
 	uv_timer_start(&w->timer, on_wait_over, (uint64_t)wait_ms, 0);
+	http_request_watch_orphan(req, on_client_gone, w);
 	log_fields(LOG_DEBUG, "queue", "claim waits for a job", LOG_STR("model", m->name->data),
 		   LOG_INT("wait_ms", wait_ms));
 }

@@ -40,6 +40,8 @@ enum {
 	OPT_WORKER_FORGET,
 	OPT_MAX_LIST_SCAN,
 	OPT_MAX_BATCH,
+	OPT_STATUS_CACHE_BYTES,
+	OPT_MAX_REQUESTS_PER_PASS,
 	OPT_LOG_LEVEL,
 	OPT_AUTH,
 	OPT_TRUSTED_PROXY,
@@ -80,6 +82,8 @@ static const struct option options[] = {
 	{"worker-forget", required_argument, NULL, OPT_WORKER_FORGET},
 	{"max-list-scan", required_argument, NULL, OPT_MAX_LIST_SCAN},
 	{"max-batch", required_argument, NULL, OPT_MAX_BATCH},
+	{"status-cache-bytes", required_argument, NULL, OPT_STATUS_CACHE_BYTES},
+	{"max-requests-per-pass", required_argument, NULL, OPT_MAX_REQUESTS_PER_PASS},
 	{"log-level", required_argument, NULL, OPT_LOG_LEVEL},
 	{"auth", required_argument, NULL, OPT_AUTH},
 	{"trusted-proxy", required_argument, NULL, OPT_TRUSTED_PROXY},
@@ -123,6 +127,8 @@ void config_defaults(serve_config_t *c)
 	c->worker_forget_ms = 3600LL * 1000;
 	c->max_list_scan = 100000;
 	c->max_batch = 1000;
+	c->status_cache_bytes = 16u << 20;
+	c->max_requests_per_pass = 8;
 	c->log_level = LOG_INFO;
 	c->max_filename_length = STORAGE_NAME_MAX;
 	c->upload_url_ttl_ms = 3600LL * 1000;
@@ -174,6 +180,13 @@ void config_usage(void)
 	       "  --max-batch N             jobs one POST /v1/queue/submit_batch may carry, and\n"
 	       "                            the largest max_jobs of one claim, 1 to 100000\n"
 	       "                            (default 1000)\n"
+	       "  --status-cache-bytes BYTES  memory for status responses of finished jobs,\n"
+	       "                            kept to answer repeated status reads without a\n"
+	       "                            store read; 0 to 1G, 0 = off (default 16M)\n"
+	       "  --max-requests-per-pass N  pipelined requests of one connection parsed per\n"
+	       "                            loop pass, so that a pipelining client cannot\n"
+	       "                            delay the others; 0 to 1024, 0 = no limit\n"
+	       "                            (default 8)\n"
 	       "  --log-level LEVEL         debug, info, warn or error (default info)\n"
 	       "  --auth keys|none          keys: every route but /healthz and /readyz needs an\n"
 	       "                            API key (default); none: no checks, allowed only\n"
@@ -432,6 +445,16 @@ static int apply(serve_config_t *c, int opt, const char *v)
 		if (parse_u64(v, 1, 100000, &n) != 0)
 			return flag_error("max-batch", v, "a whole number from 1 to 100000");
 		c->max_batch = (uint32_t)n;
+		return 0;
+	case OPT_STATUS_CACHE_BYTES:
+		if (parse_size(v, 0, 1u << 30, &n) != 0)
+			return flag_error("status-cache-bytes", v, "bytes from 0 to 1G, e.g. 16M");
+		c->status_cache_bytes = (size_t)n;
+		return 0;
+	case OPT_MAX_REQUESTS_PER_PASS:
+		if (parse_u64(v, 0, 1024, &n) != 0)
+			return flag_error("max-requests-per-pass", v, "a whole number from 0 to 1024");
+		c->max_requests_per_pass = (uint32_t)n;
 		return 0;
 	case OPT_LOG_LEVEL:
 		if (log_parse_level(v, &c->log_level) != 0)

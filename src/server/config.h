@@ -37,6 +37,8 @@ typedef struct {
 	int64_t worker_forget_ms;     /* a worker not seen for this long leaves the view */
 	uint32_t max_list_scan;       /* rows one page of the admin job listing examines */
 	uint32_t max_batch;           /* jobs in one submit_batch, and max_jobs of one claim */
+	size_t status_cache_bytes;    /* status bodies of finished jobs kept in memory; 0 = off */
+	uint32_t max_requests_per_pass; /* requests parsed per connection per loop pass; 0 = all */
 	log_level_t log_level;
 	int auth_none;              /* --auth none: every request allowed (loopback only) */
 	char trusted_proxies[CONFIG_MAX_PROXIES][64]; /* --trusted-proxy CIDR ranges, checked */

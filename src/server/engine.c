@@ -28,6 +28,7 @@
 #include "log.h"
 #include "observe.h"
 #include "server.h"
+#include "status_cache.h"
 #include "storage.h"
 
 #define STATE_NONE JOB_STATE_COUNT /* prev_state of an insert */
@@ -94,13 +95,35 @@ int engine_overloaded(server_t *s)
 	return 1;
 }
 
+/*
+ * A job's committed image: job->committed points at rec. The lease deadline
+ * lives here rather than in job_t, so that clean jobs do not pay for it.
+ */
+struct committed_image {
+	job_record_t rec;
+	int64_t lease_mono; /* job->lease_mono that goes with rec */
+};
+
+static struct committed_image *image_of(const job_t *job)
+{
+	return (struct committed_image *)job->committed;
+}
+
+/* Returns the record of a new image, uninitialised, with its lease_mono set. */
+static job_record_t *new_image(int64_t lease_mono)
+{
+	struct committed_image *image = xmalloc(sizeof(*image));
+
+	image->lease_mono = lease_mono;
+	return &image->rec;
+}
+
 void engine_touch(server_t *s, job_t *job)
 {
 	if (job->uncommitted_insert || job->committed)
 		return;
-	job->committed = xmalloc(sizeof(*job->committed));
+	job->committed = new_image(job->lease_mono);
 	job_record_copy(job->committed, &job->rec);
-	job->committed_lease_mono = job->lease_mono;
 }
 
 static void on_idle(uv_idle_t *handle)
@@ -288,6 +311,7 @@ static void commit_succeeded(server_t *s, pending_batch_t *pb)
 					 (long long)op->purged);
 			if (op->purged >= (int64_t)op->purge_limit)
 				schedule_purge(s);
+			status_cache_forget(s->status_cache, op->purged_ids, (size_t)op->purged);
 			storage_forget_jobs(s, op->purged_ids, (size_t)op->purged);
 			op->purged_ids = NULL;
 			continue;
@@ -302,9 +326,9 @@ static void commit_succeeded(server_t *s, pending_batch_t *pb)
 			if (job->committed)
 				job_record_clear(job->committed);
 			else
-				job->committed = xmalloc(sizeof(*job->committed));
+				job->committed = new_image(0);
 			job_record_copy(job->committed, &op->rec);
-			job->committed_lease_mono = op->lease_mono;
+			image_of(job)->lease_mono = op->lease_mono;
 			job->uncommitted_insert = 0;
 		}
 	}
@@ -357,9 +381,11 @@ static void undo_batch(server_t *s, pending_batch_t *pb, queue_time_t now)
 			continue;
 		}
 		if (job->committed) {
+			int64_t lease_mono = image_of(job)->lease_mono;
+
 			queue_restore(s->queue, job, job->committed, now);
-			if (job->rec.state == JOB_RUNNING && job->committed_lease_mono > 0)
-				queue_set_lease(s->queue, job, job->committed_lease_mono);
+			if (job->rec.state == JOB_RUNNING && lease_mono > 0)
+				queue_set_lease(s->queue, job, lease_mono);
 			free(job->committed);
 			job->committed = NULL;
 			job->dirty_batch = 0;

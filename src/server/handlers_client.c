@@ -15,6 +15,7 @@
 #include "render.h"
 #include "request.h"
 #include "routes.h"
+#include "status_cache.h"
 
 static int same_model(const job_record_t *rec, const buf_t *model)
 {
@@ -180,6 +181,27 @@ out:
 	buf_free(&model);
 }
 
+/*
+ * Sends the cached status of finished job id and returns 1, or returns 0
+ * when it is not cached. A job of another model gets the 404 of an unknown
+ * job, as from the store.
+ */
+static int respond_cached_status(server_t *s, http_request_t *req, const iq_id_t *id,
+				 const buf_t *model)
+{
+	const char *cached_model, *body;
+	size_t cached_model_len, body_len;
+
+	if (status_cache_get(s->status_cache, id, &cached_model, &cached_model_len, &body,
+			     &body_len) != 0)
+		return 0;
+	if (cached_model_len != model->len || memcmp(cached_model, model->data, model->len) != 0)
+		not_found(req, id, model);
+	else
+		http_respond(req, 200, NULL, NULL, body, body_len);
+	return 1;
+}
+
 void handle_status(server_t *s, http_request_t *req)
 {
 	input_error_t err;
@@ -213,6 +235,8 @@ void handle_status(server_t *s, http_request_t *req)
 		goto out;
 	}
 
+	if (respond_cached_status(s, req, &id, &model))
+		goto out;
 	rc = store_get(s->store, &id, &row);
 	if (rc == INFERQ_ENOTFOUND || (rc == 0 && !same_model(&row, &model))) {
 		not_found(req, &id, &model);
@@ -221,6 +245,10 @@ void handle_status(server_t *s, http_request_t *req)
 			      "the store could not be read; retry later");
 	} else {
 		render_status(&reply, &row);
+		/* Only a finished job's row stays as it is until the retention purge. */
+		if (job_state_is_terminal(row.state))
+			(void)status_cache_put(s->status_cache, &id, row.model->data,
+					       row.model->len, reply.data, reply.len);
 		respond_json(req, 200, &reply);
 	}
 	if (rc == 0)

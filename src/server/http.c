@@ -71,6 +71,9 @@ struct req {
 	uint64_t started_ns;       /* uv_hrtime() at the end of the headers */
 	http_observer_cb observer; /* copied from the limits: the server may be gone at the answer */
 	void *observer_ctx;
+	http_orphan_cb orphan_cb; /* set by http_request_watch_orphan, or NULL */
+	void *orphan_arg;
+	struct req *watch_prev, *watch_next; /* conn->watched, while orphan_cb is set */
 	/* header array, target and header text, then the inline body follow */
 };
 
@@ -116,6 +119,9 @@ struct conn {
 	size_t ring_cap; /* power of two */
 	uint64_t head_seq, tail_seq;
 	uint32_t unanswered; /* dispatched to the handler, http_respond() not yet called */
+	struct req *watched; /* unanswered requests with an orphan callback */
+	uint32_t pass_requests; /* requests dispatched in loop pass pass_seen */
+	uint64_t pass_seen;
 	buf_t out;           /* ready bytes not yet handed to uv_write */
 	size_t write_queued; /* bytes in out and in uv_write requests */
 	size_t ready_bytes;  /* responses formatted but not yet handed to uv_write */
@@ -163,6 +169,7 @@ struct http_server {
 	void *done_ctx;
 	uint64_t last_reject_warn_ms;
 	uint64_t rejects_since_warn;
+	uint64_t pass; /* loop passes so far, counted at the end of on_check */
 	time_t date_sec;
 	char date[32];
 	tls_context_t *tls; /* not owned; NULL: plain HTTP */
@@ -342,6 +349,31 @@ static void on_conn_handle_closed(uv_handle_t *h)
 	conn_unref(c);
 }
 
+static void unwatch(struct conn *c, struct req *r)
+{
+	if (r->watch_prev)
+		r->watch_prev->watch_next = r->watch_next;
+	else
+		c->watched = r->watch_next;
+	if (r->watch_next)
+		r->watch_next->watch_prev = r->watch_prev;
+	r->watch_prev = r->watch_next = NULL;
+	r->orphan_cb = NULL;
+}
+
+/* Calls the orphan callback of each watched request, once. */
+static void notify_orphans(struct conn *c)
+{
+	while (c->watched) {
+		struct req *r = c->watched;
+		http_orphan_cb cb = r->orphan_cb;
+		void *arg = r->orphan_arg;
+
+		unwatch(c, r);
+		cb(arg, &r->pub);
+	}
+}
+
 /*
  * Closes the socket at once. Requests still unanswered stay valid (they
  * hold references) and are reported as orphaned.
@@ -363,6 +395,7 @@ static void conn_close(struct conn *c)
 	c->tls = NULL;
 	uv_close((uv_handle_t *)&c->tcp, on_conn_handle_closed);
 	uv_close((uv_handle_t *)&c->timer, on_conn_handle_closed);
+	notify_orphans(c);
 }
 
 static void on_shutdown(uv_shutdown_t *sr, int status)
@@ -411,6 +444,15 @@ static void begin_shutdown(struct conn *c)
 
 /* ---- writing ---- */
 
+/* Resumes reading once the output waiting for the socket has drained below the low mark. */
+static void end_backlog(struct conn *c)
+{
+	if (c->backlogged && c->write_queued + c->ready_bytes < WRITE_LOW_BYTES) {
+		c->backlogged = 0;
+		schedule_flush(c);
+	}
+}
+
 static void on_write(uv_write_t *wr, int status)
 {
 	struct write_req *w = (struct write_req *)wr;
@@ -424,23 +466,56 @@ static void on_write(uv_write_t *wr, int status)
 			log_debug("http", "write to %s failed: %s", c->remote, uv_strerror(status));
 			conn_close(c);
 		} else {
-			if (c->backlogged && c->write_queued + c->ready_bytes < WRITE_LOW_BYTES) {
-				c->backlogged = 0;
-				schedule_flush(c);
-			}
+			end_backlog(c);
 			update_timer(c);
 		}
 	}
 	conn_unref(c);
 }
 
-/* Hands data (taken over) to the socket; closes the connection when that fails. */
+/*
+ * Writes as much of data as the socket takes at once, when nothing is
+ * queued before it. Returns the bytes written (0 when the socket is full
+ * or writes are queued) or a negative libuv error.
+ */
+static int try_write(struct conn *c, const buf_t *data)
+{
+	uv_buf_t b = uv_buf_init(data->data, (unsigned)data->len);
+	int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+
+	return n == UV_EAGAIN ? 0 : n;
+}
+
+/*
+ * Hands data (taken over) to the socket and closes the connection when that
+ * fails. The bytes the socket takes at once skip uv_write, because libuv
+ * 1.44 makes one epoll_ctl call after each completed uv_write request, even
+ * when the socket took every byte at once.
+ */
 static void send_bytes(struct conn *c, buf_t *data)
 {
-	struct write_req *w = xmalloc(sizeof(*w));
+	struct write_req *w;
 	uv_buf_t b;
-	int rc;
+	int rc = try_write(c, data);
 
+	if (rc < 0) {
+		log_debug("http", "write to %s failed: %s", c->remote, uv_strerror(rc));
+		buf_free(data);
+		conn_close(c);
+		return;
+	}
+	if ((size_t)rc == data->len) {
+		buf_free(data);
+		end_backlog(c);
+		return;
+	}
+	if (rc > 0) {
+		memmove(data->data, data->data + rc, data->len - (size_t)rc);
+		data->len -= (size_t)rc;
+		data->data[data->len] = '\0';
+	}
+
+	w = xmalloc(sizeof(*w));
 	w->conn = c;
 	w->data = *data;
 	buf_init(data);
@@ -521,7 +596,8 @@ static void conn_flush(struct conn *c)
 	    c->head_seq == c->tail_seq)
 		c->close_after_flush = 1;
 	if (c->close_after_flush && c->head_seq == c->tail_seq) {
-		if (c->peer_eof && c->write_queued == 0)
+		/* TLS still owes the client a close_notify, which begin_shutdown sends. */
+		if (c->peer_eof && c->write_queued == 0 && !c->tls)
 			conn_close(c);
 		else
 			begin_shutdown(c);
@@ -590,6 +666,12 @@ static void on_check(uv_check_t *h)
 	}
 	if (!s->flush_head)
 		uv_idle_stop(&s->idle);
+
+	/*
+	 * The pass ends here, after the resumes above, so a connection stopped
+	 * by max_requests_per_pass parses its next requests in the next pass.
+	 */
+	s->pass++;
 	maybe_finish_server(s);
 }
 
@@ -736,6 +818,9 @@ static void on_peer_eof(struct conn *c)
 {
 	c->peer_eof = 1;
 	update_reading(c);
+	notify_orphans(c);
+	if (c->closed)
+		return;
 	if (c->in_request ||
 	    (c->unanswered == 0 && c->head_seq == c->tail_seq && c->write_queued == 0))
 		conn_close(c);
@@ -1160,6 +1245,11 @@ static void message_complete(struct conn *c)
 	}
 	r->seq = ring_push(c);
 	c->unanswered++;
+	if (c->pass_seen != s->pass) {
+		c->pass_seen = s->pass;
+		c->pass_requests = 0;
+	}
+	c->pass_requests++;
 	c->refs++;
 	update_timer(c);
 	s->handler(s->ctx, &r->pub);
@@ -1224,12 +1314,22 @@ static int chunk_crlf_ok(struct conn *c, const char *p, size_t n)
 	return 1;
 }
 
+/* Returns 1 when the connection has had its max_requests_per_pass in this loop pass. */
+static int pass_budget_spent(const struct conn *c)
+{
+	const struct http_server *s = c->server;
+
+	return s->limits.max_requests_per_pass > 0 && c->pass_seen == s->pass &&
+	       c->pass_requests >= s->limits.max_requests_per_pass;
+}
+
 /*
  * Feeds the parser, one region at a time: header block and chunk framing
  * (scanned for bare CR, and the header block counted against its limit),
  * or body bytes (passed as they are). Between requests it stops when the
- * connection has max_pipelined unanswered requests or too much unsent
- * output, and keeps the rest in the stash.
+ * connection has max_pipelined unanswered requests, too much unsent output
+ * or its max_requests_per_pass in this loop pass, and keeps the rest in the
+ * stash. After the last of these, on_check parses the stash in the next pass.
  */
 static void conn_feed(struct conn *c, const char *p, size_t len)
 {
@@ -1237,6 +1337,10 @@ static void conn_feed(struct conn *c, const char *p, size_t len)
 	int run_empty = 0; /* run the parser once more on no bytes, after a pause */
 
 	while ((len > 0 || run_empty) && can_parse(c)) {
+		if (pass_budget_spent(c) && !c->in_request) {
+			schedule_flush(c);
+			break;
+		}
 		size_t n = len, used;
 		int scanned = 0, bare_cr = 0;
 		llhttp_errno_t err;
@@ -1719,6 +1823,8 @@ void http_respond(http_request_t *req, int status, const char *content_type,
 	IQ_ASSERT(status >= 200 && status <= 599);
 	IQ_ASSERT(c->unanswered > 0);
 	c->unanswered--;
+	if (r->orphan_cb)
+		unwatch(c, r);
 	if (log_enabled(LOG_DEBUG)) {
 		char path[96];
 
@@ -1740,6 +1846,21 @@ int http_request_is_orphaned(const http_request_t *req)
 	const struct conn *c = ((const struct req *)req)->conn;
 
 	return c->closed || c->peer_eof;
+}
+
+void http_request_watch_orphan(http_request_t *req, http_orphan_cb cb, void *arg)
+{
+	struct req *r = (struct req *)req;
+	struct conn *c = r->conn;
+
+	IQ_ASSERT(cb != NULL && r->orphan_cb == NULL && !c->closed && !c->peer_eof);
+	r->orphan_cb = cb;
+	r->orphan_arg = arg;
+	r->watch_prev = NULL;
+	r->watch_next = c->watched;
+	if (c->watched)
+		c->watched->watch_prev = r;
+	c->watched = r;
 }
 
 /* ---- query strings ---- */

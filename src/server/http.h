@@ -43,6 +43,12 @@ typedef struct {
 	uint32_t max_connections;    /* further connections are closed at accept */
 	uint32_t max_pipelined;      /* unanswered requests per connection before reading pauses */
 	/*
+	 * Requests parsed per connection in one loop pass, 0 = no limit. The
+	 * rest of a pipelined burst waits for the next pass, so one client's
+	 * burst does not delay the other connections' requests by more than this.
+	 */
+	uint32_t max_requests_per_pass;
+	/*
 	 * Optional: returns the body limit of one request once its headers are
 	 * complete (path, query and headers set, no body yet) and points *flag
 	 * at the setting's name for the 413 message. NULL: max_body_bytes and
@@ -160,6 +166,20 @@ void http_respond(http_request_t *req, int status, const char *content_type,
  * that only half-closed still receives the response.
  */
 int http_request_is_orphaned(const http_request_t *req);
+
+/* Called when the client of an unanswered request ends its side or the connection closes. */
+typedef void (*http_orphan_cb)(void *arg, http_request_t *req);
+
+/*
+ * Calls cb(arg, req) once if the connection of req reaches EOF or closes
+ * before req is answered, so that a long-poll can answer at once instead of
+ * at the end of its wait (a socket whose client closed stays in CLOSE_WAIT
+ * until then). The callback may call http_respond(); a client that only
+ * half-closed still receives that response. http_respond() cancels the
+ * watch. Call it at most once per request, and only while
+ * http_request_is_orphaned() returns 0.
+ */
+void http_request_watch_orphan(http_request_t *req, http_orphan_cb cb, void *arg);
 
 /*
  * Reads query parameter name from query[0..len), percent-decoding it

@@ -22,6 +22,7 @@
 #include "observe.h"
 #include "routes.h"
 #include "server.h"
+#include "status_cache.h"
 #include "storage.h"
 #include "tls.h"
 
@@ -267,6 +268,7 @@ static int start_listening(server_t *s)
 		.request_timeout_ms = (uint64_t)s->config.request_timeout_ms,
 		.max_connections = fit_connections_to_file_limit(s->config.max_connections),
 		.max_pipelined = 64,
+		.max_requests_per_pass = s->config.max_requests_per_pass,
 		.body_limit = storage_body_limit,
 		.observer = observe_http,
 		.tls_handshake_timeout_ms = (uint64_t)s->config.tls_handshake_timeout_ms,
@@ -342,14 +344,16 @@ static void log_config(const serve_config_t *c)
 		 "max_body_bytes=%zu max_header_bytes=%zu max_info_bytes=%zu "
 		 "idempotency_ttl=%llds max_model_length=%zu max_json_depth=%d request_timeout=%lldms "
 		 "idle_timeout=%lldms max_connections=%u log_format=%s access_log=%s "
-		 "metrics_listen=%s metrics_max_models=%u",
+		 "metrics_listen=%s metrics_max_models=%u status_cache_bytes=%zu "
+		 "max_requests_per_pass=%u",
 		 c->data_dir, c->claim_timeout, c->max_retries, (long long)(c->retention_ms / 1000),
 		 c->max_body_bytes, c->max_header_bytes, c->max_info_bytes,
 		 (long long)(c->idempotency_ttl_ms / 1000), c->max_model_length,
 		 c->max_json_depth, (long long)c->request_timeout_ms,
 		 (long long)c->idle_timeout_ms, c->max_connections,
 		 c->log_format == LOG_FORMAT_JSON ? "json" : "text", c->access_log ? "on" : "off",
-		 c->metrics_listen[0] ? c->metrics_listen : "none", c->metrics_max_models);
+		 c->metrics_listen[0] ? c->metrics_listen : "none", c->metrics_max_models,
+		 c->status_cache_bytes, c->max_requests_per_pass);
 }
 
 int serve_main(int argc, char **argv)
@@ -415,6 +419,7 @@ int serve_main(int argc, char **argv)
 		return 1;
 	}
 	observe_load_finished(s);
+	s->status_cache = status_cache_new(s->config.status_cache_bytes);
 	engine_init(s);
 
 	uv_signal_init(s->loop, &s->sigint);
@@ -442,6 +447,7 @@ int serve_main(int argc, char **argv)
 	workers_free(s->workers);
 	auth_close(s);
 	storage_close(s);
+	status_cache_free(s->status_cache);
 	observe_free(s);
 	tls_context_free(s->tls);
 	uv_loop_close(s->loop);

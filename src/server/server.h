@@ -65,6 +65,7 @@ typedef struct server {
 	struct storage *storage;    /* output files of Sprocket workers (storage.h) */
 	workers_t *workers;         /* workers seen, for GET /v1/admin/workers (workers.h) */
 	observe_t *observe;         /* metrics and the metrics listener (observe.h) */
+	struct status_cache *status_cache; /* finished jobs' status bodies (status_cache.h) */
 
 	uint64_t next_seq;      /* seq of the next submitted job */
 	uint64_t next_batch_id; /* id of the next collecting batch; starts at 1 */
@@ -157,7 +158,12 @@ typedef struct {
 int claim_next(server_t *s, queue_model_t *m, const claim_params_t *p, http_request_t *req,
 	       const buf_t *warnings);
 
-/* Parks req as a long-poll waiter on m for wait_ms; it takes over p->worker. */
+/*
+ * Parks req as a long-poll waiter on m for wait_ms; it takes over p->worker.
+ * A waiter whose client closes its connection or its side of it gets the
+ * no-job response at once. A client already at EOF gets it now, unparked,
+ * and p->worker then stays with the caller.
+ */
 void claim_wait(server_t *s, queue_model_t *m, claim_params_t *p, int64_t wait_ms,
 		http_request_t *req);
 

@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "buf.h"
@@ -162,6 +163,60 @@ static void test_id_v4_layout(void **state)
 	assert_false(id_equal(&a, &b));
 	check_random_bits(make_v4, 0);
 	check_random_bits(make_v7, 6);
+}
+
+static int compare_ids(const void *a, const void *b)
+{
+	return memcmp(a, b, sizeof(iq_id_t));
+}
+
+static void test_ids_distinct_across_refills(void **state)
+{
+	enum { COUNT = 5000 }; /* about 12 refills of the 4 KiB random block */
+	iq_id_t *ids = calloc(COUNT * 2, sizeof(*ids));
+
+	assert_non_null(ids);
+	for (int i = 0; i < COUNT; i++) {
+		/* The same millisecond for every v7 id: only the random bits differ. */
+		id_new_v7(&ids[i], 1700000000000LL);
+		id_new_v4(&ids[COUNT + i]);
+		assert_int_equal(ids[i].b[6] >> 4, 7);
+		assert_int_equal(ids[COUNT + i].b[6] >> 4, 4);
+		assert_int_equal(ids[COUNT + i].b[8] >> 6, 2);
+	}
+	qsort(ids, COUNT * 2, sizeof(*ids), compare_ids);
+	for (int i = 1; i < COUNT * 2; i++)
+		assert_int_not_equal(memcmp(&ids[i - 1], &ids[i], sizeof(*ids)), 0);
+	free(ids);
+}
+
+static void test_ids_fork_child_differs(void **state)
+{
+	iq_id_t before, parent, from_child;
+	int fds[2];
+	pid_t pid;
+	int status;
+
+	/* Fill this thread's random block, so that the child inherits bytes not used yet. */
+	id_new_v4(&before);
+	assert_int_equal(pipe(fds), 0);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		iq_id_t id;
+
+		id_new_v4(&id);
+		_exit(write(fds[1], &id, sizeof(id)) == (ssize_t)sizeof(id) ? 0 : 1);
+	}
+	close(fds[1]);
+	assert_int_equal(read(fds[0], &from_child, sizeof(from_child)), sizeof(from_child));
+	close(fds[0]);
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+
+	id_new_v4(&parent);
+	assert_int_not_equal(memcmp(&parent, &from_child, sizeof(parent)), 0);
+	assert_int_not_equal(memcmp(&before, &from_child, sizeof(before)), 0);
 }
 
 static void test_id_format_known(void **state)
@@ -1184,6 +1239,8 @@ int main(void)
 	    cmocka_unit_test(test_id_v7_prefix_text),
 	    cmocka_unit_test(test_id_v7_sorts_by_time),
 	    cmocka_unit_test(test_id_v4_layout),
+	    cmocka_unit_test(test_ids_distinct_across_refills),
+	    cmocka_unit_test(test_ids_fork_child_differs),
 	    cmocka_unit_test(test_id_format_known),
 	    cmocka_unit_test(test_id_round_trip),
 	    cmocka_unit_test(test_id_parse_upper_case),

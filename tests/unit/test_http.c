@@ -617,6 +617,53 @@ static void pipeline_limit_pauses_reading(void **state)
 	client_close(cl);
 }
 
+static void pass_budget_keeps_pipeline_whole(void **state)
+{
+	http_limits_t lim = default_limits();
+	client_t *cl;
+	response_t r;
+	char req[16384] = "";
+	int count = 60;
+
+	/* One request per loop pass: a burst of 60, with Content-Length and chunked bodies,
+	 * is parsed over 60 passes from the stash, and every answer comes in order. */
+	lim.max_requests_per_pass = 1;
+	restart_with(&lim);
+	cl = client_open();
+	for (int i = 0; i < count; i++) {
+		char one[256];
+
+		if (i % 3 == 0)
+			snprintf(one, sizeof(one), "GET /target?i=%d HTTP/1.1\r\nHost: t\r\n\r\n", i);
+		else if (i % 3 == 1)
+			snprintf(one, sizeof(one),
+			         "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\nb%03d", i);
+		else
+			snprintf(one, sizeof(one),
+			         "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+			         "2\r\nc%d\r\n2\r\n%02d\r\n0\r\n\r\n",
+			         i % 10, i);
+		strcat(req, one);
+	}
+	send_str(cl, req);
+	for (int i = 0; i < count; i++) {
+		char want[64];
+
+		if (i % 3 == 0)
+			snprintf(want, sizeof(want), "/target|i=%d|none|1", i);
+		else if (i % 3 == 1)
+			snprintf(want, sizeof(want), "b%03d", i);
+		else
+			snprintf(want, sizeof(want), "c%d%02d", i % 10, i);
+		assert_int_equal(read_response(cl, &r), 0);
+		assert_int_equal(r.status, 200);
+		assert_string_equal(r.body, want);
+		response_free(&r);
+	}
+	assert_int_equal(atomic_load(&fx.handled), count);
+	client_close(cl);
+}
+
 static void slow_reader_gets_everything(void **state)
 {
 	http_limits_t lim = default_limits();
@@ -1313,6 +1360,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(target_and_header_values, setup, teardown),
 	    cmocka_unit_test_setup_teardown(pipelined_out_of_order, setup, teardown),
 	    cmocka_unit_test_setup_teardown(pipeline_limit_pauses_reading, setup, teardown),
+	    cmocka_unit_test_setup_teardown(pass_budget_keeps_pipeline_whole, setup, teardown),
 	    cmocka_unit_test_setup_teardown(slow_reader_gets_everything, setup, teardown),
 	    cmocka_unit_test_setup_teardown(body_over_limit_by_content_length, setup, teardown),
 	    cmocka_unit_test_setup_teardown(body_over_limit_chunked, setup, teardown),

@@ -305,7 +305,7 @@ static void test_claim_without_lease(void **state)
 	assert_ptr_equal(queue_claim(q, model(q, "m"), 0, NULL, at(0)), job);
 	claim = job->rec.claim_id;
 	assert_int_equal(job->rec.lease_expires_at, 0);
-	assert_int_equal(job->lease_pos, SIZE_MAX);
+	assert_int_equal(job->lease_pos, JOB_NO_POS);
 	assert_int_equal(model(q, "m")->running, 1);
 	assert_int_equal(queue_next_lease(q), -1);
 	assert_int_equal(queue_heartbeat(q, job, &claim, NULL, at(1000)), 0);
@@ -338,7 +338,7 @@ static void test_cancel_pending_keeps_order(void **state)
 	assert_int_equal(queue_check(q), 0);
 	assert_int_equal(jobs[0]->rec.state, JOB_CANCELED);
 	assert_int_equal(jobs[0]->rec.done_at, WALL_BASE + 5000);
-	assert_int_equal(jobs[0]->pending_pos, SIZE_MAX);
+	assert_int_equal(jobs[0]->pending_pos, JOB_NO_POS);
 	assert_int_equal(m->pending, 5);
 
 	/* Canceled again, or canceled while running, is a conflict. */
@@ -481,7 +481,7 @@ static void test_complete_sets_outputs(void **state)
 	assert_int_equal(job->rec.done_at, WALL_BASE + 9000);
 	assert_int_equal(job->rec.lease_expires_at, 0);
 	assert_int_equal(job->lease_mono, 0);
-	assert_int_equal(job->lease_pos, SIZE_MAX);
+	assert_int_equal(job->lease_pos, JOB_NO_POS);
 	assert_string_equal(job->rec.info->data, "{\"progress\":1}");
 	assert_int_equal(model(q, "m")->running, 0);
 	assert_int_equal(queue_next_lease(q), -1);
@@ -752,7 +752,7 @@ static void test_late_complete_after_expiry(void **state)
 	assert_int_equal(queue_complete(q, a, &claim_a, outputs, NULL, at(12000)), 0);
 	assert_int_equal(a->rec.state, JOB_DONE);
 	assert_int_equal(a->rec.retries, 1);
-	assert_int_equal(a->pending_pos, SIZE_MAX);
+	assert_int_equal(a->pending_pos, JOB_NO_POS);
 	assert_int_equal(queue_fail(q, b, &claim_b, error, NULL, at(12000)), 0);
 	assert_int_equal(b->rec.state, JOB_FAILED);
 	assert_ptr_equal(b->rec.error, error);
@@ -830,7 +830,7 @@ static void test_late_heartbeat_revives(void **state)
 	assert_int_equal(job->rec.claimed_at, WALL_BASE);
 	assert_int_equal(job->rec.lease_expires_at, WALL_BASE + 25000);
 	assert_int_equal(job->lease_mono, MONO_BASE + 25000);
-	assert_int_equal(job->pending_pos, SIZE_MAX);
+	assert_int_equal(job->pending_pos, JOB_NO_POS);
 	assert_int_equal(m->pending, 1);
 	assert_int_equal(m->running, 1);
 	assert_ptr_equal(queue_peek(m), other);
@@ -1539,9 +1539,26 @@ static void test_random_against_reference(void **state)
 	queue_free(q);
 }
 
+static void test_job_size_fits_chunk(void **state)
+{
+	job_t *job = queue_job_new();
+
+	/* 216 bytes plus glibc's 8-byte chunk header fill a 224-byte chunk: a pending job's
+	 * memory depends on it. */
+	if (sizeof(void *) == 8)
+		assert_true(sizeof(job_t) <= 216);
+	assert_int_equal(job->pending_pos, JOB_NO_POS);
+	assert_int_equal(job->lease_pos, JOB_NO_POS);
+	assert_int_equal(job->uncommitted_insert, 0);
+	job->uncommitted_insert = 1;
+	assert_int_equal(job->lease_pos, JOB_NO_POS);
+	free(job);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_job_size_fits_chunk),
 		cmocka_unit_test(test_claim_order_priority_then_fifo),
 		cmocka_unit_test(test_claim_empty_returns_null),
 		cmocka_unit_test(test_claim_sets_lease_and_worker),

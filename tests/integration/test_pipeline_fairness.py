@@ -1,0 +1,110 @@
+"""Fairness between connections (--max-requests-per-pass): a client that pipelines a burst of
+requests gets at most that many parsed per loop pass, so a one-at-a-time client's request is
+answered after a few of the burst's, not after all of them.
+
+The server is stopped (SIGSTOP) while both clients send, so that both connections are readable
+when it resumes and the order of its answers, read from the access log, does not depend on
+timing: the burst is sent first, so the server reads it first.
+"""
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+
+from support import INFERQ_BIN, wait_for
+
+BURST = 400  # about 14 KiB: one read of the server takes the whole burst
+BURST_REQUEST = b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n"
+SINGLE_REQUEST = b"GET /readyz HTTP/1.1\r\nHost: t\r\n\r\n"
+
+
+def access_paths(server):
+    paths = []
+    for text in list(server.log):
+        try:
+            line = json.loads(text)
+        except ValueError:
+            continue
+        if line.get("subsystem") == "access":
+            paths.append(line["path"])
+    return paths
+
+
+def read_responses(sock, count):
+    """Read until count responses have arrived; return their status lines."""
+    data = b""
+    while data.count(b"HTTP/1.1 ") < count or not data.endswith(b"}"):
+        chunk = sock.recv(65536)
+        assert chunk, f"connection closed after {data.count(b'HTTP/1.1 ')} of {count} responses"
+        data += chunk
+    return re.findall(rb"HTTP/1\.1 [0-9]{3} [A-Za-z ]*", data)
+
+
+def burst_answers_before_single(server):
+    """Send BURST pipelined requests and then one request on another connection while the
+    server is stopped; return how many burst requests the server answered before the single
+    one, after checking that every request was answered with 200."""
+    burst = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+    single = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+    try:
+        # Both connections are accepted and in use before the server stops.
+        for sock in (burst, single):
+            sock.sendall(BURST_REQUEST)
+            assert read_responses(sock, 1) == [b"HTTP/1.1 200 OK"]
+        # The access lines of those two arrive through a reader thread: wait for them.
+        logged_before = 2
+        wait_for(lambda: len(access_paths(server)) >= logged_before, 10,
+                 "the access log lines of the first two requests")
+        assert len(access_paths(server)) == logged_before
+
+        os.kill(server.proc.pid, signal.SIGSTOP)
+        try:
+            burst.sendall(BURST_REQUEST * BURST)
+            single.sendall(SINGLE_REQUEST)
+        finally:
+            os.kill(server.proc.pid, signal.SIGCONT)
+
+        assert read_responses(single, 1) == [b"HTTP/1.1 200 OK"]
+        assert read_responses(burst, BURST) == [b"HTTP/1.1 200 OK"] * BURST
+    finally:
+        burst.close()
+        single.close()
+
+    total = logged_before + BURST + 1
+    wait_for(lambda: len(access_paths(server)) >= total, 10, f"{total} access log lines")
+    paths = access_paths(server)[logged_before:]
+    assert sorted(paths) == sorted(["/healthz"] * BURST + ["/readyz"]), paths
+    return paths.index("/readyz")
+
+
+def test_single_request_not_behind_burst(start_server):
+    server = start_server(log_format="json", access_log=True)
+    before = burst_answers_before_single(server)
+    # Default 8 per pass: the burst's first 8, maybe 8 more from the next pass.
+    assert before <= 16, f"{before} of the {BURST} burst requests were answered first"
+
+
+def test_budget_of_one_request(start_server):
+    server = start_server(log_format="json", access_log=True, max_requests_per_pass=1)
+    before = burst_answers_before_single(server)
+    assert before <= 2, f"{before} of the {BURST} burst requests were answered first"
+
+
+def test_no_budget_answers_burst_first(start_server):
+    # 0 turns the budget off: the whole burst, read at once, is answered before the other
+    # connection is read. This shows what the two tests above guard against.
+    server = start_server(log_format="json", access_log=True, max_requests_per_pass=0)
+    assert burst_answers_before_single(server) == BURST
+
+
+def test_bad_max_requests_per_pass_rejected(tmp_path):
+    for value in ("-1", "1025", "x", ""):
+        proc = subprocess.run([str(INFERQ_BIN), "serve", "--listen", "127.0.0.1:0", "--data-dir",
+                               str(tmp_path / "never"), "--max-requests-per-pass", value],
+                              capture_output=True, text=True, timeout=30)
+        assert proc.returncode == 2, (value, proc)
+        assert "--max-requests-per-pass" in proc.stderr, proc.stderr
+        assert "from 0 to 1024" in proc.stderr, proc.stderr
