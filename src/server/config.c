@@ -297,7 +297,10 @@ static int copy_string(char *dst, size_t size, const char *flag, const char *val
 static int copy_listen(char *dst, size_t size, const char *flag, const char *value)
 {
 	char err[256];
+	size_t len = strlen(value);
 
+	if (len == 0 || len >= size)
+		return copy_string(dst, size, flag, value); /* reports the length */
 	if (http_listen_addr_check(value, err, sizeof(err)) != 0) {
 		fprintf(stderr, "inferq serve: --%s: %s\n", flag, err);
 		return INFERQ_EINVAL;

@@ -47,6 +47,7 @@ def burst_answers_before_single(server):
     """Send BURST pipelined requests and then one request on another connection while the
     server is stopped; return how many burst requests the server answered before the single
     one, after checking that every request was answered with 200."""
+    earlier = len(access_paths(server))  # lines of earlier rounds on this server
     burst = socket.create_connection(("127.0.0.1", server.port), timeout=30)
     single = socket.create_connection(("127.0.0.1", server.port), timeout=30)
     try:
@@ -55,7 +56,7 @@ def burst_answers_before_single(server):
             sock.sendall(BURST_REQUEST)
             assert read_responses(sock, 1) == [b"HTTP/1.1 200 OK"]
         # The access lines of those two arrive through a reader thread: wait for them.
-        logged_before = 2
+        logged_before = earlier + 2
         wait_for(lambda: len(access_paths(server)) >= logged_before, 10,
                  "the access log lines of the first two requests")
         assert len(access_paths(server)) == logged_before
@@ -94,10 +95,16 @@ def test_budget_of_one_request(start_server):
 
 
 def test_no_budget_answers_burst_first(start_server):
-    # 0 turns the budget off: the whole burst, read at once, is answered before the other
-    # connection is read. This shows what the two tests above guard against.
+    # 0 turns the budget off: a burst read at once is answered whole before the other
+    # connection is read. This shows what the two tests above guard against. Which socket
+    # the kernel reports ready first is not fixed, so one of three rounds must show it.
     server = start_server(log_format="json", access_log=True, max_requests_per_pass=0)
-    assert burst_answers_before_single(server) == BURST
+    rounds = []
+    for _ in range(3):
+        rounds.append(burst_answers_before_single(server))
+        if rounds[-1] == BURST:
+            break
+    assert BURST in rounds, rounds
 
 
 def test_bad_max_requests_per_pass_rejected(tmp_path):

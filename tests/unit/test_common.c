@@ -1006,15 +1006,19 @@ static void test_config_strings(void **state)
 		assert_string_equal(c.data_dir, "/var/lib/inferq");
 	}
 
-	/* --listen holds up to 255 bytes, --data-dir up to 1023. */
+	/*
+	 * --listen holds up to 255 bytes, --data-dir up to 1023. A listen value
+	 * within the length is still checked as an address.
+	 */
 	memset(long_value, 'h', sizeof(long_value));
 	long_value[255] = '\0';
 	{
 		const char *const list[] = {"serve", "--listen", long_value, NULL};
 
 		config_defaults(&c);
-		assert_int_equal(parse_flags(&c, list, err, sizeof(err)), 0);
-		assert_int_equal(strlen(c.listen), 255);
+		assert_int_equal(parse_flags(&c, list, err, sizeof(err)), INFERQ_EINVAL);
+		assert_non_null(strstr(err, "invalid listen address"));
+		assert_string_equal(c.listen, "127.0.0.1:8080");
 		long_value[255] = 'h';
 		long_value[256] = '\0';
 		config_defaults(&c);

@@ -1289,7 +1289,7 @@ static void query_param_decoding(void **state)
 static void listen_address_errors(void **state)
 {
 	static const char *const bad[] = {
-	    "127.0.0.1",       "localhost:80", "::1:80",       "[::1]80",
+	    "127.0.0.1",       "localhost",    "::1:80",       "[::1]80",
 	    "127.0.0.1:70000", "127.0.0.1:",   "127.0.0.1:8x", ":80"};
 	http_limits_t lim = default_limits();
 	uv_loop_t loop;
