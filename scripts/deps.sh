@@ -7,7 +7,7 @@ set -eu
 
 PACKAGES="build-essential pkg-config libuv1-dev node-llhttp libjansson-dev libsqlite3-dev
 libcmocka-dev libcurl4-openssl-dev libssl-dev sqlite3 python3 python3-pytest clang
-libclang-rt-14-dev imagemagick"
+libclang-rt-14-dev imagemagick libpq-dev postgresql"
 
 missing() {
 	for p in $PACKAGES; do

@@ -48,6 +48,8 @@ typedef struct {
 	int access_log;               /* --access-log: one line per HTTP request */
 	char metrics_listen[256];     /* "host:port" of the unauthenticated /metrics, "" = none */
 	uint32_t metrics_max_models;  /* models with their own metrics series */
+	char store[1024];             /* "local", or a PostgreSQL URI (--store, INFERQ_STORE) */
+	uint32_t pg_pool;             /* PostgreSQL connections per node that run requests */
 } serve_config_t;
 
 /* Fills c with the defaults. */

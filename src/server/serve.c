@@ -20,6 +20,7 @@
 #include "inferq_error.h"
 #include "log.h"
 #include "observe.h"
+#include "pgq.h"
 #include "routes.h"
 #include "server.h"
 #include "storage.h"
@@ -104,6 +105,7 @@ static void on_http_closed(void *ctx)
 	server_t *s = ctx;
 
 	s->http = NULL;
+	pgq_close(s);
 	auth_flush_last_used(s);
 	uv_timer_stop(&s->lease_timer);
 	uv_timer_stop(&s->retention_timer);
@@ -123,6 +125,7 @@ static void on_signal(uv_signal_t *handle, int signum)
 	s->stopping = 1;
 	log_info("server", "%s received, stopping: finishing open requests", strsignal(signum));
 	claim_flush_waiters(s);
+	pgq_flush_waiters(s);
 	observe_close_listener(s);
 	http_server_close(s->http, on_http_closed, s);
 }
@@ -220,14 +223,15 @@ static void log_config(const serve_config_t *c)
 		 "max_body_bytes=%zu max_header_bytes=%zu max_info_bytes=%zu "
 		 "idempotency_ttl=%llds max_model_length=%zu max_json_depth=%d request_timeout=%lldms "
 		 "idle_timeout=%lldms max_connections=%u log_format=%s access_log=%s "
-		 "metrics_listen=%s metrics_max_models=%u",
+		 "metrics_listen=%s metrics_max_models=%u store=%s pg_pool=%u",
 		 c->data_dir, c->claim_timeout, c->max_retries, (long long)(c->retention_ms / 1000),
 		 c->max_body_bytes, c->max_header_bytes, c->max_info_bytes,
 		 (long long)(c->idempotency_ttl_ms / 1000), c->max_model_length,
 		 c->max_json_depth, (long long)c->request_timeout_ms,
 		 (long long)c->idle_timeout_ms, c->max_connections,
 		 c->log_format == LOG_FORMAT_JSON ? "json" : "text", c->access_log ? "on" : "off",
-		 c->metrics_listen[0] ? c->metrics_listen : "none", c->metrics_max_models);
+		 c->metrics_listen[0] ? c->metrics_listen : "none", c->metrics_max_models,
+		 pgq_is_postgres(c->store) ? "postgres" : "local", c->pg_pool);
 }
 
 int serve_main(int argc, char **argv)
@@ -278,7 +282,8 @@ int serve_main(int argc, char **argv)
 		return 1;
 	}
 	if (load_queue(s) != 0 || auth_open(s) != 0 ||
-	    storage_open(s, http_server_port(s->http)) != 0) {
+	    storage_open(s, http_server_port(s->http)) != 0 ||
+	    (pgq_is_postgres(s->config.store) && pgq_open(s) != 0)) {
 		store_close(s->store);
 		stop_listening(s);
 		auth_close(s);

@@ -1,0 +1,104 @@
+/*
+ * The queue on PostgreSQL, for `inferq serve --store postgres://...`: the
+ * database decides every claim and change, so several nodes can share one
+ * queue (docs/scale-out.md). server_t.pg is NULL with the local store, and
+ * nothing here runs then. Every response to a change is sent from the
+ * callback of its database task, that is after its commit.
+ *
+ * All functions run on the loop thread.
+ *
+ * SPDX-License-Identifier: MIT
+ */
+#ifndef INFERQ_PGQ_H
+#define INFERQ_PGQ_H
+
+#include <libpq-fe.h>
+
+#include "pg_pool.h"
+#include "server.h"
+
+#define PGQ_CHANNEL "inferq_jobs" /* NOTIFY channel; the payload is a model name */
+#define PGQ_SWEEP_MS 1000         /* lease expiry and retention sweep period */
+#define PGQ_POLL_MS 250           /* long-poll retry period while claims wait */
+#define PGQ_PURGE_BATCH 1000      /* finished jobs one sweep deletes at most */
+
+/* The columns every job query returns, in the order pgq_row_record reads them. */
+#define PGQ_JOB_COLUMNS                                                                         \
+	"id, seq, model, priority, state, retries, created_at, claimed_at, done_at, "           \
+	"lease_expires_at, claim_timeout, claim_id, worker, payload, info::text, outputs, "    \
+	"error, warnings"
+
+typedef struct pgq pgq_t;
+typedef void (*route_handler_fn)(server_t *s, http_request_t *req);
+
+/* Returns 1 when store names PostgreSQL ("postgres://", "postgresql://"). */
+int pgq_is_postgres(const char *store);
+
+/*
+ * Applies the schema migrations over a blocking connection (before the
+ * loop serves; several nodes may start at once, an advisory lock orders
+ * them), then opens the connection pool, the sweep timer and the LISTEN
+ * connection, and sets s->pg. Returns 0, or INFERQ_EIO after logging an
+ * error that names the database and the fix.
+ */
+int pgq_open(server_t *s);
+
+/* Answers every long-poll claim waiting on this node with "no job" (at stop). */
+void pgq_flush_waiters(server_t *s);
+
+/* Stops the timers and closes the pool; the loop must run afterwards. Accepts s->pg NULL. */
+void pgq_close(server_t *s);
+
+/*
+ * Returns the PostgreSQL handler that replaces route handler local, or
+ * NULL when the route works the same on both stores.
+ */
+route_handler_fn pgq_route(route_handler_fn local);
+
+/* Runs a task on s->pg's pool (pg_pool_exec). */
+void pgq_exec(server_t *s, const pg_stmt_t *stmts, int count, pg_task_cb cb, void *ctx);
+
+/* Fills rec from row of a result with PGQ_JOB_COLUMNS; clear it with job_record_clear. */
+void pgq_row_record(const PGresult *res, int row, job_record_t *rec);
+
+/*
+ * Sends the 503 for a failed task (rc and err from its callback), with
+ * Retry-After, naming the database.
+ */
+void pgq_respond_unavailable(server_t *s, http_request_t *req, int rc, const char *err);
+
+/* Sets param i of st to the NUL-terminated text v (NULL = SQL NULL). */
+void pgq_param(pg_stmt_t *st, int i, const char *v);
+/* Sets param i of st to v[0..len). */
+void pgq_param_len(pg_stmt_t *st, int i, const char *v, size_t len);
+
+/* Parks req as a long-poll claim on model for wait_ms; the params' worker is copied. */
+void pgq_wait(server_t *s, const char *model, size_t model_len, const claim_params_t *p,
+	      int64_t wait_ms, http_request_t *req);
+
+/*
+ * Starts a claim of the next job of model for req. When it took a job it
+ * sends the 200 (with warnings, a JSON array or NULL) and calls done(ctx,
+ * 1, 0, NULL); otherwise it sends nothing and calls done(ctx, 0, rc, err) with rc 0
+ * (no pending job) or the failure (INFERQ_EIO, INFERQ_EBUSY). Copies what
+ * it needs from p and warnings.
+ */
+void pgq_claim(server_t *s, const char *model, size_t model_len, const claim_params_t *p,
+	       http_request_t *req, const buf_t *warnings,
+	       void (*done)(void *ctx, int claimed, int rc, const char *err), void *ctx);
+
+/* pg_client.c and pg_worker.c: the route handlers of the postgres store. */
+void pg_handle_submit(server_t *s, http_request_t *req);
+void pg_handle_status(server_t *s, http_request_t *req);
+void pg_handle_cancel(server_t *s, http_request_t *req);
+void pg_handle_metrics(server_t *s, http_request_t *req);
+void pg_handle_clear(server_t *s, http_request_t *req);
+void pg_handle_readyz(server_t *s, http_request_t *req);
+void pg_handle_unsupported(server_t *s, http_request_t *req);
+void pg_handle_claim(server_t *s, http_request_t *req);
+void pg_handle_heartbeat(server_t *s, http_request_t *req);
+void pg_handle_complete(server_t *s, http_request_t *req);
+void pg_handle_fail(server_t *s, http_request_t *req);
+void pg_handle_release(server_t *s, http_request_t *req);
+
+#endif
