@@ -2,11 +2,54 @@
 ephemeral ports with a fresh data dir, and every process must exit 0 on SIGTERM at the end.
 
 INFERQ_BIN names the binary (tests/run.sh sets it); the default is build/inferq in the repository.
+
+INFERQ_TEST_STORE=postgres runs every server on the postgres store: one throwaway PostgreSQL
+cluster for the session (pg_cluster.py) and a fresh database per test, which all servers of
+that test share. Tests of behaviour that only the local SQLite store has carry
+`@pytest.mark.local_store_only(reason)` and are skipped, with that reason, in that run.
 """
+
+import os
 
 import pytest
 
+from pg_cluster import PgCluster
 from support import Server
+
+TEST_STORE = os.environ.get("INFERQ_TEST_STORE", "local")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "local_store_only(reason): the test checks behaviour of "
+                            "the local SQLite store that the postgres store does not have")
+    if TEST_STORE not in ("local", "postgres"):
+        raise pytest.UsageError(f"INFERQ_TEST_STORE={TEST_STORE!r}: expected local or postgres")
+
+
+def pytest_collection_modifyitems(config, items):
+    if TEST_STORE != "postgres":
+        return
+    for item in items:
+        marker = item.get_closest_marker("local_store_only")
+        if marker:
+            reason = marker.kwargs.get("reason") or (marker.args[0] if marker.args else "")
+            item.add_marker(pytest.mark.skip(reason=f"local store only: {reason}"))
+
+
+@pytest.fixture(scope="session")
+def pg_cluster():
+    """A PostgreSQL cluster on a Unix socket in a temp dir, for the whole session."""
+    cluster = PgCluster()
+    yield cluster
+    cluster.destroy()
+
+
+@pytest.fixture
+def pg_store(request):
+    """The --store URI of a fresh database when INFERQ_TEST_STORE=postgres, else None."""
+    if TEST_STORE != "postgres":
+        return None
+    return request.getfixturevalue("pg_cluster").new_database()
 
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)
@@ -28,7 +71,7 @@ def flag_args(flags):
 
 
 @pytest.fixture
-def start_server(request, tmp_path):
+def start_server(request, tmp_path, pg_store):
     """Return a function that starts a server: start_server(data_dir=None, **flags) -> Server.
 
     Flags are written in Python form (max_retries=0 becomes --max-retries 0). Without
@@ -39,6 +82,8 @@ def start_server(request, tmp_path):
     def start(data_dir=None, **flags):
         if data_dir is None:
             data_dir = tmp_path / f"data{len(servers)}"
+        if pg_store and "store" not in flags:
+            flags["store"] = pg_store
         server = Server(data_dir, flag_args(flags))
         servers.append(server)
         return server.start()
