@@ -79,7 +79,7 @@ static void not_found(http_request_t *req, const iq_id_t *id, const char *model)
 
 static const char sql_submit[] =
 	"WITH ins AS (" SUBMIT_INSERT "VALUES ($1::uuid, $2, $3::int, inferq_now_ms(), $4, "
-	"$5::jsonb, $6, NULL, NULL) RETURNING model) "
+	"$5, $6, NULL, NULL) RETURNING model) "
 	"SELECT pg_notify('" PGQ_CHANNEL "', model) FROM ins";
 
 static const char sql_idempotency_lock[] =
@@ -89,7 +89,7 @@ static const char sql_submit_keyed[] =
 	"WITH prev AS (SELECT id, body_hash FROM inferq_jobs WHERE model = $2 AND "
 	"idempotency_key = $7 AND created_at >= inferq_now_ms() - $9::bigint "
 	"ORDER BY seq DESC LIMIT 1), "
-	"ins AS (" SUBMIT_INSERT "SELECT $1::uuid, $2, $3::int, inferq_now_ms(), $4, $5::jsonb, "
+	"ins AS (" SUBMIT_INSERT "SELECT $1::uuid, $2, $3::int, inferq_now_ms(), $4, $5, "
 	"$6, $7, $8 WHERE NOT EXISTS (SELECT 1 FROM prev) RETURNING model) "
 	"SELECT (SELECT id FROM prev), (SELECT body_hash FROM prev), "
 	"(SELECT count(pg_notify('" PGQ_CHANNEL "', model)) FROM ins)";

@@ -25,7 +25,7 @@
 /* The columns every job query returns, in the order pgq_row_record reads them. */
 #define PGQ_JOB_COLUMNS                                                                         \
 	"id, seq, model, priority, state, retries, created_at, claimed_at, done_at, "           \
-	"lease_expires_at, claim_timeout, claim_id, worker, payload, info::text, outputs, "    \
+	"lease_expires_at, claim_timeout, claim_id, worker, payload, info, outputs, "    \
 	"error, warnings"
 
 typedef struct pgq pgq_t;
@@ -86,6 +86,15 @@ void pgq_wait(server_t *s, const char *model, size_t model_len, const claim_para
 void pgq_claim(server_t *s, const char *model, size_t model_len, const claim_params_t *p,
 	       http_request_t *req, const buf_t *warnings,
 	       void (*done)(void *ctx, int claimed, int rc, const char *err), void *ctx);
+
+/* The worker calls fenced by claim_id. */
+typedef enum { PG_FENCE_HEARTBEAT, PG_FENCE_COMPLETE, PG_FENCE_FAIL, PG_FENCE_RELEASE } pg_fence_t;
+
+/*
+ * pg_fence.c: validates a heartbeat, complete, fail or release and runs
+ * it against the database, answering req from the task's callback.
+ */
+void pg_fence(server_t *s, http_request_t *req, pg_fence_t op);
 
 /* pg_client.c and pg_worker.c: the route handlers of the postgres store. */
 void pg_handle_submit(server_t *s, http_request_t *req);
