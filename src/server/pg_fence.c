@@ -27,15 +27,19 @@
 #define FENCE_ATTEMPTS 8 /* reads of a row whose info other calls keep changing */
 
 /*
- * $1 id, $2 model, $3 claim id, $4 new info or NULL (keep), $5 the info
+ * $1 id, $2 model, $3 claim id (NULL: any claim, for Sprocket updates,
+ * which carry none), $4 new info or NULL (keep), $5 the info
  * $4 was merged from, $6 outputs or error. Returns the state seen, whether
  * the claim is current, whether info was unchanged, and the new state and
  * lease when the update applied.
  */
+#define MINE                                                                                   \
+	"(CASE WHEN $3::uuid IS NULL THEN claim_id IS NOT NULL ELSE claim_id IS NOT DISTINCT "  \
+	"FROM $3::uuid END)"
 #define FENCE_HEAD                                                                             \
 	"WITH cur AS (SELECT id, state, claim_id, info FROM inferq_jobs WHERE id = $1::uuid "   \
 	"AND model = $2 FOR UPDATE), "                                                          \
-	"fits AS (SELECT id, state, claim_id IS NOT DISTINCT FROM $3::uuid AS mine, "           \
+	"fits AS (SELECT id, state, " MINE " AS mine, "                                           \
 	"($4::text IS NULL OR info IS NOT DISTINCT FROM $5::text) AS same FROM cur), "
 #define FENCE_TAIL(states)                                                                     \
 	"FROM fits WHERE j.id = fits.id AND fits.mine AND fits.same AND fits.state IN " states  \
@@ -60,7 +64,7 @@ static const char *const fence_sql[] = {
 };
 
 static const char sql_read[] =
-	"SELECT state, claim_id IS NOT DISTINCT FROM $3::uuid, info FROM inferq_jobs "
+	"SELECT state, " MINE ", info FROM inferq_jobs "
 	"WHERE id = $1::uuid AND model = $2";
 
 /* Tells waiters on every node that a released job is pending again. */
@@ -74,6 +78,7 @@ typedef struct {
 	char id_text[ID_TEXT_LEN + 1];
 	char claim_text[ID_TEXT_LEN + 1];
 	int no_claim; /* the body had no claim_id: the all-zero id, nobody's claim, is used */
+	int sprocket; /* a Sprocket update: any current claim will do (claim_text unused) */
 	buf_t model;
 	buf_t warnings;
 	buf_t patch;  /* info patch, or empty when the body had none */
@@ -118,6 +123,13 @@ static int refuse(fence_call_t *c, job_state_t state, int mine)
 		conflict_body(&reply, "invalid_state", NULL, state,
 			      "the job is already %s; a finished job cannot change",
 			      job_state_name(state));
+	else if (c->sprocket && !mine)
+		conflict_body(&reply, "invalid_state", NULL, state,
+			      "the job is %s and no worker holds it (it was never retrieved, or "
+			      "it was released); retrieve it before sending status updates",
+			      job_state_name(state));
+	else if (c->sprocket)
+		return 0;
 	else if (c->no_claim)
 		conflict_body(&reply, "claim_mismatch", "claim_id", state,
 			      "claim_id is missing; only the worker that holds the current claim "
@@ -138,7 +150,7 @@ static void reply_ok(fence_call_t *c, job_state_t state, int64_t lease_ms)
 	buf_t reply = BUF_INIT;
 	job_record_t rec = {0};
 
-	if (c->op == PG_FENCE_HEARTBEAT) {
+	if (c->op == PG_FENCE_HEARTBEAT && !c->sprocket) {
 		buf_puts(&reply, "{\"status\":\"running\"");
 		render_time_field(&reply, "lease_expires_at", lease_ms);
 		buf_putc(&reply, '}');
@@ -195,7 +207,7 @@ static void run_update(fence_call_t *c, const char *new_info, size_t new_len,
 	st[0].sql = fence_sql[c->op];
 	pgq_param(&st[0], 0, c->id_text);
 	pgq_param(&st[0], 1, c->model.data);
-	pgq_param(&st[0], 2, c->claim_text);
+	pgq_param(&st[0], 2, c->sprocket ? NULL : c->claim_text);
 	if (new_info)
 		pgq_param_len(&st[0], 3, new_info, new_len);
 	else
@@ -258,7 +270,7 @@ static void run_read(fence_call_t *c)
 
 	pgq_param(&st, 0, c->id_text);
 	pgq_param(&st, 1, c->model.data);
-	pgq_param(&st, 2, c->claim_text);
+	pgq_param(&st, 2, c->sprocket ? NULL : c->claim_text);
 	pgq_exec(c->server, &st, 1, on_read, c);
 }
 
@@ -328,4 +340,36 @@ void pg_fence(server_t *s, http_request_t *req, pg_fence_t op)
 fail:
 	body_free(&b);
 	call_free(c);
+}
+
+void pgq_sprocket_update(server_t *s, http_request_t *req, int op, const buf_t *model,
+			 const iq_id_t *id, const char *result, size_t result_len,
+			 const json_span_t *info, const buf_t *warnings)
+{
+	fence_call_t *c = xcalloc(1, sizeof(*c));
+
+	c->server = s;
+	c->req = req;
+	c->op = (pg_fence_t)op;
+	c->sprocket = 1;
+	c->id = *id;
+	id_format(id, c->id_text);
+	buf_append(&c->model, model->data, model->len);
+	buf_putc(&c->model, '\0');
+	c->model.len--;
+	if (!auth_covers(s, req, c->model.data, c->model.len)) {
+		not_found(c);
+		call_free(c);
+		return;
+	}
+	if (c->op != PG_FENCE_HEARTBEAT)
+		buf_append(&c->result, result, result_len);
+	if (warnings && warnings->len)
+		buf_append(&c->warnings, warnings->data, warnings->len);
+	if (info) {
+		buf_append(&c->patch, info->start, info->len);
+		run_read(c);
+	} else {
+		run_update(c, NULL, 0, NULL, 0);
+	}
 }

@@ -96,7 +96,7 @@ void pgq_claim(server_t *s, const char *model, size_t model_len, const claim_par
 	pgq_exec(s, &st, 1, on_claimed, c);
 }
 
-/* What the claim route does once its first attempt ended. */
+/* What a claim or retrieve does once its first attempt ended. */
 typedef struct {
 	server_t *server;
 	http_request_t *req;
@@ -107,22 +107,39 @@ typedef struct {
 
 static void route_claim_done(void *ctx, int claimed, int rc, const char *err)
 {
+	static const char sprocket_none[] = "{\"data\":null}";
 	route_claim_t *rc_ = ctx;
 	server_t *s = rc_->server;
 
 	if (claimed) {
-		/* sent */
+		/* the job is sent */
 	} else if (rc != 0) {
 		pgq_respond_unavailable(s, rc_->req, rc, err);
 	} else if (rc_->wait_ms > 0 && !s->stopping && s->pg) {
 		pgq_wait(s, rc_->model.data, rc_->model.len, &rc_->params, rc_->wait_ms,
 			 rc_->req);
+	} else if (rc_->params.format == CLAIM_FORMAT_SPROCKET) {
+		http_respond(rc_->req, 200, NULL, NULL, sprocket_none, sizeof(sprocket_none) - 1);
 	} else {
 		http_respond(rc_->req, 204, NULL, NULL, "", 0);
 	}
 	rbuf_unref(rc_->params.worker);
 	buf_free(&rc_->model);
 	free(rc_);
+}
+
+void pgq_claim_route(server_t *s, http_request_t *req, const char *model, size_t model_len,
+		     const claim_params_t *p, int64_t wait_ms, const buf_t *warnings)
+{
+	route_claim_t *rc = xcalloc(1, sizeof(*rc));
+
+	rc->server = s;
+	rc->req = req;
+	buf_append(&rc->model, model, model_len);
+	rc->params = *p;
+	rc->params.worker = p->worker ? rbuf_ref(p->worker) : NULL;
+	rc->wait_ms = wait_ms;
+	pgq_claim(s, model, model_len, &rc->params, req, warnings, route_claim_done, rc);
 }
 
 static const char *const claim_fields[] = {"model", "claim_timeout", "wait", "worker", NULL};
@@ -136,7 +153,7 @@ void pg_handle_claim(server_t *s, http_request_t *req)
 	int64_t timeout = s->config.claim_timeout;
 	double wait = 0;
 	int has_worker = 0;
-	route_claim_t *rc;
+	claim_params_t params = {0, NULL, CLAIM_FORMAT_NATIVE};
 
 	if (body_parse(&s->config, req->body, req->body_len, claim_fields, &b, &err) != 0 ||
 	    read_model(&s->config, &b, &model, &err) != 0 ||
@@ -150,16 +167,12 @@ void pg_handle_claim(server_t *s, http_request_t *req)
 		auth_respond_model_not_found(req, model.data, model.len);
 		goto out;
 	}
-	rc = xcalloc(1, sizeof(*rc));
-	rc->server = s;
-	rc->req = req;
-	buf_append(&rc->model, model.data, model.len);
-	rc->params.claim_timeout = (uint32_t)timeout;
-	rc->params.format = CLAIM_FORMAT_NATIVE;
+	params.claim_timeout = (uint32_t)timeout;
 	if (has_worker)
-		rc->params.worker = rbuf_new(worker.data ? worker.data : "", worker.len);
-	rc->wait_ms = wait > 0 ? (int64_t)ceil(wait * 1000) : 0;
-	pgq_claim(s, model.data, model.len, &rc->params, req, &b.warnings, route_claim_done, rc);
+		params.worker = rbuf_new(worker.data ? worker.data : "", worker.len);
+	pgq_claim_route(s, req, model.data, model.len, &params,
+			wait > 0 ? (int64_t)ceil(wait * 1000) : 0, &b.warnings);
+	rbuf_unref(params.worker);
 out:
 	body_free(&b);
 	buf_free(&model);

@@ -135,8 +135,6 @@ route_handler_fn pgq_route(route_handler_fn local)
 		{handle_fail, pg_handle_fail},
 		{handle_release, pg_handle_release},
 		{handle_readyz, pg_handle_readyz},
-		{handle_sprocket_retrieve, pg_handle_unsupported},
-		{handle_sprocket_status, pg_handle_unsupported},
 		{handle_admin_jobs, pg_handle_unsupported},
 		{handle_admin_job, pg_handle_unsupported},
 		{handle_admin_queues, pg_handle_unsupported},

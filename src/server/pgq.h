@@ -14,6 +14,7 @@
 
 #include <libpq-fe.h>
 
+#include "json.h"
 #include "pg_pool.h"
 #include "server.h"
 
@@ -86,6 +87,24 @@ void pgq_wait(server_t *s, const char *model, size_t model_len, const claim_para
 void pgq_claim(server_t *s, const char *model, size_t model_len, const claim_params_t *p,
 	       http_request_t *req, const buf_t *warnings,
 	       void (*done)(void *ctx, int claimed, int rc, const char *err), void *ctx);
+
+/*
+ * Claims the next job of model for req in p->format, waiting up to wait_ms
+ * (0: answer at once) for one: 200 with the job, else 204 (native) or
+ * {"data":null} (Sprocket), or 503. Copies what it needs.
+ */
+void pgq_claim_route(server_t *s, http_request_t *req, const char *model, size_t model_len,
+		     const claim_params_t *p, int64_t wait_ms, const buf_t *warnings);
+
+/*
+ * Applies a Sprocket status update (op HEARTBEAT for running, COMPLETE
+ * with result = outputs, FAIL with result = error text) to the job under
+ * whatever claim it holds: accepted while running or pending after a lease
+ * expiry with no claim since, 409 otherwise. info is the patch or NULL.
+ */
+void pgq_sprocket_update(server_t *s, http_request_t *req, int op, const buf_t *model,
+			 const iq_id_t *id, const char *result, size_t result_len,
+			 const json_span_t *info, const buf_t *warnings);
 
 /* The worker calls fenced by claim_id. */
 typedef enum { PG_FENCE_HEARTBEAT, PG_FENCE_COMPLETE, PG_FENCE_FAIL, PG_FENCE_RELEASE } pg_fence_t;
