@@ -30,6 +30,7 @@ typedef struct {
 	buf_t warnings; /* JSON array of the body's unknown fields, or empty */
 	char hash[BODY_HASH_HEX + 1];
 	char key_shown[64];
+	int64_t priority;
 } call_t;
 
 static call_t *call_new(server_t *s, http_request_t *req, const buf_t *model, const body_t *b)
@@ -126,6 +127,13 @@ static void on_submitted(void *ctx, int rc, PGresult *const *results, int count,
 				      c->key_shown, c->model.data);
 	} else {
 		reply_request_id(c, &c->id);
+		if (log_enabled(LOG_DEBUG)) {
+			char text[ID_TEXT_LEN + 1];
+
+			id_format(&c->id, text);
+			log_fields(LOG_DEBUG, "queue", "submitted", LOG_STR("request_id", text),
+				   LOG_STR("model", c->model.data), LOG_INT("priority", c->priority));
+		}
 	}
 	call_free(c);
 }
@@ -200,6 +208,7 @@ void pg_handle_submit(server_t *s, http_request_t *req)
 	}
 
 	c = call_new(s, req, &model, &b);
+	c->priority = priority;
 	id_new_v7(&c->id, clock_wall_ms());
 	if (key) {
 		idempotency_body_hash(req->body, req->body_len, c->hash);
@@ -208,7 +217,8 @@ void pg_handle_submit(server_t *s, http_request_t *req)
 	snprintf(prio, sizeof(prio), "%lld", (long long)priority);
 	snprintf(ttl, sizeof(ttl), "%lld", (long long)s->config.idempotency_ttl_ms);
 	count = submit_statements(s, c, &payload, &info, has_info, prio, key, key_len, ttl, st);
-	pgq_exec(s, st, count, on_submitted, c);
+	/* Ordered: submits commit, and so take their seq, in the order they arrived. */
+	pgq_exec_ordered(s, st, count, on_submitted, c);
 out:
 	body_free(&b);
 	buf_free(&model);

@@ -43,6 +43,19 @@ typedef struct {
 	void *ctx;
 } claim_call_t;
 
+static void log_claimed(const job_record_t *rec)
+{
+	char id[ID_TEXT_LEN + 1];
+	const rbuf_t *name = rec->worker;
+
+	if (!log_enabled(LOG_DEBUG))
+		return;
+	id_format(&rec->id, id);
+	log_fields(LOG_DEBUG, "queue", "claimed", LOG_STR("request_id", id),
+		   LOG_STR("model", rec->model->data), LOG_UINT("retries", rec->retries),
+		   LOG_TEXT("worker", name ? name->data : "", name ? name->len : 0));
+}
+
 static void on_claimed(void *ctx, int rc, PGresult *const *results, int count, const char *err)
 {
 	claim_call_t *c = ctx;
@@ -60,6 +73,7 @@ static void on_claimed(void *ctx, int rc, PGresult *const *results, int count, c
 		if (c->format == CLAIM_FORMAT_SPROCKET)
 			buf_putc(&body, '}');
 		respond_json(c->req, 200, &body);
+		log_claimed(&rec);
 		job_record_clear(&rec);
 	}
 	c->done(c->ctx, claimed, claimed ? 0 : rc, err);

@@ -65,7 +65,12 @@ void pgq_param_len(pg_stmt_t *st, int i, const char *v, size_t len)
 
 void pgq_exec(server_t *s, const pg_stmt_t *stmts, int count, pg_task_cb cb, void *ctx)
 {
-	pg_pool_exec(s->pg->pool, stmts, count, cb, ctx);
+	pg_pool_exec(s->pg->pool, stmts, count, 0, cb, ctx);
+}
+
+void pgq_exec_ordered(server_t *s, const pg_stmt_t *stmts, int count, pg_task_cb cb, void *ctx)
+{
+	pg_pool_exec(s->pg->pool, stmts, count, PG_TASK_ORDERED, cb, ctx);
 }
 
 void pgq_respond_unavailable(server_t *s, http_request_t *req, int rc, const char *err)
@@ -272,6 +277,8 @@ void pgq_wait(server_t *s, const char *model, size_t model_len, const claim_para
 	uv_timer_init(s->loop, &w->timer);
 	w->timer.data = w;
 	uv_timer_start(&w->timer, on_wait_over, (uint64_t)wait_ms, 0);
+	log_fields(LOG_DEBUG, "queue", "claim waits for a job", LOG_STR("model", w->model),
+		   LOG_INT("wait_ms", wait_ms));
 	if (!uv_is_active((uv_handle_t *)&q->poll_timer))
 		uv_timer_again(&q->poll_timer);
 }

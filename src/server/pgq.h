@@ -58,6 +58,8 @@ route_handler_fn pgq_route(route_handler_fn local);
 
 /* Runs a task on s->pg's pool (pg_pool_exec). */
 void pgq_exec(server_t *s, const pg_stmt_t *stmts, int count, pg_task_cb cb, void *ctx);
+/* The same as an ordered task: it commits after every ordered task given before it. */
+void pgq_exec_ordered(server_t *s, const pg_stmt_t *stmts, int count, pg_task_cb cb, void *ctx);
 
 /* Fills rec from row of a result with PGQ_JOB_COLUMNS; clear it with job_record_clear. */
 void pgq_row_record(const PGresult *res, int row, job_record_t *rec);

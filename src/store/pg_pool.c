@@ -2,7 +2,9 @@
  * The libpq connection pool (see pg_pool.h). Each connection is a small
  * state machine: DOWN (waiting for its retry timer), CONNECTING (driven by
  * PQconnectPoll), UP (idle or running one task). A connection runs at most
- * one task; its results are read in pipeline mode until the sync result.
+ * one unordered task, or a pipeline of ordered tasks that run one after
+ * another in the order they were given (submits, so that their order is
+ * the order of the requests); results are read until each task's sync.
  * Invariant: a task is either on the wait list or owned by exactly one UP
  * connection, and its callback runs exactly once.
  *
@@ -21,6 +23,7 @@
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
 #define CONNECT_TIMEOUT_MS 5000
+#define MAX_PIPELINED 256 /* ordered tasks in flight on one connection */
 
 enum { CONN_DOWN, CONN_CONNECTING, CONN_UP };
 
@@ -34,6 +37,7 @@ typedef struct task {
 	PGresult *results[PG_TASK_MAX_STMTS];
 	int nresults;
 	int failed;
+	int ordered; /* PG_TASK_ORDERED */
 	char err[256];
 } task_t;
 
@@ -45,7 +49,9 @@ typedef struct conn {
 	int events;
 	int state;
 	int listener; /* only LISTENs, runs no pool task */
-	task_t *task;
+	task_t *task;      /* oldest task in flight; the others follow through next */
+	task_t *task_tail; /* newest task in flight */
+	uint32_t inflight;
 	uv_timer_t timer; /* retry backoff while DOWN, connect deadline while CONNECTING */
 	int64_t backoff_ms;
 } conn_t;
@@ -165,6 +171,20 @@ static void conn_drop(conn_t *c)
 	c->events = 0;
 }
 
+/* Fails every task in flight on c, oldest first. */
+static void fail_inflight(conn_t *c, int rc, const char *msg)
+{
+	while (c->task) {
+		task_t *t = c->task;
+
+		c->task = t->next;
+		if (!c->task)
+			c->task_tail = NULL;
+		c->inflight--;
+		finish_task(t, rc, msg);
+	}
+}
+
 static void on_retry(uv_timer_t *timer)
 {
 	conn_connect(timer->data);
@@ -178,16 +198,11 @@ static void conn_fail(conn_t *c, const char *why)
 	copy_message(p->last_error, sizeof(p->last_error), why);
 	conn_drop(c);
 	c->state = CONN_DOWN;
-	if (c->task) {
-		task_t *t = c->task;
-
-		c->task = NULL;
-		snprintf(msg, sizeof(msg),
-			 "the connection to the database at %s broke (%s); the change may not have "
-			 "been saved: retry it",
-			 p->host, p->last_error);
-		finish_task(t, INFERQ_EIO, msg);
-	}
+	snprintf(msg, sizeof(msg),
+		 "the connection to the database at %s broke (%s); the change may not have "
+		 "been saved: retry it",
+		 p->host, p->last_error);
+	fail_inflight(c, INFERQ_EIO, msg);
 	if (p->closing)
 		return;
 	if (!p->outage && !pg_pool_up(p)) {
@@ -280,7 +295,13 @@ static int send_task(conn_t *c, task_t *t)
 
 static void conn_start_task(conn_t *c, task_t *t)
 {
-	c->task = t;
+	t->next = NULL;
+	if (c->task_tail)
+		c->task_tail->next = t;
+	else
+		c->task = t;
+	c->task_tail = t;
+	c->inflight++;
 	if (send_task(c, t) != 0) {
 		conn_fail(c, PQerrorMessage(c->pg));
 		return;
@@ -288,21 +309,68 @@ static void conn_start_task(conn_t *c, task_t *t)
 	set_poll(c, UV_READABLE | UV_WRITABLE);
 }
 
+/* Returns the connection that runs ordered tasks: the first one up, or NULL. */
+static conn_t *ordered_conn(pg_pool_t *p)
+{
+	for (uint32_t i = 0; i < p->size; i++) {
+		if (p->conns[i].state == CONN_UP)
+			return &p->conns[i];
+	}
+	return NULL;
+}
+
+/* Returns an up connection with nothing in flight, or NULL. */
+static conn_t *idle_conn(pg_pool_t *p)
+{
+	for (uint32_t i = p->size; i-- > 0;) {
+		if (p->conns[i].state == CONN_UP && p->conns[i].inflight == 0)
+			return &p->conns[i];
+	}
+	return NULL;
+}
+
+/*
+ * Starts the waiting tasks that can start, in FIFO order. Ordered tasks
+ * all go to one connection, pipelined; once one cannot start, no later
+ * ordered task starts either, so their order holds.
+ */
 static void dispatch(pg_pool_t *p)
 {
-	for (uint32_t i = 0; i < p->size && p->head; i++) {
-		conn_t *c = &p->conns[i];
-		task_t *t;
+	task_t **link = &p->head;
+	task_t *prev = NULL;
+	int ordered_blocked = 0;
 
-		if (c->state != CONN_UP || c->task)
+	while (*link) {
+		task_t *t = *link;
+		conn_t *c;
+
+		if (t->ordered) {
+			c = ordered_blocked ? NULL : ordered_conn(p);
+			if (c && c->inflight >= MAX_PIPELINED)
+				c = NULL;
+			if (c && c->inflight && c->task->ordered == 0)
+				c = NULL;
+			if (!c)
+				ordered_blocked = 1;
+		} else {
+			c = idle_conn(p);
+		}
+		if (!c) {
+			prev = t;
+			link = &t->next;
 			continue;
-		t = p->head;
-		p->head = t->next;
-		if (!p->head)
-			p->tail = NULL;
+		}
+		*link = t->next;
+		if (p->tail == t)
+			p->tail = prev;
 		p->waiting--;
-		t->next = NULL;
 		conn_start_task(c, t);
+		if (c->state != CONN_UP) {
+			/* The send failed the connection, maybe every waiting task too: begin again. */
+			link = &p->head;
+			prev = NULL;
+			ordered_blocked = 0;
+		}
 	}
 }
 
@@ -341,13 +409,13 @@ static void conn_ready(conn_t *c)
 	dispatch(p);
 }
 
-/* Reads the results that arrived; finishes the task at its sync. */
+/* Reads the results that arrived; finishes each task in flight at its sync. */
 static void read_results(conn_t *c)
 {
-	task_t *t = c->task;
 	int nulls = 0;
 
-	while (t && !PQisBusy(c->pg)) {
+	while (c->state == CONN_UP && c->task && !PQisBusy(c->pg)) {
+		task_t *t = c->task;
 		PGresult *r = PQgetResult(c->pg);
 		ExecStatusType st;
 
@@ -360,19 +428,20 @@ static void read_results(conn_t *c)
 		st = PQresultStatus(r);
 		if (st == PGRES_PIPELINE_SYNC) {
 			PQclear(r);
-			c->task = NULL;
+			c->task = t->next;
+			if (!c->task)
+				c->task_tail = NULL;
+			c->inflight--;
 			finish_task(t, t->failed ? INFERQ_EIO : 0, t->err);
-			return;
+			continue;
 		}
 		if (st == PGRES_FATAL_ERROR && !t->failed) {
 			t->failed = 1;
 			copy_message(t->err, sizeof(t->err), PQresultErrorMessage(r));
 		}
-		if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
-			if (t->nresults < t->count) {
-				t->results[t->nresults++] = r;
-				continue;
-			}
+		if ((st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) && t->nresults < t->count) {
+			t->results[t->nresults++] = r;
+			continue;
 		}
 		PQclear(r);
 	}
@@ -440,7 +509,7 @@ static void on_poll(uv_poll_t *handle, int status, int events)
 		}
 		drain_notifies(c);
 		read_results(c);
-		if (c->state == CONN_UP && !c->task && !c->listener)
+		if (c->state == CONN_UP && !c->listener && c->pool->head)
 			dispatch(c->pool);
 	}
 }
@@ -542,7 +611,8 @@ static task_t *task_new(const pg_stmt_t *stmts, int count, pg_task_cb cb, void *
 	return t;
 }
 
-void pg_pool_exec(pg_pool_t *p, const pg_stmt_t *stmts, int count, pg_task_cb cb, void *ctx)
+void pg_pool_exec(pg_pool_t *p, const pg_stmt_t *stmts, int count, int flags, pg_task_cb cb,
+		  void *ctx)
 {
 	task_t *t = task_new(stmts, count, cb, ctx);
 	char msg[640];
@@ -565,6 +635,7 @@ void pg_pool_exec(pg_pool_t *p, const pg_stmt_t *stmts, int count, pg_task_cb cb
 		finish_task(t, INFERQ_EBUSY, msg);
 		return;
 	}
+	t->ordered = (flags & PG_TASK_ORDERED) != 0;
 	if (p->tail)
 		p->tail->next = t;
 	else
@@ -583,12 +654,7 @@ void pg_pool_close(pg_pool_t *p)
 	for (uint32_t i = 0; i < p->total; i++) {
 		conn_t *c = &p->conns[i];
 
-		if (c->task) {
-			task_t *t = c->task;
-
-			c->task = NULL;
-			finish_task(t, INFERQ_EIO, "the server is stopping");
-		}
+		fail_inflight(c, INFERQ_EIO, "the server is stopping");
 		conn_drop(c);
 		c->state = CONN_DOWN;
 		uv_timer_stop(&c->timer);

@@ -61,13 +61,18 @@ typedef struct {
 int pg_pool_open(uv_loop_t *loop, const pg_pool_config_t *config, pg_pool_t **out, char *err,
 		 size_t errlen);
 
+/* Flags of pg_pool_exec. */
+#define PG_TASK_ORDERED 1 /* runs after every ordered task given before it (one connection) */
+
 /*
  * Runs count (1..PG_TASK_MAX_STMTS) statements as one transaction and
  * calls cb(ctx, ...) on the loop thread when it ended; cb may run from
  * inside this call when the task cannot start (EBUSY). Parameter values
- * are copied.
+ * are copied. Ordered tasks are pipelined on one connection, so they
+ * commit in the order given; other tasks run on any idle connection.
  */
-void pg_pool_exec(pg_pool_t *pool, const pg_stmt_t *stmts, int count, pg_task_cb cb, void *ctx);
+void pg_pool_exec(pg_pool_t *pool, const pg_stmt_t *stmts, int count, int flags, pg_task_cb cb,
+		  void *ctx);
 
 /* Returns 1 when at least one task connection is up. */
 int pg_pool_up(const pg_pool_t *pool);
