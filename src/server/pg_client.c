@@ -17,6 +17,7 @@
 #include "idempotency.h"
 #include "inferq_error.h"
 #include "log.h"
+#include "observe.h"
 #include "pgq.h"
 #include "render.h"
 #include "request.h"
@@ -59,6 +60,18 @@ static void add_warnings(buf_t *out, const call_t *c)
 {
 	if (c->warnings.len)
 		render_add_raw_field(out, "warnings", c->warnings.data, c->warnings.len);
+}
+
+/* Feeds the metrics with the committed change of the call's job to state. */
+static void observe_one(call_t *c, job_state_t state, store_op_kind_t kind, job_state_t prev)
+{
+	job_record_t rec = {0};
+
+	rec.id = c->id;
+	rec.state = state;
+	rec.model = rbuf_new(c->model.data, c->model.len);
+	pgq_observe(c->server, &rec, kind, OBSERVE_CAUSE_REQUEST, prev);
+	job_record_clear(&rec);
 }
 
 static void not_found(http_request_t *req, const iq_id_t *id, const char *model)
@@ -127,6 +140,7 @@ static void on_submitted(void *ctx, int rc, PGresult *const *results, int count,
 				      c->key_shown, c->model.data);
 	} else {
 		reply_request_id(c, &c->id);
+		observe_one(c, JOB_PENDING, STORE_OP_INSERT, JOB_PENDING);
 		if (log_enabled(LOG_DEBUG)) {
 			char text[ID_TEXT_LEN + 1];
 
@@ -312,6 +326,7 @@ static void on_cancel(void *ctx, int rc, PGresult *const *results, int count, co
 	rec.id = c->id;
 	rec.state = JOB_CANCELED;
 	rec.model = rbuf_new(c->model.data, c->model.len);
+	pgq_observe(c->server, &rec, STORE_OP_UPDATE, OBSERVE_CAUSE_REQUEST, JOB_PENDING);
 	render_state(&reply, &rec);
 	add_warnings(&reply, c);
 	respond_json(c->req, 200, &reply);
@@ -403,22 +418,27 @@ out:
 
 static const char sql_clear[] =
 	"WITH u AS (UPDATE inferq_jobs SET state = 4, done_at = inferq_now_ms() "
-	"WHERE model = $1 AND state = 0 RETURNING 1) SELECT count(*) FROM u";
+	"WHERE model = $1 AND state = 0 RETURNING id) SELECT id FROM u";
 
 static void on_clear(void *ctx, int rc, PGresult *const *results, int count, const char *err)
 {
 	call_t *c = ctx;
 	buf_t reply = BUF_INIT;
-	const char *n;
+	int n;
 
 	if (rc != 0) {
 		pgq_respond_unavailable(c->server, c->req, rc, err);
 	} else {
-		n = PQgetvalue(results[0], 0, 0);
-		if (strcmp(n, "0") != 0)
+		n = PQntuples(results[0]);
+		for (int i = 0; i < n; i++) {
+			id_parse(PQgetvalue(results[0], i, 0), (size_t)PQgetlength(results[0], i, 0),
+				 &c->id);
+			observe_one(c, JOB_CANCELED, STORE_OP_UPDATE, JOB_PENDING);
+		}
+		if (n)
 			log_fields(LOG_INFO, "queue", "cleared pending jobs",
-				   LOG_STR("model", c->model.data), LOG_STR("count", n));
-		buf_printf(&reply, "{\"canceled_count\":%s}", n);
+				   LOG_STR("model", c->model.data), LOG_INT("count", n));
+		buf_printf(&reply, "{\"canceled_count\":%d}", n);
 		add_warnings(&reply, c);
 		respond_json(c->req, 200, &reply);
 	}

@@ -20,6 +20,7 @@
 #include "inferq_error.h"
 #include "json.h"
 #include "log.h"
+#include "observe.h"
 #include "pgq.h"
 #include "render.h"
 #include "request.h"
@@ -30,8 +31,8 @@
  * $1 id, $2 model, $3 claim id (NULL: any claim, for Sprocket updates,
  * which carry none), $4 new info or NULL (keep), $5 the info
  * $4 was merged from, $6 outputs or error. Returns the state seen, whether
- * the claim is current, whether info was unchanged, and the new state and
- * lease when the update applied.
+ * the claim is current, whether info was unchanged, and the new state,
+ * lease, claimed_at and done_at when the update applied.
  */
 #define MINE                                                                                   \
 	"(CASE WHEN $3::uuid IS NULL THEN claim_id IS NOT NULL ELSE claim_id IS NOT DISTINCT "  \
@@ -43,9 +44,10 @@
 	"($4::text IS NULL OR info IS NOT DISTINCT FROM $5::text) AS same FROM cur), "
 #define FENCE_TAIL(states)                                                                     \
 	"FROM fits WHERE j.id = fits.id AND fits.mine AND fits.same AND fits.state IN " states  \
-	" RETURNING j.state, j.lease_expires_at) "                                              \
+	" RETURNING j.state, j.lease_expires_at, j.claimed_at, j.done_at) "                     \
 	"SELECT fits.state, fits.mine, fits.same, (SELECT state FROM u), "                      \
-	"(SELECT lease_expires_at FROM u), $6::text IS NULL FROM fits"
+	"(SELECT lease_expires_at FROM u), $6::text IS NULL, (SELECT claimed_at FROM u), "      \
+	"(SELECT done_at FROM u) FROM fits"
 
 static const char *const fence_sql[] = {
 	[PG_FENCE_HEARTBEAT] = FENCE_HEAD
@@ -168,6 +170,21 @@ static void reply_ok(fence_call_t *c, job_state_t state, int64_t lease_ms)
 
 static void run_read(fence_call_t *c);
 
+/* Feeds the metrics with the change the update result r reports. */
+static void observe_change(fence_call_t *c, const PGresult *r)
+{
+	job_record_t rec = {0};
+
+	rec.id = c->id;
+	rec.model = rbuf_new(c->model.data, c->model.len);
+	rec.state = (job_state_t)atoi(PQgetvalue(r, 0, 3));
+	rec.claimed_at = strtoll(PQgetvalue(r, 0, 6), NULL, 10);
+	rec.done_at = strtoll(PQgetvalue(r, 0, 7), NULL, 10);
+	pgq_observe(c->server, &rec, STORE_OP_UPDATE, OBSERVE_CAUSE_REQUEST,
+		    (job_state_t)atoi(PQgetvalue(r, 0, 0)));
+	job_record_clear(&rec);
+}
+
 static void on_update(void *ctx, int rc, PGresult *const *results, int count, const char *err)
 {
 	fence_call_t *c = ctx;
@@ -181,6 +198,7 @@ static void on_update(void *ctx, int rc, PGresult *const *results, int count, co
 	} else if (!PQgetisnull(r, 0, 3)) {
 		reply_ok(c, (job_state_t)atoi(PQgetvalue(r, 0, 3)),
 			 strtoll(PQgetvalue(r, 0, 4), NULL, 10));
+		observe_change(c, r);
 	} else {
 		state = (job_state_t)atoi(PQgetvalue(r, 0, 0));
 		if (!refuse(c, state, strcmp(PQgetvalue(r, 0, 1), "t") == 0)) {

@@ -17,6 +17,7 @@
 #include "error.h"
 #include "inferq_error.h"
 #include "log.h"
+#include "observe.h"
 #include "pgq.h"
 #include "render.h"
 #include "request.h"
@@ -73,6 +74,7 @@ static void on_claimed(void *ctx, int rc, PGresult *const *results, int count, c
 		if (c->format == CLAIM_FORMAT_SPROCKET)
 			buf_putc(&body, '}');
 		respond_json(c->req, 200, &body);
+		pgq_observe(c->server, &rec, STORE_OP_UPDATE, OBSERVE_CAUSE_CLAIM, JOB_PENDING);
 		log_claimed(&rec);
 		job_record_clear(&rec);
 	}

@@ -19,6 +19,7 @@
 #include "error.h"
 #include "inferq_error.h"
 #include "log.h"
+#include "observe.h"
 #include "pg_schema.h"
 #include "request.h"
 #include "routes.h"
@@ -120,6 +121,19 @@ void pgq_row_record(const PGresult *res, int row, job_record_t *rec)
 	rec->outputs = text_field(res, row, 15);
 	rec->error = text_field(res, row, 16);
 	rec->warnings = text_field(res, row, 17);
+}
+
+void pgq_observe(server_t *s, const job_record_t *rec, store_op_kind_t kind, int cause,
+		 job_state_t prev)
+{
+	store_op_t op;
+
+	memset(&op, 0, sizeof(op));
+	op.kind = kind;
+	op.rec = *rec;
+	op.cause = (uint8_t)cause;
+	op.prev_state = prev;
+	observe_change_committed(s, &op);
 }
 
 /* ---- routes ---- */
@@ -362,12 +376,23 @@ static void on_sweep_done(void *ctx, int rc, PGresult *const *results, int count
 	if (rc != 0 || count < 2)
 		return;
 	for (int i = 0; i < PQntuples(results[0]); i++) {
-		long long back = strtoll(PQgetvalue(results[0], i, 1), NULL, 10);
-		long long failed = strtoll(PQgetvalue(results[0], i, 2), NULL, 10);
+		int pending = atoi(PQgetvalue(results[0], i, 2)) == JOB_PENDING;
+		job_record_t rec = {0};
 
-		log_fields(LOG_INFO, "queue", "leases expired", LOG_STR("model",
-			   PQgetvalue(results[0], i, 0)), LOG_INT("retried", back),
-			   LOG_INT("failed", failed));
+		id_parse(PQgetvalue(results[0], i, 0), (size_t)PQgetlength(results[0], i, 0), &rec.id);
+		rec.model = rbuf_from_str(PQgetvalue(results[0], i, 1));
+		rec.state = pending ? JOB_PENDING : JOB_FAILED;
+		rec.claimed_at = strtoll(PQgetvalue(results[0], i, 5), NULL, 10);
+		rec.done_at = strtoll(PQgetvalue(results[0], i, 6), NULL, 10);
+		pgq_observe(s, &rec, STORE_OP_UPDATE, OBSERVE_CAUSE_EXPIRY, JOB_RUNNING);
+		job_record_clear(&rec);
+
+		log_fields(LOG_INFO, "lease",
+			   pending ? "lease expired, job back to pending"
+				   : "lease expired after the last retry, job failed",
+			   LOG_STR("request_id", PQgetvalue(results[0], i, 0)),
+			   LOG_STR("model", PQgetvalue(results[0], i, 1)),
+			   LOG_UINT("retries", strtoull(PQgetvalue(results[0], i, 3), NULL, 10)));
 	}
 	if (PQcmdTuples(results[1])[0] && strcmp(PQcmdTuples(results[1]), "0") != 0)
 		log_fields(LOG_INFO, "store", "deleted finished jobs past --retention",

@@ -61,6 +61,14 @@ void pgq_exec(server_t *s, const pg_stmt_t *stmts, int count, pg_task_cb cb, voi
 /* The same as an ordered task: it commits after every ordered task given before it. */
 void pgq_exec_ordered(server_t *s, const pg_stmt_t *stmts, int count, pg_task_cb cb, void *ctx);
 
+/*
+ * Feeds a committed change to the metrics and the debug log (observe.h):
+ * kind STORE_OP_INSERT or STORE_OP_UPDATE, cause an OBSERVE_CAUSE_*, prev
+ * the state before. rec is borrowed.
+ */
+void pgq_observe(server_t *s, const job_record_t *rec, store_op_kind_t kind, int cause,
+		 job_state_t prev);
+
 /* Fills rec from row of a result with PGQ_JOB_COLUMNS; clear it with job_record_clear. */
 void pgq_row_record(const PGresult *res, int row, job_record_t *rec);
 

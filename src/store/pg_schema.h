@@ -26,8 +26,8 @@ int pg_schema_migrate(const char *conninfo, char *err, size_t errlen);
 /*
  * Sweep, part 1 ($1 = --max-retries): under the sweep lock, sends expired
  * leases back to pending (retries + 1) or fails them after the last retry,
- * appending to info.retry_history; returns one row per model (model,
- * retried, failed) and notifies the models.
+ * appending to info.retry_history; returns one row per job (id, model,
+ * new state, retries, the notify result, claimed_at, done_at) and notifies the models (NOTIFY folds repeats).
  */
 #define PG_SQL_EXPIRE                                                                          \
 	"WITH lock AS (SELECT pg_try_advisory_xact_lock(" PG_LOCK_SWEEP ") AS held), "          \
@@ -44,9 +44,10 @@ int pg_schema_migrate(const char *conninfo, char *err, size_t errlen);
 	"'claim timed out and retries are off (1 delivery, max_retries 0)' ELSE "               \
 	"format('claim timed out after the last retry (%s deliveries, max_retries %s)', "       \
 	"j.retries + 1, $1::int) END "                                                          \
-	"FROM exp WHERE j.id = exp.id RETURNING j.model, j.state) "                             \
-	"SELECT model, count(*) FILTER (WHERE state = 0), count(*) FILTER (WHERE state = 3), "  \
-	"pg_notify('inferq_jobs', model) FROM u GROUP BY model"
+	"FROM exp WHERE j.id = exp.id RETURNING j.id, j.model, j.state, j.retries, "          \
+	"j.claimed_at, j.done_at) "                                                            \
+	"SELECT id, model, state, retries, pg_notify('inferq_jobs', model), claimed_at, "       \
+	"done_at FROM u"
 
 /* Sweep, part 2 ($1 = --retention in ms): deletes up to 1000 finished jobs past it. */
 #define PG_SQL_PURGE                                                                           \
