@@ -16,6 +16,7 @@
 
 #include "alloc.h"
 #include "auth.h"
+#include "clock.h"
 #include "error.h"
 #include "inferq_error.h"
 #include "log.h"
@@ -77,8 +78,13 @@ void pgq_exec_ordered(server_t *s, const pg_stmt_t *stmts, int count, pg_task_cb
 void pgq_respond_unavailable(server_t *s, http_request_t *req, int rc, const char *err)
 {
 	buf_t body = BUF_INIT;
+	int64_t now = clock_mono_ms();
 
-	error_body(&body, 503, "store_unavailable", NULL, "%s",
+	if (rc == INFERQ_ELIMIT && now - s->overload_logged_ms >= 10000) {
+		s->overload_logged_ms = now;
+		log_warn("store", "%s; the database falls behind: raise --pg-pool or check it", err);
+	}
+	error_body(&body, 503, rc == INFERQ_ELIMIT ? "overloaded" : "store_unavailable", NULL, "%s",
 		   err && *err ? err : "the database could not be reached; retry later");
 	http_respond(req, 503, NULL, "Retry-After: 1\r\n", body.data, body.len);
 	buf_free(&body);
@@ -157,6 +163,9 @@ route_handler_fn pgq_route(route_handler_fn local)
 		{handle_admin_jobs, pg_handle_unsupported},
 		{handle_admin_job, pg_handle_unsupported},
 		{handle_admin_queues, pg_handle_unsupported},
+		{handle_storage_upload_request, pg_handle_unsupported},
+		{handle_storage_upload, pg_handle_unsupported},
+		{handle_storage_get, pg_handle_unsupported},
 	};
 
 	for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++) {

@@ -39,6 +39,7 @@ typedef struct task {
 	int failed;
 	int ordered; /* PG_TASK_ORDERED */
 	char err[256];
+	struct pg_pool *counted; /* the pool whose outstanding count holds this task, or NULL */
 } task_t;
 
 typedef struct conn {
@@ -66,6 +67,7 @@ struct pg_pool {
 	conn_t *conns; /* size task connections, then the listener when there is one */
 	uint32_t size, total;
 	uint32_t max_waiting, waiting;
+	uint32_t outstanding; /* tasks waiting or in flight */
 	task_t *head, *tail;
 	int outage;      /* 1 after the warning that no connection is up, until one is */
 	int closing;
@@ -89,6 +91,8 @@ static void copy_message(char *out, size_t len, const char *msg)
 
 static void finish_task(task_t *t, int rc, const char *err)
 {
+	if (t->counted)
+		t->counted->outstanding--;
 	if (t->cb)
 		t->cb(t->ctx, rc, rc == 0 ? t->results : NULL, rc == 0 ? t->nresults : 0, err);
 	for (int i = 0; i < t->nresults; i++)
@@ -626,15 +630,16 @@ void pg_pool_exec(pg_pool_t *p, const pg_stmt_t *stmts, int count, int flags, pg
 		finish_task(t, INFERQ_EBUSY, msg);
 		return;
 	}
-	if (p->waiting >= p->max_waiting) {
+	if ((flags & PG_TASK_ORDERED) && p->outstanding >= p->max_waiting) {
 		snprintf(msg, sizeof(msg),
-			 "more than %u requests wait for a database connection "
-			 "(--max-pending-changes); retry after the Retry-After delay, or raise "
-			 "--pg-pool",
+			 "more changes wait for the database than the server accepts "
+			 "(--max-pending-changes, %u); retry after the Retry-After delay",
 			 p->max_waiting);
-		finish_task(t, INFERQ_EBUSY, msg);
+		finish_task(t, INFERQ_ELIMIT, msg);
 		return;
 	}
+	t->counted = p;
+	p->outstanding++;
 	t->ordered = (flags & PG_TASK_ORDERED) != 0;
 	if (p->tail)
 		p->tail->next = t;

@@ -35,8 +35,10 @@ typedef struct {
  * Receives the outcome of a task: rc 0 with one result per statement
  * (borrowed, freed after the call), or a negative code (INFERQ_EIO: the
  * statement failed or the connection broke, so the transaction did not
- * commit or its outcome is unknown; INFERQ_EBUSY: no connection is up or
- * the wait list is full) with results NULL and err saying why.
+ * commit or its outcome is unknown; INFERQ_EBUSY: no connection is up;
+ * INFERQ_ELIMIT: an ordered task while max_waiting tasks are already
+ * waiting or running) with
+ * results NULL and err saying why.
  */
 typedef void (*pg_task_cb)(void *ctx, int rc, PGresult *const *results, int count,
 			   const char *err);
@@ -47,7 +49,7 @@ typedef void (*pg_notify_cb)(void *ctx, const char *channel, const char *payload
 typedef struct {
 	const char *conninfo; /* libpq connection string or URI, copied */
 	uint32_t size;        /* connections that run tasks, at least 1 */
-	uint32_t max_waiting; /* tasks that may wait for a connection before EBUSY */
+	uint32_t max_waiting; /* tasks waiting or running before an ordered one gets INFERQ_ELIMIT */
 	const char *listen;   /* channel the extra connection LISTENs on, or NULL for none */
 	pg_notify_cb notify;
 	void *ctx;            /* for notify */
