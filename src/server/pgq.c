@@ -41,6 +41,7 @@ struct pgq {
 	uv_timer_t sweep_timer;
 	uv_timer_t poll_timer;
 	int sweeping; /* a sweep task is in flight */
+	int open_timers; /* timers not closed yet; q is freed when the last one is */
 	pg_waiter_t *head, *tail;
 };
 
@@ -465,7 +466,8 @@ static void free_pgq(uv_handle_t *h)
 {
 	pgq_t *q = h->data;
 
-	free(q);
+	if (--q->open_timers == 0)
+		free(q);
 }
 
 void pgq_close(server_t *s)
@@ -477,8 +479,10 @@ void pgq_close(server_t *s)
 	pgq_flush_waiters(s);
 	s->pg = NULL;
 	pg_pool_close(q->pool);
+	q->open_timers = 2;
 	uv_timer_stop(&q->sweep_timer);
-	uv_close((uv_handle_t *)&q->sweep_timer, NULL);
+	q->sweep_timer.data = q;
+	uv_close((uv_handle_t *)&q->sweep_timer, free_pgq);
 	uv_timer_stop(&q->poll_timer);
 	q->poll_timer.data = q;
 	uv_close((uv_handle_t *)&q->poll_timer, free_pgq);

@@ -78,15 +78,25 @@ struct pg_pool {
 static void conn_connect(conn_t *c);
 static void dispatch(pg_pool_t *p);
 
-/* Copies libpq's message without its trailing newline. */
+/* Copies libpq's message on one line: line breaks and tabs become spaces, none trail. */
 static void copy_message(char *out, size_t len, const char *msg)
 {
-	size_t n;
+	size_t n = 0;
+	int space = 0;
 
-	snprintf(out, len, "%s", msg && *msg ? msg : "unknown error");
-	n = strlen(out);
-	while (n && (out[n - 1] == '\n' || out[n - 1] == '\r'))
-		out[--n] = '\0';
+	if (!msg || !*msg)
+		msg = "unknown error";
+	for (; *msg && n + 1 < len; msg++) {
+		int blank = *msg == '\n' || *msg == '\r' || *msg == '\t' || *msg == ' ';
+
+		if (blank && (space || n == 0))
+			continue;
+		out[n++] = blank ? ' ' : *msg;
+		space = blank;
+	}
+	while (n && out[n - 1] == ' ')
+		n--;
+	out[n] = '\0';
 }
 
 static void finish_task(task_t *t, int rc, const char *err)
