@@ -42,6 +42,8 @@ struct pgq {
 	uv_timer_t poll_timer;
 	int sweeping; /* a sweep task is in flight */
 	int open_timers; /* timers not closed yet; q is freed when the last one is */
+	int64_t key_version; /* highest inferq_api_keys.version merged */
+	int key_pulling;     /* a key pull is in flight */
 	pg_waiter_t *head, *tail;
 };
 
@@ -415,7 +417,10 @@ static void on_sweep_timer(uv_timer_t *timer)
 	pg_stmt_t st[2] = {{.sql = PG_SQL_EXPIRE}, {.sql = PG_SQL_PURGE}};
 	char retries[16], retention[32];
 
-	if (s->pg->sweeping || !pg_pool_up(s->pg->pool))
+	if (!pg_pool_up(s->pg->pool))
+		return;
+	pgq_keys_pull(s, &s->pg->key_version, &s->pg->key_pulling);
+	if (s->pg->sweeping)
 		return;
 	snprintf(retries, sizeof(retries), "%u", s->config.max_retries);
 	snprintf(retention, sizeof(retention), "%lld", (long long)s->config.retention_ms);
@@ -427,9 +432,41 @@ static void on_sweep_timer(uv_timer_t *timer)
 
 /* ---- open and close ---- */
 
-int pgq_open(server_t *s)
+struct pgq_start {
+	PGconn *pg; /* holds the migration lock */
+};
+
+int pgq_prepare(server_t *s, pgq_start_t **out)
 {
-	pgq_t *q;
+	pgq_start_t *start = xcalloc(1, sizeof(*start));
+	PGresult *r;
+	char err[512];
+
+	start->pg = pg_schema_connect(s->config.store, err, sizeof(err));
+	if (start->pg == NULL || pg_schema_migrate(start->pg, err, sizeof(err)) != 0) {
+		log_error("store", "cannot prepare the PostgreSQL database: %s", err);
+		pgq_start_abort(start);
+		return INFERQ_EIO;
+	}
+	r = PQexec(start->pg, "SELECT count(*) FROM inferq_api_keys");
+	s->keys_shared = PQresultStatus(r) == PGRES_TUPLES_OK && atoi(PQgetvalue(r, 0, 0)) > 0;
+	PQclear(r);
+	*out = start;
+	return 0;
+}
+
+void pgq_start_abort(pgq_start_t *start)
+{
+	if (!start)
+		return;
+	if (start->pg)
+		PQfinish(start->pg);
+	free(start);
+}
+
+int pgq_open(server_t *s, pgq_start_t *start)
+{
+	pgq_t *q = xcalloc(1, sizeof(*q));
 	pg_pool_config_t pc = {
 		.conninfo = s->config.store,
 		.size = s->config.pg_pool,
@@ -440,15 +477,16 @@ int pgq_open(server_t *s)
 	};
 	char err[512];
 
-	if (pg_schema_migrate(s->config.store, err, sizeof(err)) != 0) {
-		log_error("store", "cannot prepare the PostgreSQL database: %s", err);
-		return INFERQ_EIO;
+	if (pgq_keys_push_start(s, start->pg, err, sizeof(err)) != 0 ||
+	    pgq_keys_pull_start(s, start->pg, &q->key_version, err, sizeof(err)) != 0) {
+		log_error("store", "cannot share the API keys through the database: %s", err);
+		goto fail;
 	}
-	q = xcalloc(1, sizeof(*q));
+	pgq_start_abort(start); /* closing the connection releases the migration lock */
+	start = NULL;
 	if (pg_pool_open(s->loop, &pc, &q->pool, err, sizeof(err)) != 0) {
 		log_error("store", "bad --store connection string: %s", err);
-		free(q);
-		return INFERQ_EIO;
+		goto fail;
 	}
 	uv_timer_init(s->loop, &q->sweep_timer);
 	q->sweep_timer.data = s;
@@ -460,6 +498,10 @@ int pgq_open(server_t *s)
 	log_info("store", "queue on PostgreSQL at %s with %u connections",
 		 pg_pool_host(q->pool), s->config.pg_pool);
 	return 0;
+fail:
+	pgq_start_abort(start);
+	free(q);
+	return INFERQ_EIO;
 }
 
 static void free_pgq(uv_handle_t *h)

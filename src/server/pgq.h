@@ -35,14 +35,28 @@ typedef void (*route_handler_fn)(server_t *s, http_request_t *req);
 /* Returns 1 when store names PostgreSQL ("postgres://", "postgresql://"). */
 int pgq_is_postgres(const char *store);
 
+typedef struct pgq_start pgq_start_t;
+
 /*
- * Applies the schema migrations over a blocking connection (before the
- * loop serves; several nodes may start at once, an advisory lock orders
- * them), then opens the connection pool, the sweep timer and the LISTEN
- * connection, and sets s->pg. Returns 0, or INFERQ_EIO after logging an
- * error that names the database and the fix.
+ * Start, part 1, before auth_open: connects (blocking; the loop does not
+ * serve yet), takes the migration lock, which orders nodes that start at
+ * once, applies the migrations, and sets s->keys_shared when the database
+ * holds API keys (so this node creates no admin key of its own). Returns
+ * 0 with *out set, or INFERQ_EIO after logging an error that names the
+ * database and the fix.
  */
-int pgq_open(server_t *s);
+int pgq_prepare(server_t *s, pgq_start_t **out);
+
+/*
+ * Start, part 2, after auth_open and engine_init: pushes this node's API
+ * keys, pulls the others', releases the lock, then opens the connection
+ * pool, the sweep timer and the LISTEN connection, and sets s->pg.
+ * Consumes start. Returns 0, or INFERQ_EIO after logging the error.
+ */
+int pgq_open(server_t *s, pgq_start_t *start);
+
+/* Releases a start that pgq_open will not get. Accepts NULL. */
+void pgq_start_abort(pgq_start_t *start);
 
 /* Answers every long-poll claim waiting on this node with "no job" (at stop). */
 void pgq_flush_waiters(server_t *s);
@@ -124,6 +138,17 @@ typedef enum { PG_FENCE_HEARTBEAT, PG_FENCE_COMPLETE, PG_FENCE_FAIL, PG_FENCE_RE
  * it against the database, answering req from the task's callback.
  */
 void pg_fence(server_t *s, http_request_t *req, pg_fence_t op);
+
+/* pgq_keys.c: API keys shared through table inferq_api_keys. */
+
+/* At start: merges every key of the database into the key table; sets *version. */
+int pgq_keys_pull_start(server_t *s, PGconn *pg, int64_t *version, char *err, size_t len);
+/* At start: saves every key of the key table in the database. */
+int pgq_keys_push_start(server_t *s, PGconn *pg, char *err, size_t len);
+/* Saves the committed key change op (KEY_PUT, KEY_REVOKE, KEY_USED) in the database. */
+void pgq_key_committed(server_t *s, const store_op_t *op);
+/* Merges the key changes after *version; *busy is 1 while a pull is in flight. */
+void pgq_keys_pull(server_t *s, int64_t *version, int *busy);
 
 /* pg_client.c and pg_worker.c: the route handlers of the postgres store. */
 void pg_handle_submit(server_t *s, http_request_t *req);

@@ -240,6 +240,7 @@ int serve_main(int argc, char **argv)
 	server_t *s = &server;
 	queue_config_t qc;
 	store_config_t sc;
+	pgq_start_t *pg_start = NULL;
 	char err[512];
 	int rc;
 
@@ -281,9 +282,10 @@ int serve_main(int argc, char **argv)
 		observe_free(s);
 		return 1;
 	}
-	if (load_queue(s) != 0 || auth_open(s) != 0 ||
-	    storage_open(s, http_server_port(s->http)) != 0 ||
-	    (pgq_is_postgres(s->config.store) && pgq_open(s) != 0)) {
+	if (load_queue(s) != 0 ||
+	    (pgq_is_postgres(s->config.store) && pgq_prepare(s, &pg_start) != 0) ||
+	    auth_open(s) != 0 || storage_open(s, http_server_port(s->http)) != 0) {
+		pgq_start_abort(pg_start);
 		store_close(s->store);
 		stop_listening(s);
 		auth_close(s);
@@ -296,6 +298,19 @@ int serve_main(int argc, char **argv)
 	}
 	observe_load_finished(s);
 	engine_init(s);
+	if (pg_start && pgq_open(s, pg_start) != 0) {
+		engine_close(s);
+		store_close(s->store);
+		stop_listening(s);
+		auth_close(s);
+		storage_close(s);
+		queue_model_each(s->queue, free_model_state, NULL);
+		queue_free(s->queue);
+		idempotency_free(s->idempotency);
+		workers_free(s->workers);
+		observe_free(s);
+		return 1;
+	}
 
 	uv_signal_init(s->loop, &s->sigint);
 	uv_signal_init(s->loop, &s->sigterm);

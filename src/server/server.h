@@ -63,6 +63,7 @@ typedef struct server {
 	workers_t *workers;         /* workers seen, for GET /v1/admin/workers (workers.h) */
 	observe_t *observe;         /* metrics and the metrics listener (observe.h) */
 	struct pgq *pg;             /* the queue on PostgreSQL (pgq.h), or NULL: local store */
+	int keys_shared;            /* the postgres store holds API keys: make no admin key */
 
 	uint64_t next_seq;      /* seq of the next submitted job */
 	uint64_t next_batch_id; /* id of the next collecting batch; starts at 1 */

@@ -72,7 +72,23 @@ static const char migration_1[] =
 	"CREATE INDEX inferq_jobs_idempotency ON inferq_jobs (model, idempotency_key, seq) "
 	"WHERE idempotency_key IS NOT NULL;\n";
 
-static const char *const migrations[PG_SCHEMA_VERSION] = {migration_1};
+/* API keys shared by every node; version orders the changes nodes pull. */
+static const char migration_2[] =
+	"CREATE SEQUENCE inferq_api_keys_version;\n"
+	"CREATE TABLE inferq_api_keys (\n"
+	"  hash text PRIMARY KEY,\n"
+	"  name text NOT NULL UNIQUE,\n"
+	"  role text NOT NULL,\n"
+	"  models text NOT NULL,\n"
+	"  created_at bigint NOT NULL,\n"
+	"  last_used_at bigint NOT NULL DEFAULT 0,\n"
+	"  expires_at bigint NOT NULL DEFAULT 0,\n"
+	"  revoked_at bigint NOT NULL DEFAULT 0,\n"
+	"  version bigint NOT NULL DEFAULT nextval('inferq_api_keys_version')\n"
+	");\n"
+	"CREATE INDEX inferq_api_keys_by_version ON inferq_api_keys (version);\n";
+
+static const char *const migrations[PG_SCHEMA_VERSION] = {migration_1, migration_2};
 
 /* Runs sql; returns 0 or INFERQ_EIO with the server's message in err. */
 static int run(PGconn *pg, const char *sql, PGresult **keep, char *err, size_t errlen)
@@ -110,7 +126,7 @@ static int apply(PGconn *pg, int version, char *err, size_t errlen)
 	return 0;
 }
 
-static int migrate_locked(PGconn *pg, char *err, size_t errlen)
+int pg_schema_migrate(PGconn *pg, char *err, size_t errlen)
 {
 	PGresult *r = NULL;
 	int version;
@@ -136,29 +152,24 @@ static int migrate_locked(PGconn *pg, char *err, size_t errlen)
 	return rc;
 }
 
-int pg_schema_migrate(const char *conninfo, char *err, size_t errlen)
+PGconn *pg_schema_connect(const char *conninfo, char *err, size_t errlen)
 {
 	char why[384];
 	char sql[96];
 	PGconn *pg = pg_connect_blocking(conninfo, why, sizeof(why));
-	int rc;
 
 	if (pg == NULL) {
 		snprintf(err, errlen,
 			 "cannot connect: %s; check that PostgreSQL runs and that --store (or "
 			 "INFERQ_STORE) names its host, user and database",
 			 why);
-		return INFERQ_EIO;
+		return NULL;
 	}
 	PQclear(PQexec(pg, "SET client_min_messages = warning"));
 	snprintf(sql, sizeof(sql), "SELECT pg_advisory_lock(%lld)", (long long)PG_LOCK_MIGRATE);
-	rc = run(pg, sql, NULL, err, errlen);
-	if (rc == 0) {
-		rc = migrate_locked(pg, err, errlen);
-		snprintf(sql, sizeof(sql), "SELECT pg_advisory_unlock(%lld)",
-			 (long long)PG_LOCK_MIGRATE);
-		PQclear(PQexec(pg, sql));
+	if (run(pg, sql, NULL, err, errlen) != 0) {
+		PQfinish(pg);
+		return NULL;
 	}
-	PQfinish(pg);
-	return rc;
+	return pg;
 }

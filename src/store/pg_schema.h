@@ -10,18 +10,25 @@
 #define INFERQ_PG_SCHEMA_H
 
 #include <stddef.h>
+#include <libpq-fe.h>
 
-#define PG_SCHEMA_VERSION 1
+#define PG_SCHEMA_VERSION 2
 #define PG_LOCK_MIGRATE 7236052001LL /* advisory lock held while migrating */
 #define PG_LOCK_SWEEP "7236052002"   /* advisory lock of the sweeping node, as SQL */
 
 /*
- * Connects (blocking; call before the loop serves), takes the migration
- * lock, applies every missing migration, each in its own transaction,
- * and disconnects. Returns 0, or INFERQ_EIO with the cause and the fix in
- * err (database unreachable, or a schema newer than this binary).
+ * Connects (blocking; call before the loop serves) and takes the
+ * migration lock, which the connection holds until it is closed. Returns
+ * the connection, or NULL with the cause and the fix in err.
  */
-int pg_schema_migrate(const char *conninfo, char *err, size_t errlen);
+PGconn *pg_schema_connect(const char *conninfo, char *err, size_t errlen);
+
+/*
+ * Applies every missing migration over pg, which holds the migration
+ * lock, each in its own transaction. Returns 0, or INFERQ_EIO with the
+ * cause in err (a failed statement, or a schema newer than this binary).
+ */
+int pg_schema_migrate(PGconn *pg, char *err, size_t errlen);
 
 /*
  * Sweep, part 1 ($1 = --max-retries): under the sweep lock, sends expired

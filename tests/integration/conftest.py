@@ -10,6 +10,8 @@ that test share. Tests of behaviour that only the local SQLite store has carry
 """
 
 import os
+import shutil
+from pathlib import Path
 
 import pytest
 
@@ -70,6 +72,25 @@ def flag_args(flags):
     return args
 
 
+def share_admin_key(servers, store, data_dir):
+    """Give a new node on a postgres store the admin key of the test's first node there.
+
+    Only the first node of a database creates an admin key; the others take the keys from the
+    database, as an operator copies the cluster's admin key to a new node.
+    """
+    if not store or store == "local":
+        return
+    for other in servers:
+        key_file = other.data_dir / "admin.key"
+        if getattr(other, "store", None) == store and key_file.exists():
+            data_dir.mkdir(parents=True, exist_ok=True)
+            target = data_dir / "admin.key"
+            if not target.exists():
+                shutil.copyfile(key_file, target)
+                target.chmod(0o600)
+            return
+
+
 @pytest.fixture
 def start_server(request, tmp_path, pg_store):
     """Return a function that starts a server: start_server(data_dir=None, **flags) -> Server.
@@ -84,7 +105,9 @@ def start_server(request, tmp_path, pg_store):
             data_dir = tmp_path / f"data{len(servers)}"
         if pg_store and "store" not in flags:
             flags["store"] = pg_store
+        share_admin_key(servers, flags.get("store"), Path(data_dir))
         server = Server(data_dir, flag_args(flags))
+        server.store = flags.get("store")
         servers.append(server)
         return server.start()
 

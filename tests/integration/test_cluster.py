@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from support import INFERQ_BIN, UNKNOWN_CLAIM, wait_for
+from support import INFERQ_BIN, UNKNOWN_CLAIM, UNKNOWN_ID, Api, wait_for
 
 MODEL = "cluster/m"
 
@@ -43,10 +43,16 @@ def test_nodes_started_at_once_share_one_schema(start_server, pg_cluster, tmp_pa
         t.join(30)
     assert not errors, errors
     assert len(servers) == 3
-    assert pg_cluster.psql("SELECT version FROM inferq_schema", uri_db(uri)) == [["1"]]
-    job = submit(servers[0].api(), {"n": 1})
+    # Each migration ran once although three nodes applied them at the same time.
+    versions = pg_cluster.psql("SELECT version FROM inferq_schema ORDER BY version", uri_db(uri))
+    assert versions == [["1"], ["2"]]
+    # Only the first node to take the lock made an admin key; it works on every node.
+    makers = [s for s in servers if (s.data_dir / "admin.key").exists()]
+    assert len(makers) == 1
+    key = makers[0].key
+    job = submit(Api(servers[0].port, key), {"n": 1})
     for s in servers:
-        assert s.api().status_ok(job, MODEL)["status"] == "pending"
+        assert Api(s.port, key).status_ok(job, MODEL)["status"] == "pending"
 
 
 def uri_db(uri):
@@ -246,6 +252,28 @@ def test_database_restart_under_load_loses_nothing_acknowledged(start_server, pg
     assert not missing, f"{len(missing)} acknowledged submits were lost"
     for job in acked[:: max(1, len(acked) // 20)]:
         assert b.api().status_ok(job, MODEL)["status"] == "pending"
+
+
+def test_keys_created_or_revoked_on_one_node_reach_the_others(start_server, pg_cluster):
+    uri = pg_cluster.new_database()
+    a, b = nodes(start_server, uri, 2)
+    created = a.api().post("/v1/admin/keys", {"name": "w1", "role": "worker", "models": ["m/*"]})
+    assert created.status == 200, created
+    worker_key = created.json["key"]
+    on_b = Api(b.port, worker_key)
+    # Nodes pull key changes every second.
+    wait_for(lambda: on_b.get("/v1/queue/status",
+                              {"request_id": UNKNOWN_ID, "model": "m/x"}).status == 404, 10,
+             "the key made on node A to work on node B")
+    assert on_b.claim("m/x").status == 204
+    assert on_b.claim("other/x").status == 404  # outside its model patterns
+
+    revoked = b.api().post("/v1/admin/keys/revoke", {"name": "w1"})
+    assert revoked.status == 200, revoked
+    on_a = Api(a.port, worker_key)
+    wait_for(lambda: on_a.claim("m/x").status == 401, 10, "the revocation on B to reach A")
+    listed = a.api().get("/v1/admin/keys")
+    assert [k for k in listed.json["data"] if k["name"] == "w1"][0]["revoked_at"]
 
 
 def run_serve(tmp_path, *flags, env=None):
