@@ -124,24 +124,24 @@ typedef struct {
 static void route_claim_done(void *ctx, int claimed, int rc, const char *err)
 {
 	static const char sprocket_none[] = "{\"data\":null}";
-	route_claim_t *rc_ = ctx;
-	server_t *s = rc_->server;
+	route_claim_t *call = ctx;
+	server_t *s = call->server;
 
 	if (claimed) {
 		/* the job is sent */
 	} else if (rc != 0) {
-		pgq_respond_unavailable(s, rc_->req, rc, err);
-	} else if (rc_->wait_ms > 0 && !s->stopping && s->pg) {
-		pgq_wait(s, rc_->model.data, rc_->model.len, &rc_->params, rc_->wait_ms,
-			 rc_->req);
-	} else if (rc_->params.format == CLAIM_FORMAT_SPROCKET) {
-		http_respond(rc_->req, 200, NULL, NULL, sprocket_none, sizeof(sprocket_none) - 1);
+		pgq_respond_unavailable(s, call->req, rc, err);
+	} else if (call->wait_ms > 0 && !s->stopping && s->pg) {
+		pgq_wait(s, call->model.data, call->model.len, &call->params, call->wait_ms,
+			 call->req);
+	} else if (call->params.format == CLAIM_FORMAT_SPROCKET) {
+		http_respond(call->req, 200, NULL, NULL, sprocket_none, sizeof(sprocket_none) - 1);
 	} else {
-		http_respond(rc_->req, 204, NULL, NULL, "", 0);
+		http_respond(call->req, 204, NULL, NULL, "", 0);
 	}
-	rbuf_unref(rc_->params.worker);
-	buf_free(&rc_->model);
-	free(rc_);
+	rbuf_unref(call->params.worker);
+	buf_free(&call->model);
+	free(call);
 }
 
 void pgq_claim_route(server_t *s, http_request_t *req, const char *model, size_t model_len,

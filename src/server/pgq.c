@@ -373,6 +373,31 @@ static void waiter_start_claim(server_t *s, pg_waiter_t *w)
 
 /* ---- sweep ---- */
 
+static void zero_gauges(queue_model_t *m, void *ctx)
+{
+	model_state_t *ms = server_model_state(m);
+
+	ms->committed[JOB_PENDING] = ms->committed[JOB_RUNNING] = 0;
+}
+
+/*
+ * Sets the committed pending and running counts that the /metrics gauges
+ * read to the cluster-wide counts of result r (model, state, count).
+ */
+static void set_gauges(server_t *s, const PGresult *r)
+{
+	queue_model_each(s->queue, zero_gauges, NULL);
+	for (int i = 0; i < PQntuples(r); i++) {
+		const char *model = PQgetvalue(r, i, 0);
+		queue_model_t *m = queue_model_get(s->queue, model, strlen(model), 1);
+		int state = atoi(PQgetvalue(r, i, 1));
+
+		if (state == JOB_PENDING || state == JOB_RUNNING)
+			server_model_state(m)->committed[state] =
+				strtoull(PQgetvalue(r, i, 2), NULL, 10);
+	}
+}
+
 static void on_sweep_done(void *ctx, int rc, PGresult *const *results, int count,
 			  const char *err)
 {
@@ -385,8 +410,9 @@ static void on_sweep_done(void *ctx, int rc, PGresult *const *results, int count
 		log_warn("store", "lease and retention sweep failed: %s", err);
 		return;
 	}
-	if (rc != 0 || count < 2)
+	if (rc != 0 || count < 3)
 		return;
+	set_gauges(s, results[2]);
 	for (int i = 0; i < PQntuples(results[0]); i++) {
 		int pending = atoi(PQgetvalue(results[0], i, 2)) == JOB_PENDING;
 		job_record_t rec = {0};
@@ -414,7 +440,7 @@ static void on_sweep_done(void *ctx, int rc, PGresult *const *results, int count
 static void on_sweep_timer(uv_timer_t *timer)
 {
 	server_t *s = timer->data;
-	pg_stmt_t st[2] = {{.sql = PG_SQL_EXPIRE}, {.sql = PG_SQL_PURGE}};
+	pg_stmt_t st[3] = {{.sql = PG_SQL_EXPIRE}, {.sql = PG_SQL_PURGE}, {.sql = PG_SQL_GAUGES}};
 	char retries[16], retention[32];
 
 	if (!pg_pool_up(s->pg->pool))
@@ -427,7 +453,7 @@ static void on_sweep_timer(uv_timer_t *timer)
 	pgq_param(&st[0], 0, retries);
 	pgq_param(&st[1], 0, retention);
 	s->pg->sweeping = 1;
-	pgq_exec(s, st, 2, on_sweep_done, s);
+	pgq_exec(s, st, 3, on_sweep_done, s);
 }
 
 /* ---- open and close ---- */

@@ -62,4 +62,9 @@ int pg_schema_migrate(PGconn *pg, char *err, size_t errlen);
 	"AND done_at < inferq_now_ms() - $1::bigint AND (SELECT pg_try_advisory_xact_lock("     \
 	PG_LOCK_SWEEP ")) ORDER BY done_at LIMIT 1000)"
 
+/* Sweep, part 3: the cluster-wide count of pending and running jobs per model and state. */
+#define PG_SQL_GAUGES                                                                          \
+	"SELECT model, state, count(*) FROM inferq_jobs WHERE state IN (0, 1) "                 \
+	"GROUP BY model, state"
+
 #endif

@@ -5,6 +5,7 @@ two or three real nodes on it. Each node has its own data dir and admin key, so 
 talks to one node with that node's key.
 """
 
+import re
 import subprocess
 import threading
 import time
@@ -274,6 +275,30 @@ def test_keys_created_or_revoked_on_one_node_reach_the_others(start_server, pg_c
     wait_for(lambda: on_a.claim("m/x").status == 401, 10, "the revocation on B to reach A")
     listed = a.api().get("/v1/admin/keys")
     assert [k for k in listed.json["data"] if k["name"] == "w1"][0]["revoked_at"]
+
+
+def gauge(api, state):
+    reply = api.get("/metrics")
+    assert reply.status == 200, reply
+    pattern = re.compile(r'^inferq_jobs\{model="%s",state="%s"\} (\d+)$' % (re.escape(MODEL), state),
+                         re.M)
+    match = pattern.search(reply.raw.decode())
+    return int(match.group(1)) if match else None
+
+
+def test_queue_gauges_are_cluster_wide(start_server, pg_cluster):
+    uri = pg_cluster.new_database()
+    a, b = nodes(start_server, uri, 2)
+    for i in range(3):
+        submit(a.api(), {"i": i})
+    b.api().claim_ok(MODEL)
+    # Each node counts the whole database once per second.
+    api_b = b.api()
+    wait_for(lambda: gauge(api_b, "pending") == 2 and gauge(api_b, "running") == 1, 10,
+             "node B's gauges to count the jobs submitted on node A")
+    api_a = a.api()
+    wait_for(lambda: gauge(api_a, "pending") == 2 and gauge(api_a, "running") == 1, 10,
+             "node A's gauges to count the claim made on node B")
 
 
 def run_serve(tmp_path, *flags, env=None):
