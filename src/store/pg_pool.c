@@ -23,6 +23,7 @@
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
 #define CONNECT_TIMEOUT_MS 5000
+#define BLOCKING_CONNECT_TIMEOUT_S "10" /* start-up connection, unless conninfo sets one */
 #define MAX_PIPELINED 256 /* ordered tasks in flight on one connection */
 
 enum { CONN_DOWN, CONN_CONNECTING, CONN_UP };
@@ -680,7 +681,10 @@ void pg_pool_close(pg_pool_t *p)
 
 PGconn *pg_connect_blocking(const char *conninfo, char *err, size_t errlen)
 {
-	PGconn *pg = PQconnectdb(conninfo);
+	/* A connect_timeout in conninfo, expanded after this default, overrides it. */
+	const char *const keys[] = {"connect_timeout", "dbname", NULL};
+	const char *const values[] = {BLOCKING_CONNECT_TIMEOUT_S, conninfo, NULL};
+	PGconn *pg = PQconnectdbParams(keys, values, 1);
 
 	if (pg == NULL) {
 		snprintf(err, errlen, "out of memory");

@@ -114,9 +114,9 @@ def test_parser_rejects_malformed():
 
 
 @pytest.mark.local_store_only(
-    reason=("the pending and running gauges, the waiting-worker gauge and the finished counts "
-            "of inferq_jobs come from the in-memory queue and the SQLite store; the postgres "
-            "store feeds only the counters and histograms"))
+    reason=("reads gauges right after each change: on the postgres store the pending and "
+            "running gauges are recounted once a second, and the finished counts and the "
+            "waiting-worker gauge cover only one node's changes"))
 def test_known_sequence_counts(start_server):
     server = start_server()
     api = server.api()
@@ -260,9 +260,9 @@ def test_sprocket_routes_count(start_server):
 
 
 @pytest.mark.local_store_only(
-    reason=("the pending and running gauges, the waiting-worker gauge and the finished counts "
-            "of inferq_jobs come from the in-memory queue and the SQLite store; the postgres "
-            "store feeds only the counters and histograms"))
+    reason=("reads gauges right after each change: on the postgres store the pending and "
+            "running gauges are recounted once a second, and the finished counts and the "
+            "waiting-worker gauge cover only one node's changes"))
 def test_waiting_workers_gauge(start_server):
     server = start_server()
     api = server.api()
@@ -382,9 +382,9 @@ def test_model_names_in_labels(start_server):
 
 
 @pytest.mark.local_store_only(
-    reason=("the pending and running gauges, the waiting-worker gauge and the finished counts "
-            "of inferq_jobs come from the in-memory queue and the SQLite store; the postgres "
-            "store feeds only the counters and histograms"))
+    reason=("reads gauges right after each change: on the postgres store the pending and "
+            "running gauges are recounted once a second, and the finished counts and the "
+            "waiting-worker gauge cover only one node's changes"))
 def test_model_cap(start_server):
     server = start_server(metrics_max_models=2)
     api = server.api()
@@ -405,9 +405,9 @@ def test_model_cap(start_server):
 
 
 @pytest.mark.local_store_only(
-    reason=("the pending and running gauges, the waiting-worker gauge and the finished counts "
-            "of inferq_jobs come from the in-memory queue and the SQLite store; the postgres "
-            "store feeds only the counters and histograms"))
+    reason=("reads gauges right after each change: on the postgres store the pending and "
+            "running gauges are recounted once a second, and the finished counts and the "
+            "waiting-worker gauge cover only one node's changes"))
 def test_finished_counts_survive_restart(start_server):
     server = start_server()
     api = server.api()
@@ -429,9 +429,9 @@ def test_finished_counts_survive_restart(start_server):
 
 
 @pytest.mark.local_store_only(
-    reason=("the pending and running gauges, the waiting-worker gauge and the finished counts "
-            "of inferq_jobs come from the in-memory queue and the SQLite store; the postgres "
-            "store feeds only the counters and histograms"))
+    reason=("reads gauges right after each change: on the postgres store the pending and "
+            "running gauges are recounted once a second, and the finished counts and the "
+            "waiting-worker gauge cover only one node's changes"))
 def test_retention_purge_lowers_finished(start_server):
     server = start_server(retention="2s")
     api = server.api()
