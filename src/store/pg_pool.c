@@ -40,7 +40,7 @@ typedef struct task {
 	int failed;
 	int ordered; /* PG_TASK_ORDERED */
 	char err[256];
-	struct pg_pool *counted; /* the pool whose outstanding count holds this task, or NULL */
+	struct pg_pool *counted; /* the pool whose outstanding count includes this task, or NULL */
 } task_t;
 
 typedef struct conn {

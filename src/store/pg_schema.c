@@ -1,6 +1,6 @@
 /*
  * Migrations of the postgres store (pg_schema.h). Migration N brings the
- * schema from version N-1 to N; inferq_schema holds the version applied.
+ * schema from version N-1 to N; inferq_schema has one row per version applied.
  * Migrations only ever get appended: a released one never changes.
  *
  * SPDX-License-Identifier: MIT
