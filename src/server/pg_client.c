@@ -146,7 +146,8 @@ static void on_submitted(void *ctx, int rc, PGresult *const *results, int count,
 
 			id_format(&c->id, text);
 			log_fields(LOG_DEBUG, "queue", "submitted", LOG_STR("request_id", text),
-				   LOG_STR("model", c->model.data), LOG_INT("priority", c->priority));
+				   LOG_STR("model", c->model.data),
+				   LOG_INT("priority", c->priority));
 		}
 	}
 	call_free(c);
@@ -216,7 +217,8 @@ void pg_handle_submit(server_t *s, http_request_t *req)
 	}
 	if (key && !idempotency_key_valid(key, key_len)) {
 		respond_error(req, 400, "invalid_field", "Idempotency-Key",
-			      "Idempotency-Key must be 1 to %d visible ASCII characters, e.g. a UUID",
+			      "Idempotency-Key must be 1 to %d visible ASCII characters, "
+			      "e.g. a UUID",
 			      IDEMPOTENCY_KEY_MAX);
 		goto out;
 	}
@@ -431,8 +433,8 @@ static void on_clear(void *ctx, int rc, PGresult *const *results, int count, con
 	} else {
 		n = PQntuples(results[0]);
 		for (int i = 0; i < n; i++) {
-			id_parse(PQgetvalue(results[0], i, 0), (size_t)PQgetlength(results[0], i, 0),
-				 &c->id);
+			id_parse(PQgetvalue(results[0], i, 0),
+				 (size_t)PQgetlength(results[0], i, 0), &c->id);
 			observe_one(c, JOB_CANCELED, STORE_OP_UPDATE, JOB_PENDING);
 		}
 		if (n)

@@ -208,8 +208,8 @@ static void on_update(void *ctx, int rc, PGresult *const *results, int count, co
 				return;
 			}
 			pgq_respond_unavailable(c->server, c->req, INFERQ_EBUSY,
-						"the job's info changed under every attempt to merge "
-						"this patch; retry the call");
+						"the job's info changed under every attempt to "
+						"merge this patch; retry the call");
 		}
 	}
 	call_free(c);

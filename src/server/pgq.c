@@ -85,7 +85,8 @@ void pgq_respond_unavailable(server_t *s, http_request_t *req, int rc, const cha
 
 	if (rc == INFERQ_ELIMIT && now - s->overload_logged_ms >= 10000) {
 		s->overload_logged_ms = now;
-		log_warn("store", "%s; the database falls behind: raise --pg-pool or check it", err);
+		log_warn("store", "%s; the database falls behind: raise --pg-pool or check it",
+			 err);
 	}
 	error_body(&body, 503, rc == INFERQ_ELIMIT ? "overloaded" : "store_unavailable", NULL, "%s",
 		   err && *err ? err : "the database could not be reached; retry later");
@@ -417,7 +418,8 @@ static void on_sweep_done(void *ctx, int rc, PGresult *const *results, int count
 		int pending = atoi(PQgetvalue(results[0], i, 2)) == JOB_PENDING;
 		job_record_t rec = {0};
 
-		id_parse(PQgetvalue(results[0], i, 0), (size_t)PQgetlength(results[0], i, 0), &rec.id);
+		id_parse(PQgetvalue(results[0], i, 0), (size_t)PQgetlength(results[0], i, 0),
+			 &rec.id);
 		rec.model = rbuf_from_str(PQgetvalue(results[0], i, 1));
 		rec.state = pending ? JOB_PENDING : JOB_FAILED;
 		rec.claimed_at = strtoll(PQgetvalue(results[0], i, 5), NULL, 10);

@@ -82,13 +82,15 @@ static int64_t merge_rows(server_t *s, const PGresult *r, int64_t last)
 		row_key(r, i, &k);
 		rc = auth_key_merge(s, &k);
 		if (rc == INFERQ_ECONFLICT)
-			log_warn("auth", "API key name=%s of the cluster (hash=%.8s) differs from this "
-					 "node's key of that name, which works only here; revoke one of "
-					 "them and give the other a new name",
+			log_warn("auth",
+				 "API key name=%s of the cluster (hash=%.8s) differs from this "
+				 "node's key of that name, which works only here; revoke one of "
+				 "them and give the other a new name",
 				 k.name, k.hash);
 		else if (rc != 0)
-			log_error("auth", "API key name=%s in the database is invalid (role, hash or "
-					  "models); the table was changed by hand",
+			log_error("auth",
+				  "API key name=%s in the database is invalid (role, hash or "
+				  "models); the table was changed by hand",
 				  k.name);
 		rbuf_unref(k.models);
 		last = strtoll(PQgetvalue(r, i, 8), NULL, 10);

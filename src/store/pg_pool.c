@@ -381,7 +381,7 @@ static void dispatch(pg_pool_t *p)
 		p->waiting--;
 		conn_start_task(c, t);
 		if (c->state != CONN_UP) {
-			/* The send failed the connection, maybe every waiting task too: begin again. */
+			/* The send failed the connection and maybe every waiting task: restart. */
 			link = &p->head;
 			prev = NULL;
 			ordered_blocked = 0;
@@ -550,7 +550,8 @@ static int describe_host(pg_pool_t *p, char *err, size_t errlen)
 			port = o->val;
 	}
 	if (host && host[0] == '/')
-		snprintf(p->host, sizeof(p->host), "socket %s (port %s)", host, port ? port : "5432");
+		snprintf(p->host, sizeof(p->host), "socket %s (port %s)", host,
+			 port ? port : "5432");
 	else
 		snprintf(p->host, sizeof(p->host), "%s:%s", host ? host : "localhost",
 			 port ? port : "5432");

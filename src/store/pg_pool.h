@@ -49,7 +49,7 @@ typedef void (*pg_notify_cb)(void *ctx, const char *channel, const char *payload
 typedef struct {
 	const char *conninfo; /* libpq connection string or URI, copied */
 	uint32_t size;        /* connections that run tasks, at least 1 */
-	uint32_t max_waiting; /* tasks waiting or running before an ordered one gets INFERQ_ELIMIT */
+	uint32_t max_waiting; /* tasks waiting or running before ordered ones get INFERQ_ELIMIT */
 	const char *listen;   /* channel the extra connection LISTENs on, or NULL for none */
 	pg_notify_cb notify;
 	void *ctx;            /* for notify */

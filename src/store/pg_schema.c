@@ -30,7 +30,8 @@ static const char migration_1[] =
 	"DECLARE doc jsonb; entry jsonb;\n"
 	"BEGIN\n"
 	"  entry := jsonb_strip_nulls(jsonb_build_object('attempt', retries + 1, 'worker', worker, "
-	"'claimed_at', inferq_rfc3339(claimed_at), 'expired_at', inferq_rfc3339(inferq_now_ms())));\n"
+	"'claimed_at', inferq_rfc3339(claimed_at), "
+	"'expired_at', inferq_rfc3339(inferq_now_ms())));\n"
 	"  IF info IS NULL THEN RETURN jsonb_build_object('retry_history', "
 	"jsonb_build_array(entry))::text; END IF;\n"
 	"  BEGIN doc := info::jsonb; EXCEPTION WHEN others THEN RETURN info; END;\n"
@@ -118,7 +119,8 @@ static int apply(PGconn *pg, int version, char *err, size_t errlen)
 		return INFERQ_EIO;
 	snprintf(sql, sizeof(sql), "INSERT INTO inferq_schema (version) VALUES (%d)", version);
 	if (run(pg, migrations[version - 1], NULL, why, sizeof(why)) != 0 ||
-	    run(pg, sql, NULL, why, sizeof(why)) != 0 || run(pg, "COMMIT", NULL, why, sizeof(why)) != 0) {
+	    run(pg, sql, NULL, why, sizeof(why)) != 0 ||
+	    run(pg, "COMMIT", NULL, why, sizeof(why)) != 0) {
 		snprintf(err, errlen, "migration to schema version %d failed: %s", version, why);
 		PQclear(PQexec(pg, "ROLLBACK"));
 		return INFERQ_EIO;
@@ -135,7 +137,8 @@ int pg_schema_migrate(PGconn *pg, char *err, size_t errlen)
 	rc = run(pg, "CREATE TABLE IF NOT EXISTS inferq_schema (version integer NOT NULL)", NULL,
 		 err, errlen);
 	if (rc == 0)
-		rc = run(pg, "SELECT coalesce(max(version), 0) FROM inferq_schema", &r, err, errlen);
+		rc = run(pg, "SELECT coalesce(max(version), 0) FROM inferq_schema", &r, err,
+			 errlen);
 	if (rc != 0)
 		return rc;
 	version = atoi(PQgetvalue(r, 0, 0));

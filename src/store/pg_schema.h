@@ -34,7 +34,8 @@ int pg_schema_migrate(PGconn *pg, char *err, size_t errlen);
  * Sweep, part 1 ($1 = --max-retries): under the sweep lock, sends expired
  * leases back to pending (retries + 1) or fails them after the last retry,
  * appending to info.retry_history; returns one row per job (id, model,
- * new state, retries, the notify result, claimed_at, done_at) and notifies the models (NOTIFY folds repeats).
+ * new state, retries, the notify result, claimed_at, done_at) and
+ * notifies the models (NOTIFY folds repeats).
  */
 #define PG_SQL_EXPIRE                                                                          \
 	"WITH lock AS (SELECT pg_try_advisory_xact_lock(" PG_LOCK_SWEEP ") AS held), "          \
