@@ -356,3 +356,18 @@ def test_store_from_the_environment_and_pool_size(start_server, pg_cluster, tmp_
     finally:
         proc.terminate()
         assert proc.wait(10) == 0
+
+
+@pytest.mark.parametrize("method, path", [
+    ("GET", "/v1/admin/jobs"),
+    ("GET", f"/v1/admin/jobs/{UNKNOWN_ID}"),
+    ("GET", "/v1/admin/queues"),
+    ("POST", "/v1/storage/upload-request"),
+])
+def test_routes_not_served_on_postgres_say_so(start_server, pg_cluster, method, path):
+    node = start_server(store=pg_cluster.new_database())
+    reply = node.api().request(method, path, {} if method == "POST" else None)
+    assert reply.status == 501, reply
+    assert reply.json["code"] == "not_implemented"
+    assert reply.json["type"] == "server_error"
+    assert "--store postgres" in reply.json["message"]
