@@ -155,12 +155,15 @@ static void on_submitted(void *ctx, int rc, PGresult *const *results, int count,
 
 static const char *const submit_fields[] = {"model", "payload", "info", "priority", NULL};
 
-/* Fills the statements of a submit; returns how many. */
+/*
+ * Fills the statements of a submit and returns how many; they point into
+ * id (filled here), priority, ttl and c until pgq_exec copies them.
+ */
 static int submit_statements(server_t *s, call_t *c, const json_span_t *payload,
 			     const json_span_t *info, int has_info, const char *priority,
-			     const char *key, size_t key_len, const char *ttl, pg_stmt_t *st)
+			     const char *key, size_t key_len, const char *ttl, char *id,
+			     pg_stmt_t *st)
 {
-	char id[ID_TEXT_LEN + 1];
 	pg_stmt_t *ins = key ? &st[1] : &st[0];
 
 	id_format(&c->id, id);
@@ -196,7 +199,7 @@ void pg_handle_submit(server_t *s, http_request_t *req)
 	json_span_t payload, info;
 	int has_info = 0, count;
 	int64_t priority = 0;
-	char prio[24], ttl[24];
+	char prio[24], ttl[24], id[ID_TEXT_LEN + 1];
 	pg_stmt_t st[2];
 	call_t *c;
 	size_t key_len = 0;
@@ -232,7 +235,8 @@ void pg_handle_submit(server_t *s, http_request_t *req)
 	}
 	snprintf(prio, sizeof(prio), "%lld", (long long)priority);
 	snprintf(ttl, sizeof(ttl), "%lld", (long long)s->config.idempotency_ttl_ms);
-	count = submit_statements(s, c, &payload, &info, has_info, prio, key, key_len, ttl, st);
+	count = submit_statements(s, c, &payload, &info, has_info, prio, key, key_len, ttl, id,
+				  st);
 	/* Ordered: submits commit, and so take their seq, in the order they arrived. */
 	pgq_exec_ordered(s, st, count, on_submitted, c);
 out:
