@@ -6,7 +6,7 @@ PREFIX ?= /usr/local
 BUILD ?= build
 SANITIZE ?=
 
-PKGS := libuv jansson sqlite3 libcrypto libssl
+PKGS := libuv jansson sqlite3 libcrypto libssl libpq
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 

@@ -7,8 +7,9 @@
 set -eu
 
 BUILD_PACKAGES="build-essential pkg-config libuv1-dev node-llhttp libjansson-dev libsqlite3-dev
-libcurl4-openssl-dev libssl-dev python3"
-TEST_PACKAGES="libcmocka-dev sqlite3 python3-pytest clang libclang-rt-14-dev imagemagick chromium"
+libcurl4-openssl-dev libssl-dev libpq-dev python3"
+TEST_PACKAGES="libcmocka-dev sqlite3 python3-pytest clang libclang-rt-14-dev imagemagick chromium
+postgresql"
 
 case "${2:-all}" in
 build) PACKAGES=$BUILD_PACKAGES ;;

@@ -392,6 +392,30 @@ int auth_key_create(server_t *s, const char *name, unsigned role, rbuf_t *models
 	return 0;
 }
 
+int auth_key_merge(server_t *s, store_key_t *rec)
+{
+	auth_key_t *k = find_name(s->auth, rec->name);
+
+	if (k && strcmp(k->rec.hash, rec->hash) != 0)
+		return INFERQ_ECONFLICT;
+	if (k) {
+		if (rec->revoked_at == 0 || k->rec.revoked_at != 0)
+			return 0;
+		k->rec.revoked_at = rec->revoked_at;
+		add_key_op(&s->collecting->batch, STORE_OP_KEY_REVOKE, k);
+		log_info("auth", "API key name=%s hash=%.8s was revoked on another node",
+			 k->rec.name, k->rec.hash);
+		return 0;
+	}
+	if (key_from_record(rec, &k) != 0)
+		return INFERQ_EINVAL;
+	table_add(s->auth, k);
+	add_key_op(&s->collecting->batch, STORE_OP_KEY_PUT, k);
+	log_info("auth", "API key name=%s role=%s hash=%.8s was created on another node",
+		 k->rec.name, k->rec.role, k->rec.hash);
+	return 0;
+}
+
 static int key_works(const auth_key_t *k, int64_t now_ms)
 {
 	return k->rec.revoked_at == 0 && (k->rec.expires_at == 0 || now_ms < k->rec.expires_at);
@@ -539,7 +563,10 @@ int auth_open(server_t *s)
 		return rc;
 	}
 	log_info("auth", "loaded %zu API key%s", a->count, a->count == 1 ? "" : "s");
-	if (a->count == 0) {
+	if (a->count == 0 && s->keys_shared)
+		log_info("auth", "no admin key is created: this node takes the API keys of the "
+				 "other nodes from the database; use an admin key of theirs");
+	else if (a->count == 0) {
 		rc = bootstrap(s);
 		if (rc != 0)
 			return rc;

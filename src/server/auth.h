@@ -218,6 +218,17 @@ int auth_key_create(struct server *s, const char *name, unsigned role, rbuf_t *m
  */
 int auth_key_revoke(struct server *s, const char *name, const auth_key_t **out);
 
+/*
+ * Merges a key that another node created or revoked (the postgres store):
+ * adds it when no key has its name, or revokes the local key of the same
+ * hash, and records the change for the local store. Takes over
+ * rec->models (leaving it NULL) when it tries to add the key; the caller
+ * unrefs what is left. Returns 0, INFERQ_ECONFLICT when
+ * another key (another hash) has that name here, or INFERQ_EINVAL when
+ * rec is malformed. Loop thread.
+ */
+int auth_key_merge(struct server *s, store_key_t *rec);
+
 /* Returns the number of keys and the key at index i, in creation order. */
 size_t auth_key_count(const struct server *s);
 const auth_key_t *auth_key_at(const struct server *s, size_t i);

@@ -57,6 +57,8 @@ enum {
 	OPT_TLS_KEY,
 	OPT_TLS_LISTEN,
 	OPT_TLS_HANDSHAKE_TIMEOUT,
+	OPT_STORE,
+	OPT_PG_POOL,
 	OPT_HELP,
 };
 
@@ -99,6 +101,8 @@ static const struct option options[] = {
 	{"tls-key", required_argument, NULL, OPT_TLS_KEY},
 	{"tls-listen", required_argument, NULL, OPT_TLS_LISTEN},
 	{"tls-handshake-timeout", required_argument, NULL, OPT_TLS_HANDSHAKE_TIMEOUT},
+	{"store", required_argument, NULL, OPT_STORE},
+	{"pg-pool", required_argument, NULL, OPT_PG_POOL},
 	{"help", no_argument, NULL, OPT_HELP},
 	{NULL, 0, NULL, 0},
 };
@@ -136,6 +140,8 @@ void config_defaults(serve_config_t *c)
 	c->log_format = LOG_FORMAT_TEXT;
 	c->metrics_max_models = 1000;
 	c->tls_handshake_timeout_ms = 10000;
+	snprintf(c->store, sizeof(c->store), "local");
+	c->pg_pool = 4;
 }
 
 void config_usage(void)
@@ -220,6 +226,11 @@ void config_usage(void)
 	       "                            it, --listen itself serves HTTPS when --tls-cert is set\n"
 	       "  --tls-handshake-timeout DURATION  connections that have not finished the TLS\n"
 	       "                            handshake close after it (default 10s)\n"
+	       "  --store local|postgres://USER@HOST/DB  where the queue lives: local is SQLite\n"
+	       "                            in --data-dir; a PostgreSQL URI lets several nodes\n"
+	       "                            share one queue, e.g. postgres:///inferq?host=/run/pg\n"
+	       "                            for a Unix socket (default local, or INFERQ_STORE)\n"
+	       "  --pg-pool N               PostgreSQL connections per node, 1 to 64 (default 4)\n"
 	       "  --help                    print this help\n");
 }
 
@@ -344,6 +355,24 @@ static int apply_storage(serve_config_t *c, int opt, const char *v)
 		return 0;
 	}
 	return INFERQ_EINVAL;
+}
+
+/* --store and --pg-pool. */
+static int apply_store(serve_config_t *c, int opt, const char *v)
+{
+	uint64_t n;
+
+	if (opt == OPT_PG_POOL) {
+		if (parse_u64(v, 1, 64, &n) != 0)
+			return flag_error("pg-pool", v, "a whole number from 1 to 64");
+		c->pg_pool = (uint32_t)n;
+		return 0;
+	}
+	if (strcmp(v, "local") != 0 && strncmp(v, "postgres://", 11) != 0 &&
+	    strncmp(v, "postgresql://", 13) != 0)
+		return flag_error("store", v,
+				  "local, or a PostgreSQL URI such as postgres://inferq@db/inferq");
+	return copy_string(c->store, sizeof(c->store), "store", v);
 }
 
 static int apply(serve_config_t *c, int opt, const char *v)
@@ -495,6 +524,9 @@ static int apply(serve_config_t *c, int opt, const char *v)
 			 "%s", v);
 		return 0;
 	}
+	case OPT_STORE:
+	case OPT_PG_POOL:
+		return apply_store(c, opt, v);
 	case OPT_PUBLIC_URL:
 	case OPT_MAX_FILENAME:
 	case OPT_UPLOAD_URL_TTL:
@@ -540,8 +572,14 @@ static int check_tls_flags(const serve_config_t *c)
 
 int config_parse(serve_config_t *c, int argc, char **argv)
 {
+	const char *env = getenv("INFERQ_STORE");
 	int opt;
 
+	/* The environment sets the default store; --store overrides it. */
+	if (env && *env && apply_store(c, OPT_STORE, env) != 0) {
+		fprintf(stderr, "inferq serve: the value comes from INFERQ_STORE\n");
+		return INFERQ_EINVAL;
+	}
 	optind = 0; /* 0, not 1: glibc then also drops the state of an earlier parse */
 	opterr = 0;
 	while ((opt = getopt_long(argc, argv, "", options, NULL)) != -1) {

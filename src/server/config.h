@@ -55,6 +55,8 @@ typedef struct {
 	char tls_key[1024];         /* PEM private key; set exactly when tls_cert is */
 	char tls_listen[256];       /* "host:port" of a separate HTTPS listener; "" = none */
 	int64_t tls_handshake_timeout_ms; /* accept to finished handshake */
+	char store[1024];             /* "local", or a PostgreSQL URI (--store, INFERQ_STORE) */
+	uint32_t pg_pool;             /* PostgreSQL connections per node that run requests */
 } serve_config_t;
 
 /* Fills c with the defaults. */

@@ -27,6 +27,7 @@
 #include "inferq_error.h"
 #include "log.h"
 #include "observe.h"
+#include "pgq.h"
 #include "server.h"
 #include "status_cache.h"
 #include "storage.h"
@@ -316,8 +317,10 @@ static void commit_succeeded(server_t *s, pending_batch_t *pb)
 			op->purged_ids = NULL;
 			continue;
 		}
-		if (store_op_is_key(op->kind))
+		if (store_op_is_key(op->kind)) {
+			pgq_key_committed(s, op); /* other nodes learn it (postgres store) */
 			continue;
+		}
 		count_committed(s, job, op, now_ms);
 		observe_job_committed(s, job, op);
 		if (op->kind == STORE_OP_INSERT)

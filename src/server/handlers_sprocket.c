@@ -20,6 +20,7 @@
 #include "clock.h"
 #include "inferq_error.h"
 #include "log.h"
+#include "pgq.h"
 #include "render.h"
 #include "request.h"
 #include "routes.h"
@@ -170,6 +171,10 @@ void handle_sprocket_retrieve(server_t *s, http_request_t *req)
 	note_worker(s, req, &r);
 	if (r.worker.len)
 		params.worker = rbuf_new(r.worker.data, r.worker.len);
+	if (s->pg) {
+		pgq_claim_route(s, req, r.model.data, r.model.len, &params, r.timeout_ms, NULL);
+		goto out;
+	}
 	m = queue_model_get(s->queue, r.model.data, r.model.len, 1);
 	server_model_state(m);
 	if (claim_next(s, m, &params, req, NULL))
@@ -304,6 +309,16 @@ void handle_sprocket_status(server_t *s, http_request_t *req)
 	    (kind == UPDATE_DONE && read_object(&b, "payload", 1, &payload, NULL, &err) != 0) ||
 	    read_info(&s->config, &b, &info, &has_info, &err) != 0) {
 		respond_input_error(req, &err);
+		goto out;
+	}
+	if (s->pg) {
+		rbuf_t *text = kind == UPDATE_FAILED ? failure_text(&info, has_info) : NULL;
+
+		pgq_sprocket_update(s, req, (int)kind, &model, &id,
+				    text ? text->data : payload.start,
+				    text ? text->len : payload.len, has_info ? &info : NULL,
+				    &b.warnings);
+		rbuf_unref(text);
 		goto out;
 	}
 	job = find_job_for_change(s, req, &id, &model);

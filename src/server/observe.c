@@ -66,9 +66,22 @@ static void observe_run_time(metrics_model_t *mm, const job_record_t *rec)
 		metrics_histogram_observe(&mm->run, seconds_between(rec->claimed_at, rec->done_at));
 }
 
+static void count_change(metrics_model_t *mm, const store_op_t *op);
+
 void observe_job_committed(server_t *s, const job_t *job, const store_op_t *op)
 {
-	metrics_model_t *mm = series_of(s, job->model);
+	count_change(series_of(s, job->model), op);
+}
+
+void observe_change_committed(server_t *s, const store_op_t *op)
+{
+	const rbuf_t *model = op->rec.model;
+
+	count_change(series_of(s, queue_model_get(s->queue, model->data, model->len, 1)), op);
+}
+
+static void count_change(metrics_model_t *mm, const store_op_t *op)
+{
 	const job_record_t *rec = &op->rec;
 
 	if (log_enabled(LOG_DEBUG)) {

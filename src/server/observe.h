@@ -58,6 +58,11 @@ void observe_http(void *ctx, const struct http_request *req, int status, size_t 
 
 /* Counts the committed change op of job: job counters, wait and run histograms. */
 void observe_job_committed(server_t *s, const job_t *job, const store_op_t *op);
+/*
+ * The same for a change that no in-memory job carries (the postgres store):
+ * op->rec needs model, id, state and the timestamps the histograms use.
+ */
+void observe_change_committed(server_t *s, const store_op_t *op);
 
 /*
  * Counts the finished jobs kept in the store, per model and state, for the

@@ -16,6 +16,7 @@
 #include "inferq_error.h"
 #include "metrics.h"
 #include "observe.h"
+#include "pgq.h"
 #include "request.h"
 
 #define CLIENT AUTH_ROLE_CLIENT
@@ -125,6 +126,11 @@ void routes_dispatch(void *ctx, http_request_t *req)
 		}
 		if (r->roles && auth_check(s, req, r->roles) != 0)
 			return;
+		/* With --store postgres the database decides: its handlers replace the queue's. */
+		if (s->pg && pgq_route(r->handler)) {
+			pgq_route(r->handler)(s, req);
+			return;
+		}
 		r->handler(s, req);
 		return;
 	}

@@ -20,6 +20,7 @@
 #include "inferq_error.h"
 #include "log.h"
 #include "observe.h"
+#include "pgq.h"
 #include "routes.h"
 #include "server.h"
 #include "status_cache.h"
@@ -110,6 +111,7 @@ static void on_http_closed(void *ctx)
 		return;
 	s->http = NULL;
 	s->https = NULL;
+	pgq_close(s);
 	auth_flush_last_used(s);
 	uv_timer_stop(&s->lease_timer);
 	uv_timer_stop(&s->retention_timer);
@@ -126,6 +128,7 @@ static void begin_stop(server_t *s)
 {
 	s->stopping = 1;
 	claim_flush_waiters(s);
+	pgq_flush_waiters(s);
 	observe_close_listener(s);
 	http_server_close(s->http, on_http_closed, s);
 	if (s->https)
@@ -345,7 +348,7 @@ static void log_config(const serve_config_t *c)
 		 "idempotency_ttl=%llds max_model_length=%zu max_json_depth=%d request_timeout=%lldms "
 		 "idle_timeout=%lldms max_connections=%u log_format=%s access_log=%s "
 		 "metrics_listen=%s metrics_max_models=%u status_cache_bytes=%zu "
-		 "max_requests_per_pass=%u",
+		 "max_requests_per_pass=%u store=%s pg_pool=%u",
 		 c->data_dir, c->claim_timeout, c->max_retries, (long long)(c->retention_ms / 1000),
 		 c->max_body_bytes, c->max_header_bytes, c->max_info_bytes,
 		 (long long)(c->idempotency_ttl_ms / 1000), c->max_model_length,
@@ -353,7 +356,8 @@ static void log_config(const serve_config_t *c)
 		 (long long)c->idle_timeout_ms, c->max_connections,
 		 c->log_format == LOG_FORMAT_JSON ? "json" : "text", c->access_log ? "on" : "off",
 		 c->metrics_listen[0] ? c->metrics_listen : "none", c->metrics_max_models,
-		 c->status_cache_bytes, c->max_requests_per_pass);
+		 c->status_cache_bytes, c->max_requests_per_pass,
+		 pgq_is_postgres(c->store) ? "postgres" : "local", c->pg_pool);
 }
 
 int serve_main(int argc, char **argv)
@@ -362,6 +366,7 @@ int serve_main(int argc, char **argv)
 	server_t *s = &server;
 	queue_config_t qc;
 	store_config_t sc;
+	pgq_start_t *pg_start = NULL;
 	char err[512];
 	int rc;
 
@@ -406,7 +411,10 @@ int serve_main(int argc, char **argv)
 		observe_free(s);
 		return 1;
 	}
-	if (load_queue(s) != 0 || auth_open(s) != 0 || open_storage(s) != 0) {
+	if (load_queue(s) != 0 ||
+	    (pgq_is_postgres(s->config.store) && pgq_prepare(s, &pg_start) != 0) ||
+	    auth_open(s) != 0 || open_storage(s) != 0) {
+		pgq_start_abort(pg_start);
 		store_close(s->store);
 		stop_listening(s);
 		auth_close(s);
@@ -421,6 +429,21 @@ int serve_main(int argc, char **argv)
 	observe_load_finished(s);
 	s->status_cache = status_cache_new(s->config.status_cache_bytes);
 	engine_init(s);
+	if (pg_start && pgq_open(s, pg_start) != 0) {
+		status_cache_free(s->status_cache);
+		engine_close(s);
+		store_close(s->store);
+		stop_listening(s);
+		auth_close(s);
+		storage_close(s);
+		queue_model_each(s->queue, free_model_state, NULL);
+		queue_free(s->queue);
+		idempotency_free(s->idempotency);
+		workers_free(s->workers);
+		observe_free(s);
+		tls_context_free(s->tls);
+		return 1;
+	}
 
 	uv_signal_init(s->loop, &s->sigint);
 	uv_signal_init(s->loop, &s->sigterm);

@@ -66,6 +66,8 @@ typedef struct server {
 	workers_t *workers;         /* workers seen, for GET /v1/admin/workers (workers.h) */
 	observe_t *observe;         /* metrics and the metrics listener (observe.h) */
 	struct status_cache *status_cache; /* finished jobs' status bodies (status_cache.h) */
+	struct pgq *pg;             /* the queue on PostgreSQL (pgq.h), or NULL: local store */
+	int keys_shared;            /* the postgres store holds API keys: make no admin key */
 
 	uint64_t next_seq;      /* seq of the next submitted job */
 	uint64_t next_batch_id; /* id of the next collecting batch; starts at 1 */

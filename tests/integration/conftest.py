@@ -2,12 +2,57 @@
 ephemeral ports with a fresh data dir, and every process must exit 0 on SIGTERM at the end.
 
 INFERQ_BIN names the binary (tests/run.sh sets it); the default is build/inferq in the repository.
+
+INFERQ_TEST_STORE=postgres runs every server on the postgres store: one throwaway PostgreSQL
+cluster for the session (pg_cluster.py) and a fresh database per test, which all servers of
+that test share. Tests of behaviour that only the local SQLite store has carry
+`@pytest.mark.local_store_only(reason)` and are skipped, with that reason, in that run.
 """
+
+import os
+import shutil
+from pathlib import Path
 
 import pytest
 
+from pg_cluster import PgCluster
 from support import Server
 from tls_support import TestCA
+
+TEST_STORE = os.environ.get("INFERQ_TEST_STORE", "local")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "local_store_only(reason): the test checks behaviour of "
+                            "the local SQLite store that the postgres store does not have")
+    if TEST_STORE not in ("local", "postgres"):
+        raise pytest.UsageError(f"INFERQ_TEST_STORE={TEST_STORE!r}: expected local or postgres")
+
+
+def pytest_collection_modifyitems(config, items):
+    if TEST_STORE != "postgres":
+        return
+    for item in items:
+        marker = item.get_closest_marker("local_store_only")
+        if marker:
+            reason = marker.kwargs.get("reason") or (marker.args[0] if marker.args else "")
+            item.add_marker(pytest.mark.skip(reason=f"local store only: {reason}"))
+
+
+@pytest.fixture(scope="session")
+def pg_cluster():
+    """A PostgreSQL cluster on a Unix socket in a temp dir, for the whole session."""
+    cluster = PgCluster()
+    yield cluster
+    cluster.destroy()
+
+
+@pytest.fixture
+def pg_store(request):
+    """The --store URI of a fresh database when INFERQ_TEST_STORE=postgres, else None."""
+    if TEST_STORE != "postgres":
+        return None
+    return request.getfixturevalue("pg_cluster").new_database()
 
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)
@@ -28,8 +73,27 @@ def flag_args(flags):
     return args
 
 
+def share_admin_key(servers, store, data_dir):
+    """Give a new node on a postgres store the admin key of the test's first node there.
+
+    Only the first node of a database creates an admin key; the others take the keys from the
+    database, as an operator copies the cluster's admin key to a new node.
+    """
+    if not store or store == "local":
+        return
+    for other in servers:
+        key_file = other.data_dir / "admin.key"
+        if getattr(other, "store", None) == store and key_file.exists():
+            data_dir.mkdir(parents=True, exist_ok=True)
+            target = data_dir / "admin.key"
+            if not target.exists():
+                shutil.copyfile(key_file, target)
+                target.chmod(0o600)
+            return
+
+
 @pytest.fixture
-def start_server(request, tmp_path):
+def start_server(request, tmp_path, pg_store):
     """Return a function that starts a server: start_server(data_dir=None, tls=False, **flags).
 
     Flags are written in Python form (max_retries=0 becomes --max-retries 0). Without
@@ -51,7 +115,11 @@ def start_server(request, tmp_path):
             if "tls_cert" not in flags:
                 cert, key = ca.issue(f"server{len(servers)}")
                 flags = {"tls_cert": cert, "tls_key": key, **flags}
+        if pg_store and "store" not in flags:
+            flags["store"] = pg_store
+        share_admin_key(servers, flags.get("store"), Path(data_dir))
         server = Server(data_dir, flag_args(flags), ca)
+        server.store = flags.get("store")
         servers.append(server)
         return server.start()
 

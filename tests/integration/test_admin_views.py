@@ -12,9 +12,15 @@ import threading
 import time
 import urllib.parse
 
+import pytest
+
 from cli_support import cli_env, run_cli, server_url
 from support import (INFERQ_BIN, TIME_RE, UNKNOWN_ID, Api, assert_error, parse_time,
                      wait_for)
+
+pytestmark = pytest.mark.local_store_only(
+    reason=("the admin job listing, job history, workers and queues views read the in-memory "
+            "queue and the SQLite store; they are not served from PostgreSQL yet"))
 
 JOBS = "/v1/admin/jobs"
 WORKERS = "/v1/admin/workers"

@@ -27,6 +27,9 @@ from support import (
 )
 from test_faults import check_store_unavailable, fault_server  # noqa: F401 (fixture)
 
+pytestmark = pytest.mark.local_store_only(
+    reason="the batch routes answer 501 on the postgres store")
+
 MODEL = "batch/model"
 CLAIM_FIELDS = {"request_id", "model", "payload", "priority", "retries", "claim_id",
                 "claimed_at", "lease_expires_at"}

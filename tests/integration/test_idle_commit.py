@@ -5,7 +5,12 @@ The test watches the SQLite file directly, because any HTTP request would wake t
 import sqlite3
 import time
 
+import pytest
+
 from support import wait_for
+
+pytestmark = pytest.mark.local_store_only(
+    reason="reads the SQLite file of the data dir directly")
 
 MODEL = "test/idle"
 

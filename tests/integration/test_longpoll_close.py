@@ -9,7 +9,12 @@ waiter until its wait ended fails them.
 
 import socket
 
+import pytest
+
 from support import wait_for
+
+pytestmark = pytest.mark.local_store_only(
+    reason="the postgres store's long-poll waiters do not watch for a closed connection yet")
 
 MODEL = "test/longpoll-close"
 WAIT_S = 30

@@ -113,6 +113,10 @@ def test_parser_rejects_malformed():
             pytest.fail(f"the parser accepted an exposition with {why}")
 
 
+@pytest.mark.local_store_only(
+    reason=("reads gauges right after each change: on the postgres store the pending and "
+            "running gauges are recounted once a second, and the finished counts and the "
+            "waiting-worker gauge cover only one node's changes"))
 def test_known_sequence_counts(start_server):
     server = start_server()
     api = server.api()
@@ -255,6 +259,10 @@ def test_sprocket_routes_count(start_server):
                       code="200") == 2
 
 
+@pytest.mark.local_store_only(
+    reason=("reads gauges right after each change: on the postgres store the pending and "
+            "running gauges are recounted once a second, and the finished counts and the "
+            "waiting-worker gauge cover only one node's changes"))
 def test_waiting_workers_gauge(start_server):
     server = start_server()
     api = server.api()
@@ -373,6 +381,10 @@ def test_model_names_in_labels(start_server):
     assert models == {odd}, models
 
 
+@pytest.mark.local_store_only(
+    reason=("reads gauges right after each change: on the postgres store the pending and "
+            "running gauges are recounted once a second, and the finished counts and the "
+            "waiting-worker gauge cover only one node's changes"))
 def test_model_cap(start_server):
     server = start_server(metrics_max_models=2)
     api = server.api()
@@ -392,6 +404,10 @@ def test_model_cap(start_server):
     assert len(expo.samples("inferq_jobs")) == 3 * 5
 
 
+@pytest.mark.local_store_only(
+    reason=("reads gauges right after each change: on the postgres store the pending and "
+            "running gauges are recounted once a second, and the finished counts and the "
+            "waiting-worker gauge cover only one node's changes"))
 def test_finished_counts_survive_restart(start_server):
     server = start_server()
     api = server.api()
@@ -412,6 +428,10 @@ def test_finished_counts_survive_restart(start_server):
     assert job_counter(after, "completed", ALPHA) == 0
 
 
+@pytest.mark.local_store_only(
+    reason=("reads gauges right after each change: on the postgres store the pending and "
+            "running gauges are recounted once a second, and the finished counts and the "
+            "waiting-worker gauge cover only one node's changes"))
 def test_retention_purge_lowers_finished(start_server):
     server = start_server(retention="2s")
     api = server.api()

@@ -10,10 +10,12 @@ step what a client sees through GET /v1/queue/status. Every connection trusts on
 """
 
 import http.client
-import ssl
 import json
+import ssl
 import threading
 import urllib.parse
+
+import pytest
 
 from support import Api, wait_for
 
@@ -94,6 +96,8 @@ def start(start_server):
     return server, admin, client, Sprocket(base, worker_key, server.ca.context())
 
 
+@pytest.mark.local_store_only(
+    reason="the storage routes and GET /v1/admin/queues answer 501 on the postgres store")
 def test_job_done_with_file(start_server):
     server, admin, client, worker = start(start_server)
 

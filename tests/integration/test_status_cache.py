@@ -9,7 +9,12 @@ can make the two differ.
 import sqlite3
 import subprocess
 
+import pytest
+
 from support import INFERQ_BIN, assert_error, wait_for
+
+pytestmark = pytest.mark.local_store_only(
+    reason="the status cache serves finished jobs of the local store")
 
 MODEL = "test/status-cache"
 

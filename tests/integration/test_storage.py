@@ -19,6 +19,11 @@ import pytest
 
 from support import INFERQ_BIN, UNKNOWN_ID, Api, Reply, Server, assert_error, wait_for
 
+pytestmark = pytest.mark.local_store_only(
+    reason=("Sprocket output files are checked against the in-memory queue and kept per node; "
+            "the postgres store answers these routes with 501"))
+
+
 MODEL = "test/storage"
 RETRIEVE = "/internal/v1/queue/retrieve"
 STATUS = "/internal/v1/videos/status"

@@ -1,0 +1,393 @@
+/*
+ * Heartbeat, complete, fail and release on the postgres store: the calls
+ * fenced by claim_id. The change is one UPDATE that locks the row and
+ * applies only when the claim id is current and the state allows it (a
+ * pending job that kept its claim id after a lease expiry may still be
+ * completed, failed or taken back by a heartbeat), so the database alone
+ * judges the fence. An info patch is merged here, on the exact bytes, by
+ * json_merge_patch: the call reads the row, merges, and the UPDATE applies
+ * only if info is still what was read (compare and swap), else it reads
+ * again, at most FENCE_ATTEMPTS times.
+ *
+ * SPDX-License-Identifier: MIT
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "alloc.h"
+#include "auth.h"
+#include "inferq_error.h"
+#include "json.h"
+#include "log.h"
+#include "observe.h"
+#include "pgq.h"
+#include "render.h"
+#include "request.h"
+
+#define FENCE_ATTEMPTS 8 /* reads of a row whose info other calls keep changing */
+
+/*
+ * $1 id, $2 model, $3 claim id (NULL: any claim, for Sprocket updates,
+ * which carry none), $4 new info or NULL (keep), $5 the info
+ * $4 was merged from, $6 outputs or error. Returns the state seen, whether
+ * the claim is current, whether info was unchanged, and the new state,
+ * lease, claimed_at and done_at when the update applied.
+ */
+#define MINE                                                                                   \
+	"(CASE WHEN $3::uuid IS NULL THEN claim_id IS NOT NULL ELSE claim_id IS NOT DISTINCT "  \
+	"FROM $3::uuid END)"
+#define FENCE_HEAD                                                                             \
+	"WITH cur AS (SELECT id, state, claim_id, info FROM inferq_jobs WHERE id = $1::uuid "   \
+	"AND model = $2 FOR UPDATE), "                                                          \
+	"fits AS (SELECT id, state, " MINE " AS mine, "                                           \
+	"($4::text IS NULL OR info IS NOT DISTINCT FROM $5::text) AS same FROM cur), "
+#define FENCE_TAIL(states)                                                                     \
+	"FROM fits WHERE j.id = fits.id AND fits.mine AND fits.same AND fits.state IN " states  \
+	" RETURNING j.state, j.lease_expires_at, j.claimed_at, j.done_at) "                     \
+	"SELECT fits.state, fits.mine, fits.same, (SELECT state FROM u), "                      \
+	"(SELECT lease_expires_at FROM u), $6::text IS NULL, (SELECT claimed_at FROM u), "      \
+	"(SELECT done_at FROM u) FROM fits"
+
+static const char *const fence_sql[] = {
+	[PG_FENCE_HEARTBEAT] = FENCE_HEAD
+	"u AS (UPDATE inferq_jobs j SET state = 1, info = coalesce($4, j.info), "
+	"lease_expires_at = CASE WHEN j.claim_timeout > 0 THEN inferq_now_ms() + "
+	"j.claim_timeout * 1000::bigint ELSE 0 END " FENCE_TAIL("(0, 1)"),
+	[PG_FENCE_COMPLETE] = FENCE_HEAD
+	"u AS (UPDATE inferq_jobs j SET state = 2, info = coalesce($4, j.info), outputs = $6, "
+	"done_at = inferq_now_ms(), lease_expires_at = 0 " FENCE_TAIL("(0, 1)"),
+	[PG_FENCE_FAIL] = FENCE_HEAD
+	"u AS (UPDATE inferq_jobs j SET state = 3, info = coalesce($4, j.info), error = $6, "
+	"done_at = inferq_now_ms(), lease_expires_at = 0 " FENCE_TAIL("(0, 1)"),
+	[PG_FENCE_RELEASE] = FENCE_HEAD
+	"u AS (UPDATE inferq_jobs j SET state = 0, info = coalesce($4, j.info), claim_id = NULL, "
+	"lease_expires_at = 0 " FENCE_TAIL("(1)"),
+};
+
+static const char sql_read[] =
+	"SELECT state, " MINE ", info FROM inferq_jobs "
+	"WHERE id = $1::uuid AND model = $2";
+
+/* Tells waiters on every node that a released job is pending again. */
+static const char sql_notify[] = "SELECT pg_notify('" PGQ_CHANNEL "', $1)";
+
+typedef struct {
+	server_t *server;
+	http_request_t *req;
+	pg_fence_t op;
+	iq_id_t id;
+	char id_text[ID_TEXT_LEN + 1];
+	char claim_text[ID_TEXT_LEN + 1];
+	int no_claim; /* the body had no claim_id: the all-zero id, nobody's claim, is used */
+	int sprocket; /* a Sprocket update: any current claim will do (claim_text unused) */
+	buf_t model;
+	buf_t warnings;
+	buf_t patch;  /* info patch, or empty when the body had none */
+	buf_t result; /* outputs (complete) or error text (fail) */
+	int attempts;
+} fence_call_t;
+
+static void call_free(fence_call_t *c)
+{
+	buf_free(&c->model);
+	buf_free(&c->warnings);
+	buf_free(&c->patch);
+	buf_free(&c->result);
+	free(c);
+}
+
+static void not_found(fence_call_t *c)
+{
+	respond_error(c->req, 404, "not_found", "request_id",
+		      "no job %s for model %s; check the id and model, or the job may have been "
+		      "deleted after the retention period",
+		      c->id_text, c->model.data);
+}
+
+static void too_large(fence_call_t *c)
+{
+	respond_error(c->req, 400, "too_large", "info",
+		      "info would be over %zu bytes or %d levels deep after this merge; send a "
+		      "smaller info or raise --max-info-bytes",
+		      c->server->config.max_info_bytes, c->server->config.max_json_depth);
+}
+
+/*
+ * Sends the 409 when the call may not change a job in state with the claim
+ * check mine; returns 1 when it did, 0 when the call may go on.
+ */
+static int refuse(fence_call_t *c, job_state_t state, int mine)
+{
+	buf_t reply = BUF_INIT;
+
+	if (job_state_is_terminal(state))
+		conflict_body(&reply, "invalid_state", NULL, state,
+			      "the job is already %s; a finished job cannot change",
+			      job_state_name(state));
+	else if (c->sprocket && !mine)
+		conflict_body(&reply, "invalid_state", NULL, state,
+			      "the job is %s and no worker holds it (it was never retrieved, or "
+			      "it was released); retrieve it before sending status updates",
+			      job_state_name(state));
+	else if (c->sprocket)
+		return 0;
+	else if (c->no_claim)
+		conflict_body(&reply, "claim_mismatch", "claim_id", state,
+			      "claim_id is missing; only the worker that holds the current claim "
+			      "can change the job, so send the claim_id of its claim response");
+	else if (!mine || (c->op == PG_FENCE_RELEASE && state != JOB_RUNNING))
+		conflict_body(&reply, "claim_mismatch", NULL, state,
+			      "claim_id is not the job's current claim: its lease expired and "
+			      "another worker claimed it, or it was released; stop working on "
+			      "this job");
+	else
+		return 0;
+	respond_json(c->req, 409, &reply);
+	return 1;
+}
+
+static void reply_ok(fence_call_t *c, job_state_t state, int64_t lease_ms)
+{
+	buf_t reply = BUF_INIT;
+	job_record_t rec = {0};
+
+	if (c->op == PG_FENCE_HEARTBEAT && !c->sprocket) {
+		buf_puts(&reply, "{\"status\":\"running\"");
+		render_time_field(&reply, "lease_expires_at", lease_ms);
+		buf_putc(&reply, '}');
+	} else {
+		rec.id = c->id;
+		rec.state = state;
+		rec.model = rbuf_new(c->model.data, c->model.len);
+		render_state(&reply, &rec);
+		job_record_clear(&rec);
+	}
+	if (c->warnings.len)
+		render_add_raw_field(&reply, "warnings", c->warnings.data, c->warnings.len);
+	respond_json(c->req, 200, &reply);
+}
+
+static void run_read(fence_call_t *c);
+
+/* Feeds the metrics with the change the update result r reports. */
+static void observe_change(fence_call_t *c, const PGresult *r)
+{
+	job_record_t rec = {0};
+
+	rec.id = c->id;
+	rec.model = rbuf_new(c->model.data, c->model.len);
+	rec.state = (job_state_t)atoi(PQgetvalue(r, 0, 3));
+	rec.claimed_at = strtoll(PQgetvalue(r, 0, 6), NULL, 10);
+	rec.done_at = strtoll(PQgetvalue(r, 0, 7), NULL, 10);
+	pgq_observe(c->server, &rec, STORE_OP_UPDATE, OBSERVE_CAUSE_REQUEST,
+		    (job_state_t)atoi(PQgetvalue(r, 0, 0)));
+	job_record_clear(&rec);
+}
+
+static void on_update(void *ctx, int rc, PGresult *const *results, int count, const char *err)
+{
+	fence_call_t *c = ctx;
+	const PGresult *r = rc == 0 ? results[0] : NULL;
+	job_state_t state;
+
+	if (rc != 0) {
+		pgq_respond_unavailable(c->server, c->req, rc, err);
+	} else if (PQntuples(r) == 0) {
+		not_found(c);
+	} else if (!PQgetisnull(r, 0, 3)) {
+		reply_ok(c, (job_state_t)atoi(PQgetvalue(r, 0, 3)),
+			 strtoll(PQgetvalue(r, 0, 4), NULL, 10));
+		observe_change(c, r);
+	} else {
+		state = (job_state_t)atoi(PQgetvalue(r, 0, 0));
+		if (!refuse(c, state, strcmp(PQgetvalue(r, 0, 1), "t") == 0)) {
+			/* Only the info compare failed: another call changed it meanwhile. */
+			if (++c->attempts < FENCE_ATTEMPTS) {
+				run_read(c);
+				return;
+			}
+			pgq_respond_unavailable(c->server, c->req, INFERQ_EBUSY,
+						"the job's info changed under every attempt to "
+						"merge this patch; retry the call");
+		}
+	}
+	call_free(c);
+}
+
+/* Runs the update with new_info (NULL: keep info) merged from old_info. */
+static void run_update(fence_call_t *c, const char *new_info, size_t new_len,
+		       const char *old_info, size_t old_len)
+{
+	pg_stmt_t st[2];
+
+	memset(st, 0, sizeof(st));
+	st[0].sql = fence_sql[c->op];
+	pgq_param(&st[0], 0, c->id_text);
+	pgq_param(&st[0], 1, c->model.data);
+	pgq_param(&st[0], 2, c->sprocket ? NULL : c->claim_text);
+	if (new_info)
+		pgq_param_len(&st[0], 3, new_info, new_len);
+	else
+		pgq_param(&st[0], 3, NULL);
+	if (old_info)
+		pgq_param_len(&st[0], 4, old_info, old_len);
+	else
+		pgq_param(&st[0], 4, NULL);
+	if (c->op == PG_FENCE_COMPLETE || c->op == PG_FENCE_FAIL)
+		pgq_param_len(&st[0], 5, c->result.data, c->result.len);
+	else
+		pgq_param(&st[0], 5, NULL);
+	if (c->op == PG_FENCE_RELEASE) {
+		st[1].sql = sql_notify;
+		pgq_param(&st[1], 0, c->model.data);
+	}
+	pgq_exec(c->server, st, c->op == PG_FENCE_RELEASE ? 2 : 1, on_update, c);
+}
+
+static void on_read(void *ctx, int rc, PGresult *const *results, int count, const char *err)
+{
+	fence_call_t *c = ctx;
+	const PGresult *r = rc == 0 ? results[0] : NULL;
+	buf_t merged = BUF_INIT;
+	const char *info;
+	size_t info_len;
+	int null_info, mrc;
+
+	if (rc != 0) {
+		pgq_respond_unavailable(c->server, c->req, rc, err);
+		goto out;
+	}
+	if (PQntuples(r) == 0) {
+		not_found(c);
+		goto out;
+	}
+	if (refuse(c, (job_state_t)atoi(PQgetvalue(r, 0, 0)),
+		   strcmp(PQgetvalue(r, 0, 1), "t") == 0))
+		goto out;
+	null_info = PQgetisnull(r, 0, 2);
+	info = null_info ? NULL : PQgetvalue(r, 0, 2);
+	info_len = null_info ? 0 : (size_t)PQgetlength(r, 0, 2);
+	mrc = json_merge_patch(info, info_len, c->patch.data, c->patch.len,
+			       c->server->config.max_json_depth, &merged);
+	if (mrc != 0 || merged.len > c->server->config.max_info_bytes) {
+		too_large(c);
+		buf_free(&merged);
+		goto out;
+	}
+	run_update(c, merged.data, merged.len, info, info_len);
+	buf_free(&merged);
+	return;
+out:
+	call_free(c);
+}
+
+static void run_read(fence_call_t *c)
+{
+	pg_stmt_t st = {.sql = sql_read};
+
+	pgq_param(&st, 0, c->id_text);
+	pgq_param(&st, 1, c->model.data);
+	pgq_param(&st, 2, c->sprocket ? NULL : c->claim_text);
+	pgq_exec(c->server, &st, 1, on_read, c);
+}
+
+static const char *const fence_fields[][6] = {
+	[PG_FENCE_HEARTBEAT] = {"model", "request_id", "claim_id", "info", NULL},
+	[PG_FENCE_COMPLETE] = {"model", "request_id", "claim_id", "outputs", "info", NULL},
+	[PG_FENCE_FAIL] = {"model", "request_id", "claim_id", "error", "info", NULL},
+	[PG_FENCE_RELEASE] = {"model", "request_id", "claim_id", "info", NULL},
+};
+
+/* Reads outputs (complete) or error (fail) into out; returns 0 or the input error. */
+static int read_result(server_t *s, pg_fence_t op, const body_t *b, buf_t *out,
+		       input_error_t *err)
+{
+	json_span_t outputs;
+	int rc = 0;
+
+	if (op == PG_FENCE_COMPLETE) {
+		rc = read_object(b, "outputs", 1, &outputs, NULL, err);
+		if (rc == 0)
+			buf_append(out, outputs.start, outputs.len);
+	} else if (op == PG_FENCE_FAIL) {
+		rc = read_string(b, "error", 1, s->config.max_info_bytes, out, NULL, err);
+	}
+	return rc;
+}
+
+void pg_fence(server_t *s, http_request_t *req, pg_fence_t op)
+{
+	input_error_t err;
+	body_t b;
+	iq_id_t claim_id;
+	json_span_t info;
+	int has_info = 0;
+	fence_call_t *c = xcalloc(1, sizeof(*c));
+
+	c->server = s;
+	c->req = req;
+	c->op = op;
+	memset(&claim_id, 0, sizeof(claim_id));
+	if (body_parse(&s->config, req->body, req->body_len, fence_fields[op], &b, &err) != 0 ||
+	    read_model(&s->config, &b, &c->model, &err) != 0 ||
+	    read_id(&b, "request_id", &c->id, &err) != 0 ||
+	    (body_field(&b, "claim_id") && read_id(&b, "claim_id", &claim_id, &err) != 0) ||
+	    read_info(&s->config, &b, &info, &has_info, &err) != 0 ||
+	    read_result(s, op, &b, &c->result, &err) != 0) {
+		respond_input_error(req, &err);
+		goto fail;
+	}
+	id_format(&c->id, c->id_text);
+	if (!auth_covers(s, req, c->model.data, c->model.len)) {
+		not_found(c);
+		goto fail;
+	}
+	c->no_claim = body_field(&b, "claim_id") == NULL;
+	id_format(&claim_id, c->claim_text);
+	if (b.warnings.len)
+		buf_append(&c->warnings, b.warnings.data, b.warnings.len);
+	if (has_info) {
+		buf_append(&c->patch, info.start, info.len);
+		run_read(c);
+	} else {
+		run_update(c, NULL, 0, NULL, 0);
+	}
+	body_free(&b);
+	return;
+fail:
+	body_free(&b);
+	call_free(c);
+}
+
+void pgq_sprocket_update(server_t *s, http_request_t *req, int op, const buf_t *model,
+			 const iq_id_t *id, const char *result, size_t result_len,
+			 const json_span_t *info, const buf_t *warnings)
+{
+	fence_call_t *c = xcalloc(1, sizeof(*c));
+
+	c->server = s;
+	c->req = req;
+	c->op = (pg_fence_t)op;
+	c->sprocket = 1;
+	c->id = *id;
+	id_format(id, c->id_text);
+	buf_append(&c->model, model->data, model->len);
+	buf_putc(&c->model, '\0');
+	c->model.len--;
+	if (!auth_covers(s, req, c->model.data, c->model.len)) {
+		not_found(c);
+		call_free(c);
+		return;
+	}
+	if (c->op != PG_FENCE_HEARTBEAT)
+		buf_append(&c->result, result, result_len);
+	if (warnings && warnings->len)
+		buf_append(&c->warnings, warnings->data, warnings->len);
+	if (info) {
+		buf_append(&c->patch, info->start, info->len);
+		run_read(c);
+	} else {
+		run_update(c, NULL, 0, NULL, 0);
+	}
+}

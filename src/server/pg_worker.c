@@ -1,0 +1,225 @@
+/*
+ * Worker routes on the postgres store: claim (with long-poll), heartbeat,
+ * complete, fail and release. A claim is one UPDATE over the row that
+ * FOR UPDATE SKIP LOCKED picked, so two nodes never take the same job;
+ * every later call is one statement that checks the claim id and the
+ * state on the locked row, so the database is the only judge of fencing.
+ *
+ * SPDX-License-Identifier: MIT
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "alloc.h"
+#include "auth.h"
+#include "error.h"
+#include "inferq_error.h"
+#include "log.h"
+#include "observe.h"
+#include "pgq.h"
+#include "render.h"
+#include "request.h"
+
+#define MAX_WORKER_NAME 128 /* bytes, as on the local store */
+#define MAX_WAIT_S 60
+
+/* ---- claim ---- */
+
+static const char sql_claim[] =
+	"UPDATE inferq_jobs SET state = 1, claim_id = $2::uuid, claimed_at = inferq_now_ms(), "
+	"claim_timeout = $3::int, lease_expires_at = CASE WHEN $3::int > 0 THEN "
+	"inferq_now_ms() + $3::int * 1000::bigint ELSE 0 END, worker = $4 "
+	"WHERE id IN (SELECT id FROM inferq_jobs WHERE model = $1 AND state = 0 "
+	"ORDER BY priority DESC, seq FOR UPDATE SKIP LOCKED LIMIT 1) "
+	"RETURNING " PGQ_JOB_COLUMNS;
+
+typedef struct {
+	server_t *server;
+	http_request_t *req;
+	claim_format_t format;
+	buf_t warnings;
+	void (*done)(void *ctx, int claimed, int rc, const char *err);
+	void *ctx;
+} claim_call_t;
+
+static void log_claimed(const job_record_t *rec)
+{
+	char id[ID_TEXT_LEN + 1];
+	const rbuf_t *name = rec->worker;
+
+	if (!log_enabled(LOG_DEBUG))
+		return;
+	id_format(&rec->id, id);
+	log_fields(LOG_DEBUG, "queue", "claimed", LOG_STR("request_id", id),
+		   LOG_STR("model", rec->model->data), LOG_UINT("retries", rec->retries),
+		   LOG_TEXT("worker", name ? name->data : "", name ? name->len : 0));
+}
+
+static void on_claimed(void *ctx, int rc, PGresult *const *results, int count, const char *err)
+{
+	claim_call_t *c = ctx;
+	job_record_t rec;
+	buf_t body = BUF_INIT;
+	int claimed = rc == 0 && PQntuples(results[0]) == 1;
+
+	if (claimed) {
+		pgq_row_record(results[0], 0, &rec);
+		if (c->format == CLAIM_FORMAT_SPROCKET)
+			buf_puts(&body, "{\"data\":");
+		render_claim(&body, &rec);
+		if (c->warnings.len)
+			render_add_raw_field(&body, "warnings", c->warnings.data, c->warnings.len);
+		if (c->format == CLAIM_FORMAT_SPROCKET)
+			buf_putc(&body, '}');
+		respond_json(c->req, 200, &body);
+		pgq_observe(c->server, &rec, STORE_OP_UPDATE, OBSERVE_CAUSE_CLAIM, JOB_PENDING);
+		log_claimed(&rec);
+		job_record_clear(&rec);
+	}
+	c->done(c->ctx, claimed, claimed ? 0 : rc, err);
+	buf_free(&c->warnings);
+	free(c);
+}
+
+void pgq_claim(server_t *s, const char *model, size_t model_len, const claim_params_t *p,
+	       http_request_t *req, const buf_t *warnings,
+	       void (*done)(void *ctx, int claimed, int rc, const char *err), void *ctx)
+{
+	claim_call_t *c = xcalloc(1, sizeof(*c));
+	pg_stmt_t st = {.sql = sql_claim};
+	iq_id_t claim_id;
+	char id[ID_TEXT_LEN + 1], timeout[16];
+
+	c->server = s;
+	c->req = req;
+	c->format = p->format;
+	c->done = done;
+	c->ctx = ctx;
+	if (warnings && warnings->len)
+		buf_append(&c->warnings, warnings->data, warnings->len);
+	id_new_v4(&claim_id);
+	id_format(&claim_id, id);
+	snprintf(timeout, sizeof(timeout), "%u", p->claim_timeout);
+	pgq_param_len(&st, 0, model, model_len);
+	pgq_param(&st, 1, id);
+	pgq_param(&st, 2, timeout);
+	if (p->worker)
+		pgq_param_len(&st, 3, p->worker->data, p->worker->len);
+	else
+		pgq_param(&st, 3, NULL);
+	pgq_exec(s, &st, 1, on_claimed, c);
+}
+
+/* What a claim or retrieve does once its first attempt ended. */
+typedef struct {
+	server_t *server;
+	http_request_t *req;
+	buf_t model;
+	claim_params_t params;
+	int64_t wait_ms;
+} route_claim_t;
+
+static void route_claim_done(void *ctx, int claimed, int rc, const char *err)
+{
+	static const char sprocket_none[] = "{\"data\":null}";
+	route_claim_t *call = ctx;
+	server_t *s = call->server;
+
+	if (claimed) {
+		/* the job is sent */
+	} else if (rc != 0) {
+		pgq_respond_unavailable(s, call->req, rc, err);
+	} else if (call->wait_ms > 0 && !s->stopping && s->pg) {
+		pgq_wait(s, call->model.data, call->model.len, &call->params, call->wait_ms,
+			 call->req);
+	} else if (call->params.format == CLAIM_FORMAT_SPROCKET) {
+		http_respond(call->req, 200, NULL, NULL, sprocket_none, sizeof(sprocket_none) - 1);
+	} else {
+		http_respond(call->req, 204, NULL, NULL, "", 0);
+	}
+	rbuf_unref(call->params.worker);
+	buf_free(&call->model);
+	free(call);
+}
+
+void pgq_claim_route(server_t *s, http_request_t *req, const char *model, size_t model_len,
+		     const claim_params_t *p, int64_t wait_ms, const buf_t *warnings)
+{
+	route_claim_t *rc = xcalloc(1, sizeof(*rc));
+
+	rc->server = s;
+	rc->req = req;
+	buf_append(&rc->model, model, model_len);
+	rc->params = *p;
+	rc->params.worker = p->worker ? rbuf_ref(p->worker) : NULL;
+	rc->wait_ms = wait_ms;
+	pgq_claim(s, model, model_len, &rc->params, req, warnings, route_claim_done, rc);
+}
+
+static const char *const claim_fields[] = {"model", "claim_timeout", "wait", "worker", "max_jobs",
+					   NULL};
+
+void pg_handle_claim(server_t *s, http_request_t *req)
+{
+	input_error_t err;
+	body_t b;
+	buf_t model = BUF_INIT;
+	buf_t worker = BUF_INIT;
+	int64_t timeout = s->config.claim_timeout;
+	double wait = 0;
+	int has_worker = 0;
+	int64_t max_jobs = 1;
+	claim_params_t params = {.format = CLAIM_FORMAT_NATIVE, .max_jobs = 1};
+
+	if (body_parse(&s->config, req->body, req->body_len, claim_fields, &b, &err) != 0 ||
+	    read_model(&s->config, &b, &model, &err) != 0 ||
+	    read_int(&b, "claim_timeout", 1, 86400, &timeout, &err) != 0 ||
+	    read_seconds(&b, "wait", 0, MAX_WAIT_S, &wait, &err) != 0 ||
+	    read_string(&b, "worker", 0, MAX_WORKER_NAME, &worker, &has_worker, &err) != 0 ||
+	    read_int(&b, "max_jobs", 1, s->config.max_batch, &max_jobs, &err) != 0) {
+		respond_input_error(req, &err);
+		goto out;
+	}
+	if (max_jobs > 1) {
+		respond_error(req, 501, "not_implemented", "max_jobs",
+			      "max_jobs above 1 is not served with --store postgres yet; claim one job "
+			      "per request, or run batch claims on a node with the local store");
+		goto out;
+	}
+	if (!auth_covers(s, req, model.data, model.len)) {
+		auth_respond_model_not_found(req, model.data, model.len);
+		goto out;
+	}
+	params.claim_timeout = (uint32_t)timeout;
+	if (has_worker)
+		params.worker = rbuf_new(worker.data ? worker.data : "", worker.len);
+	pgq_claim_route(s, req, model.data, model.len, &params,
+			wait > 0 ? (int64_t)ceil(wait * 1000) : 0, &b.warnings);
+	rbuf_unref(params.worker);
+out:
+	body_free(&b);
+	buf_free(&model);
+	buf_free(&worker);
+}
+
+void pg_handle_heartbeat(server_t *s, http_request_t *req)
+{
+	pg_fence(s, req, PG_FENCE_HEARTBEAT);
+}
+
+void pg_handle_complete(server_t *s, http_request_t *req)
+{
+	pg_fence(s, req, PG_FENCE_COMPLETE);
+}
+
+void pg_handle_fail(server_t *s, http_request_t *req)
+{
+	pg_fence(s, req, PG_FENCE_FAIL);
+}
+
+void pg_handle_release(server_t *s, http_request_t *req)
+{
+	pg_fence(s, req, PG_FENCE_RELEASE);
+}
