@@ -5,7 +5,8 @@
 # the CPU time of each of its threads from /proc/PID/task/*/stat before and after
 # `BINARY bench SCENARIO ARGS...`, and prints the rate, the p50 and the microseconds of CPU per
 # request of each thread (the loop thread is the process's main thread). The run is bounded
-# by the bench arguments (-d or -n); the server is stopped at the end.
+# by the bench arguments (-d or -n); the server is stopped at the end. When the scenario counts
+# jobs or hand-offs, each thread's CPU time is also given per job or hand-off.
 #
 #   bench/cpu_per_request.sh build/inferq status -c 50 -d 5
 #   bench/cpu_per_request.sh build/inferq submit -c 50 -d 5
@@ -47,10 +48,16 @@ before = dict(line.split() for line in open(f"{d}/cpu0"))
 after = dict(line.split() for line in open(f"{d}/cpu1"))
 hz = os.sysconf("SC_CLK_TCK")
 n = result["requests"]
-print(f"rate {result['rate']:.0f} requests/s, {n} requests, p50 {result['latency_ms']['p50']:.3f} ms")
+# The rate counts the unit that `inferq bench` reports for the scenario (requests, jobs or
+# hand-offs), so CPU time is also given per unit when that unit is not the request.
+unit, units = result["unit"], result["units"]
+print(f"rate {result['rate']:.0f} {unit}/s, {n} requests, p50 {result['latency_ms']['p50']:.3f} ms")
 for tid, ticks in after.items():
     seconds = (int(ticks) - int(before.get(tid, 0))) / hz
     if seconds > 0:
         name = "loop thread" if tid == pid else f"thread {tid}"
-        print(f"  {name}: {seconds:.2f} s CPU, {seconds * 1e6 / n:.2f} us per request")
+        line = f"  {name}: {seconds:.2f} s CPU, {seconds * 1e6 / n:.2f} us per request"
+        if unit != "requests" and units > 0:
+            line += f", {seconds * 1e6 / units:.2f} us per {unit.rstrip('s')}"
+        print(line)
 PY
