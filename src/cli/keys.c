@@ -189,7 +189,7 @@ static int run_create(const keys_opts_t *opts, inferq_client_t *c)
 	inferq_key_t *k = NULL;
 	int rc;
 
-	/* A bare number would mean seconds; someone who writes 90 rarely means 90 s. */
+	/* A bare number would mean seconds, and a user who writes 90 rarely means 90 seconds. */
 	if (opts->expires && opts->expires[0] &&
 	    strspn(opts->expires, "0123456789") == strlen(opts->expires))
 		return usage_error(opts->common.command,

@@ -502,7 +502,11 @@ static void begin_kill(worker_t *w, const char *why)
 /* Returns the name of a stop signal, e.g. "SIGTERM". */
 static const char *stop_signal_name(int sig)
 {
-	return sig == SIGINT ? "SIGINT" : sig == SIGHUP ? "SIGHUP" : "SIGTERM";
+	if (sig == SIGINT)
+		return "SIGINT";
+	if (sig == SIGHUP)
+		return "SIGHUP";
+	return "SIGTERM";
 }
 
 /* Acts on SIGTERM, SIGINT or SIGHUP. Returns 1 when the worker must exit at once. */

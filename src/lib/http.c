@@ -256,7 +256,7 @@ static int http_error(inferq_client_t *c)
 
 /*
  * Returns what to do about a TLS failure, or "" for other failures. error
- * is libcurl's message, which tells a name mismatch from an unknown CA.
+ * is libcurl's message, which distinguishes a name mismatch from an unknown CA.
  */
 static const char *tls_hint(int res, const char *error)
 {
