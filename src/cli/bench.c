@@ -479,8 +479,9 @@ void bench_report(const bench_opts_t *o, const bench_run_t *run, const char *uni
 		report_json(o, run, unit, secs);
 		return;
 	}
-	printf("inferq bench %s: %s:%s, %u connections, pipeline %u", o->scenario,
-	       run->target->host, run->target->port, o->connections, o->pipeline);
+	printf("inferq bench %s: %s:%s, %u connection%s, pipeline %u", o->scenario,
+	       run->target->host, run->target->port, o->connections,
+	       o->connections == 1 ? "" : "s", o->pipeline);
 	if (strcmp(o->scenario, "lifecycle") == 0 || strcmp(o->scenario, "handoff") == 0)
 		printf(", %u workers", o->workers);
 	if (o->idle_workers)
