@@ -44,7 +44,7 @@ export function timeAgo(text, now = Date.now()) {
 	return `${Math.round(seconds / 86400)} days ago`;
 }
 
-/** A <time> element showing the UTC time, with "N s ago" as its tooltip. */
+/** Returns a <time> element showing the UTC time, with "N s ago" as its tooltip. */
 export function timeCell(text) {
 	if (!text) return '–';
 	return el('time', { datetime: text, title: timeAgo(text) }, formatTime(text));
@@ -54,13 +54,13 @@ export function statusBadge(status) {
 	return el('span', { class: `badge status-${status}`, dataset: { status } }, status);
 }
 
-/** A <pre> with value as indented JSON, or a muted "none" when absent. */
+/** Returns a <pre> with value as indented JSON, or a muted "none" when absent. */
 export function jsonBlock(value, testId) {
 	if (value === undefined) return el('p', { class: 'muted', 'data-testid': testId }, 'none');
 	return el('pre', { class: 'json', 'data-testid': testId }, JSON.stringify(value, null, 2));
 }
 
-/** A link to the detail page of one job. */
+/** Returns a link to the detail page of one job. */
 export function jobLink(requestId) {
 	return el('a', { href: `#/jobs/${encodeURIComponent(requestId)}`, class: 'mono' }, requestId);
 }
@@ -71,7 +71,7 @@ export function clear(node) {
 
 /**
  * Shows a message above the view: kind "error" (red) or "info" (blue). A message from the
- * refresh (source "refresh") goes away at the next successful refresh; the result of an
+ * refresh (source "refresh") goes away at the next successful refresh. The result of an
  * operator's action stays until the next message or view.
  */
 export function showBanner(text, kind = 'error', source = 'action') {

@@ -205,7 +205,7 @@ static void unlink_waiter(pgq_t *q, pg_waiter_t *w)
 	w->prev = w->next = NULL;
 }
 
-/* Answers w with "no job" and frees it. */
+/* Unlinks and frees w, first sending it "no job" when answer is set. */
 static void waiter_done(pgq_t *q, pg_waiter_t *w, int answer)
 {
 	static const char sprocket_none[] = "{\"data\":null}";

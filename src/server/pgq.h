@@ -58,7 +58,7 @@ int pgq_open(server_t *s, pgq_start_t *start);
 /* Releases a start that pgq_open will not get. Accepts NULL. */
 void pgq_start_abort(pgq_start_t *start);
 
-/* Answers every long-poll claim waiting on this node with "no job" (at stop). */
+/* Sends "no job" to every long-poll claim waiting on this node (at stop). */
 void pgq_flush_waiters(server_t *s);
 
 /* Stops the timers and closes the pool; the loop must run afterwards. Accepts s->pg NULL. */

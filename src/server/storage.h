@@ -1,5 +1,5 @@
 /*
- * Output files of Sprocket workers. A worker asks for an upload URL for
+ * Output files of Sprocket workers. A worker requests an upload URL for
  * "{request_id}-{name}", PUTs the bytes to that signed URL (it sends no API
  * key there), and puts the file's download URL in the job's outputs;
  * clients then GET the file with a key that covers the job's model.
