@@ -33,10 +33,14 @@ def check_latency(result, name="latency_ms"):
 def test_submit_count_matches_the_queue(start_server, tmp_path):
     server = start_server()
     _, r = bench(server, tmp_path, "submit", "-n", 300, "-c", 4, "-P", 4, model="sub")
-    assert r["scenario"] == "submit" and r["unit"] == "requests"
-    assert r["units"] == 300 and r["requests"] == 300 and r["submitted"] == 300, r
+    assert r["scenario"] == "submit"
+    assert r["unit"] == "requests"
+    assert r["units"] == 300, r
+    assert r["requests"] == 300, r
+    assert r["submitted"] == 300, r
     assert r["statuses"] == {"200": 300}, r
-    assert r["rate"] > 0 and r["seconds"] > 0, r
+    assert r["rate"] > 0, r
+    assert r["seconds"] > 0, r
     check_latency(r)
     metrics = server.api().metrics_ok("sub")
     assert metrics["messages_waiting"] == 300, metrics
@@ -54,18 +58,22 @@ def test_submit_by_duration_stops_by_itself(start_server, tmp_path):
 def test_status_reads_a_finished_job(start_server, tmp_path):
     server = start_server()
     _, r = bench(server, tmp_path, "status", "-n", 200, "-c", 3, model="st")
-    assert r["units"] == 200 and r["statuses"] == {"200": 200}, r
+    assert r["units"] == 200, r
+    assert r["statuses"] == {"200": 200}, r
     check_latency(r)
     # The set-up made one job and finished it; nothing is left waiting or running.
     metrics = server.api().metrics_ok("st")
-    assert metrics["messages_waiting"] == 0 and metrics["messages_running"] == 0, metrics
+    assert metrics["messages_waiting"] == 0, metrics
+    assert metrics["messages_running"] == 0, metrics
 
 
 def test_claim_complete_drains_the_prefill(start_server, tmp_path):
     server = start_server()
     _, r = bench(server, tmp_path, "claim-complete", "--prefill", 250, "-c", 5, model="cc")
-    assert r["unit"] == "jobs" and r["units"] == 250, r
-    assert r["claimed"] == 250 and r["completed"] == 250, r
+    assert r["unit"] == "jobs", r
+    assert r["units"] == 250, r
+    assert r["claimed"] == 250, r
+    assert r["completed"] == 250, r
     # 250 claims and 250 completes, plus one empty claim (204) per connection or fewer.
     assert r["statuses"]["200"] == 500, r
     metrics = server.api().metrics_ok("cc")
@@ -77,7 +85,8 @@ def test_claim_complete_refill_keeps_the_queue_level(start_server, tmp_path):
     api = server.api()
     _, r = bench(server, tmp_path, "claim-complete", "--prefill", 100, "--refill", "-n", 150,
                  "-c", 2, model="refill")
-    assert r["completed"] >= 150 and r["claimed"] == r["completed"], r
+    assert r["completed"] >= 150, r
+    assert r["claimed"] == r["completed"], r
     # Each complete submits one job, except those that fell after the end.
     waiting = api.metrics_ok("refill")["messages_waiting"]
     assert waiting == 100 + r["submitted"] - r["completed"], (waiting, r)
@@ -89,7 +98,8 @@ def test_lifecycle_leaves_no_job_running(start_server, tmp_path):
     api = server.api()
     _, r = bench(server, tmp_path, "lifecycle", "-d", 1, "-c", 3, "--workers", 3, "--backlog", 50,
                  model="life")
-    assert r["unit"] == "jobs" and r["units"] > 0, r
+    assert r["unit"] == "jobs", r
+    assert r["units"] > 0, r
     assert r["claimed"] == r["completed"] >= r["units"], r
     metrics = api.metrics_ok("life")
     assert metrics["messages_running"] == 0, metrics
@@ -131,7 +141,9 @@ def test_lifecycle_count_with_idle_workers(start_server, tmp_path):
     api = server.api()
     _, r = bench(server, tmp_path, "lifecycle", "-n", 200, "-c", 2, "--workers", 2,
                  "--idle-workers", 20, model="idle")
-    assert r["units"] == 200 and r["completed"] == 200 and r["submitted"] == 200, r
+    assert r["units"] == 200, r
+    assert r["completed"] == 200, r
+    assert r["submitted"] == 200, r
     assert r["idle_workers"] == 20, r
     assert api.metrics_ok("idle") == {"messages_waiting": 0, "messages_running": 0,
                                       "total_jobs": 0}
@@ -144,9 +156,11 @@ def test_lifecycle_count_with_idle_workers(start_server, tmp_path):
 def test_handoff_measures_each_job(start_server, tmp_path):
     server = start_server()
     _, r = bench(server, tmp_path, "handoff", "-n", 40, "--workers", 2, model="ho")
-    assert r["unit"] == "hand-offs" and r["units"] == 40, r
+    assert r["unit"] == "hand-offs", r
+    assert r["units"] == 40, r
     assert r["submitted"] == r["claimed"] == r["completed"] == 40, r
-    assert r["handoff_ms"]["count"] == 40 and r["submit_to_claim_ms"]["count"] == 40, r
+    assert r["handoff_ms"]["count"] == 40, r
+    assert r["submit_to_claim_ms"]["count"] == 40, r
     assert r["handoff_ms"]["p50"] <= r["submit_to_claim_ms"]["max"], r
     check_latency(r, "submit_to_claim_ms")
     assert server.api().metrics_ok("ho")["messages_running"] == 0
@@ -158,7 +172,8 @@ def test_text_report(start_server, tmp_path):
                     "--key", server.key], cwd=tmp_path)
     assert proc.returncode == 0, describe(proc)
     assert "inferq bench submit:" in proc.stdout, proc.stdout
-    assert "requests   20" in proc.stdout and "p99" in proc.stdout, proc.stdout
+    assert "requests   20" in proc.stdout, proc.stdout
+    assert "p99" in proc.stdout, proc.stdout
     assert "errors     0" in proc.stdout, proc.stdout
 
 
@@ -193,7 +208,8 @@ def test_get_and_post_any_url(tmp_path):
         proc = run_cli(["bench", "get", url, "-n", "30", "-c", "2", "--json"], cwd=tmp_path)
         assert proc.returncode == 0, describe(proc)
         r = json.loads(proc.stdout)
-        assert r["units"] == 30 and r["statuses"] == {"200": 30}, r
+        assert r["units"] == 30, r
+        assert r["statuses"] == {"200": 30}, r
         proc = run_cli(["bench", "post", url, "-n", "10", "-c", "1", "--body", '{"a":1}', "--json"],
                        cwd=tmp_path)
         assert proc.returncode == 0, describe(proc)
@@ -218,7 +234,8 @@ def test_wrong_key_is_reported_as_errors(start_server, tmp_path):
                     "--key", "not-a-key", "--json"], cwd=tmp_path)
     assert proc.returncode == 1, describe(proc)
     r = json.loads(proc.stdout)
-    assert r["errors"] == 5 and r["statuses"] == {"401": 5}, r
+    assert r["errors"] == 5, r
+    assert r["statuses"] == {"401": 5}, r
     assert "submit returned HTTP 401" in r["error"], r
 
 

@@ -102,7 +102,8 @@ def test_no_job_goes_to_two_workers(start_server, pg_cluster):
     assert metrics == {"messages_waiting": 0, "messages_running": 0, "total_jobs": 0}
     job, claim = claimed[0]
     again = servers[2].api().worker_call("complete", MODEL, job, claim, outputs={})
-    assert again.status == 409 and again.json["status"] == "done"
+    assert again.status == 409
+    assert again.json["status"] == "done"
 
 
 def test_priority_then_fifo_across_nodes(start_server, pg_cluster):
@@ -120,7 +121,7 @@ def test_priority_then_fifo_across_nodes(start_server, pg_cluster):
     assert a.api().claim(MODEL).status == 204
 
 
-def test_long_poll_on_one_node_gets_a_job_submitted_on_another(start_server, pg_cluster):
+def test_long_poll_across_nodes(start_server, pg_cluster):
     uri = pg_cluster.new_database()
     a, b = nodes(start_server, uri, 2)
     result = {}
@@ -156,7 +157,8 @@ def test_killed_node_leases_expire_and_others_retry(start_server, pg_cluster):
         status = api_b.wait_status(job, MODEL, "pending", timeout=15)
         assert status["retries"] == 1
         history = status["info"]["retry_history"]
-        assert len(history) == 1 and history[0]["worker"] == "doomed"
+        assert len(history) == 1
+        assert history[0]["worker"] == "doomed"
         assert history[0]["attempt"] == 1
     again = {api_b.claim_ok(MODEL, claim_timeout=60)["request_id"] for _ in jobs}
     assert again == set(jobs)
@@ -171,19 +173,24 @@ def test_late_completion_and_stale_claims_across_nodes(start_server, pg_cluster)
 
     # Nobody claimed it since the expiry: the last claimant may still take it back.
     reply = b.api().worker_call("heartbeat", MODEL, job, first)
-    assert reply.status == 200 and reply.json["status"] == "running"
+    assert reply.status == 200
+    assert reply.json["status"] == "running"
     reply = b.api().worker_call("release", MODEL, job, first)
-    assert reply.status == 200 and reply.json["status"] == "pending"
+    assert reply.status == 200
+    assert reply.json["status"] == "pending"
 
     second = b.api().claim_ok(MODEL, claim_timeout=60)["claim_id"]
     stale = a.api().worker_call("complete", MODEL, job, first, outputs={"x": 1})
-    assert stale.status == 409 and stale.json["code"] == "claim_mismatch"
+    assert stale.status == 409
+    assert stale.json["code"] == "claim_mismatch"
     unknown = a.api().worker_call("fail", MODEL, job, UNKNOWN_CLAIM, error="no")
     assert unknown.status == 409
     done = a.api().worker_call("complete", MODEL, job, second, outputs={"x": 2})
-    assert done.status == 200 and done.json["status"] == "done"
+    assert done.status == 200
+    assert done.json["status"] == "done"
     status = b.api().status_ok(job, MODEL)
-    assert status["outputs"] == {"x": 2} and status["retries"] == 1
+    assert status["outputs"] == {"x": 2}
+    assert status["retries"] == 1
 
 
 def test_idempotency_key_across_nodes(start_server, pg_cluster):
@@ -196,7 +203,8 @@ def test_idempotency_key_across_nodes(start_server, pg_cluster):
     assert first.json["request_id"] == again.json["request_id"]
     other = b.api().post("/v1/queue/submit", {"model": MODEL, "payload": {"k": 2}},
                          headers={"Idempotency-Key": "key-1"})
-    assert other.status == 409 and other.json["code"] == "idempotency_conflict"
+    assert other.status == 409
+    assert other.json["code"] == "idempotency_conflict"
     assert a.api().metrics_ok(MODEL)["messages_waiting"] == 1
 
 
@@ -255,7 +263,7 @@ def test_database_restart_under_load_loses_nothing_acknowledged(start_server, pg
         assert b.api().status_ok(job, MODEL)["status"] == "pending"
 
 
-def test_keys_created_or_revoked_on_one_node_reach_the_others(start_server, pg_cluster):
+def test_keys_reach_other_nodes(start_server, pg_cluster):
     uri = pg_cluster.new_database()
     a, b = nodes(start_server, uri, 2)
     created = a.api().post("/v1/admin/keys", {"name": "w1", "role": "worker", "models": ["m/*"]})
@@ -322,7 +330,8 @@ def test_bad_store_flags_are_refused(tmp_path, flags, says):
 def test_bad_store_from_the_environment_is_refused(tmp_path):
     r = run_serve(tmp_path, env={"INFERQ_STORE": "redis://x"})
     assert r.returncode == 2
-    assert "INFERQ_STORE" in r.stderr and "redis://x" in r.stderr
+    assert "INFERQ_STORE" in r.stderr
+    assert "redis://x" in r.stderr
 
 
 def test_unreachable_database_at_start_names_it(tmp_path):

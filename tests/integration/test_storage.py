@@ -203,7 +203,8 @@ def test_upload_request_bad_names(server, api, template, reason):
 def test_upload_request_bad_bodies(server, api):
     assert_error(api.post(UPLOAD_REQUEST, {}), 400, "missing_field", "filename")
     reply = api.post(UPLOAD_REQUEST, {"filename": 7})
-    assert reply.status == 400 and reply.json["param"] == "filename", reply
+    assert reply.status == 400, reply
+    assert reply.json["param"] == "filename", reply
     assert api.post(UPLOAD_REQUEST, b"not json").status == 400
 
 
@@ -437,7 +438,8 @@ def test_content_types(server, api):
         data = json.dumps({"ext": ext}).encode()  # valid JSON, which the .json case parses
         path = split(upload(server, api, f"{request_id}-file.{ext}", data))
         reply = api.get(path)
-        assert reply.status == 200 and reply.raw == data, reply
+        assert reply.status == 200, reply
+        assert reply.raw == data, reply
         assert reply.headers["content-type"] == expected, ext
 
 
@@ -459,7 +461,9 @@ def test_replace_and_empty_file(server, api):
     assert api.get(path).raw == b'{"v": 2, "longer": true}'
     upload(server, api, filename, b"")
     reply = api.get(path)
-    assert reply.status == 200 and reply.raw == b"" and reply.headers["content-length"] == "0"
+    assert reply.status == 200
+    assert reply.raw == b""
+    assert reply.headers["content-length"] == "0"
     assert_error(api.get(path, headers={"Range": "bytes=0-"}), 416, "range_not_satisfiable")
     assert storage_files(server) == [filename], "a temp file was left behind"
 
@@ -555,4 +559,5 @@ def test_bad_flags(tmp_path, flag, value):
     result = subprocess.run([str(INFERQ_BIN), "serve", "--listen", "127.0.0.1:0", "--data-dir",
                              str(tmp_path / "d"), flag, value], capture_output=True, timeout=10)
     assert result.returncode == 2, result
-    assert flag.encode() in result.stderr and value.encode() in result.stderr, result.stderr
+    assert flag.encode() in result.stderr, result.stderr
+    assert value.encode() in result.stderr, result.stderr
