@@ -51,8 +51,8 @@ static const char sql_max_seq[] =
     "coalesce((SELECT value FROM store_meta WHERE name = 'max_seq'), 0))";
 
 static const char sql_count_finished[] =
-    "SELECT model, state, count(*) FROM jobs WHERE done_at IS NOT NULL "
-    "AND state IN ('done', 'failed', 'canceled') GROUP BY model, state";
+    "SELECT model, state, n FROM job_counts WHERE n > 0 "
+    "AND state IN ('done', 'failed', 'canceled')";
 
 static const char sql_load_keys[] =
     "SELECT name, key_hash, role, models, created_at, last_used_at, expires_at, revoked_at "

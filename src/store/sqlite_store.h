@@ -54,11 +54,38 @@ enum {
  */
 #define INSERT_COLUMNS JOB_COLUMNS ", idempotency_key, body_hash, history"
 
+/* A change of the number of jobs of one model in one state (sqlite_counts.c). */
+typedef struct {
+	const char *model; /* borrowed from the batch being run */
+	size_t len;
+	job_state_t state;
+	int64_t delta;
+} count_delta_t;
+
+/* The changes of job_counts that one batch makes, one entry per model and state. */
+typedef struct {
+	count_delta_t *v;
+	size_t n, cap;
+	size_t last; /* the entry found last, tried first */
+} count_deltas_t;
+
+/* Forgets the entries and keeps the memory for the next batch. */
+void count_deltas_reset(count_deltas_t *deltas);
+void count_deltas_free(count_deltas_t *deltas);
+/*
+ * Adds what op changed to deltas: an insert adds its job, an update moves its job
+ * from op->prev_state to its new state, a purge that ran removes what it
+ * deleted. The entries borrow the model names of op until deltas is reset.
+ */
+void count_deltas_op(count_deltas_t *deltas, const store_op_t *op);
+
 typedef struct {
 	sqlite3 *db;
 	sqlite3_stmt *begin, *commit, *rollback;
 	sqlite3_stmt *insert, *update, *purge, *keep_max_seq;
 	sqlite3_stmt *key_insert, *key_revoke, *key_used;
+	sqlite3_stmt *count_upsert;
+	count_deltas_t counts; /* the batch's changes of job_counts, written before COMMIT */
 	/* Id texts bound with SQLITE_STATIC, valid until the statement is reset. */
 	char id_text[ID_TEXT_LEN + 1];
 	char claim_text[ID_TEXT_LEN + 1];

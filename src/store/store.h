@@ -72,7 +72,8 @@ typedef struct {
 	iq_id_t *purged_ids;  /* PURGE: ids of those rows (malloc'd by the backend; the
 				 caller may take them over, else store_batch_reset frees them) */
 	void *owner;          /* free for the caller (the job this op changes) */
-	job_state_t prev_state; /* free for the caller (state before this op) */
+	job_state_t prev_state; /* UPDATE: the job's state before this op, which the store's
+				   counts per model and state follow; set it on every update */
 	int64_t lease_mono;     /* free for the caller (monotonic lease deadline after this op) */
 	int event;              /* free for the caller (what this op records, history.h) */
 	store_purged_t *purged_by; /* PURGE: the deleted rows per model and state, set by the
@@ -153,9 +154,9 @@ int store_commit(store_t *s, store_batch_t *batch, store_commit_cb cb, void *ctx
  * Counts the finished (done, failed, canceled) jobs kept in the store, per
  * model and state. It calls fn once per pair with the model's name, valid
  * during the call, and fn returns 0 to go on. Called at start, on the loop
- * thread. It reads every finished row, so it takes time in proportion to
- * the jobs kept for --retention. Returns 0, INFERQ_EIO, or the first
- * non-zero value fn returned.
+ * thread. It reads the counts the store keeps with every commit, so its
+ * cost grows with the number of models, not jobs. Returns 0, INFERQ_EIO,
+ * or the first non-zero value fn returned.
  */
 int store_count_finished(store_t *s,
 			 int (*fn)(void *ctx, const char *model, job_state_t state, uint64_t count),

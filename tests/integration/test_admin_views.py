@@ -546,7 +546,7 @@ def test_v3_database_migrates(start_server, tmp_path):
 
     db = sqlite3.connect(data_dir / "inferq.db")
     try:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 4
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 5
     finally:
         db.close()
 

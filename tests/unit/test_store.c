@@ -186,6 +186,15 @@ static void add_op(store_batch_t *b, store_op_kind_t kind, const job_record_t *r
 	job_record_copy(&op->rec, r);
 }
 
+/* Adds an update of r, which the store holds in state prev. */
+static void add_update(store_batch_t *b, const job_record_t *r, job_state_t prev)
+{
+	store_op_t *op = store_batch_add(b, STORE_OP_UPDATE);
+
+	job_record_copy(&op->rec, r);
+	op->prev_state = prev;
+}
+
 static void add_purge(store_batch_t *b, int64_t before, uint32_t limit)
 {
 	store_op_t *op = store_batch_add(b, STORE_OP_PURGE);
@@ -306,10 +315,14 @@ static void open_creates_schema(void **state)
 	assert_int_equal(store_check(f->store, f->err, sizeof(f->err)), 0);
 	close_main(f);
 
-	assert_int_equal(query_int(f->db_path, "PRAGMA user_version"), 4);
+	assert_int_equal(query_int(f->db_path, "PRAGMA user_version"), 5);
 	assert_int_equal(query_int(f->db_path, "SELECT count(*) FROM sqlite_master WHERE "
 	                                       "type = 'table' AND name = 'jobs'"),
 	                 1);
+	/* The writer keeps job_counts; no trigger runs per row. */
+	assert_int_equal(query_int(f->db_path, "SELECT count(*) FROM sqlite_master WHERE "
+	                                       "type = 'trigger'"),
+	                 0);
 	assert_int_equal(query_int(f->db_path, "SELECT count(*) FROM sqlite_master WHERE "
 	                                       "type = 'index' AND name IN "
 	                                       "('jobs_active', 'jobs_done_at')"),
@@ -353,7 +366,7 @@ static void reopen_keeps_data(void **state)
 	assert_int_equal(store_load(f->store, collect, &loaded, &max_seq), 0);
 	assert_int_equal(loaded.count, 1);
 	assert_int_equal(max_seq, 1);
-	assert_int_equal(query_int(f->db_path, "PRAGMA user_version"), 4);
+	assert_int_equal(query_int(f->db_path, "PRAGMA user_version"), 5);
 
 	job_record_clear(&job);
 	store_batch_free(&b);
@@ -419,7 +432,7 @@ static void fields_round_trip(void **state)
 	rbuf_unref(plain.info);
 	plain.info = rbuf_from_str("{\"progress\":0.5}");
 	store_batch_reset(&b);
-	add_op(&b, STORE_OP_UPDATE, &plain);
+	add_update(&b, &plain, JOB_PENDING);
 	assert_int_equal(commit_wait(f, &b), 0);
 	assert_stored(f, &plain);
 
@@ -431,7 +444,7 @@ static void fields_round_trip(void **state)
 	plain.outputs = rbuf_new(tricky, sizeof(tricky) - 1);
 	plain.error = rbuf_from_str("out of memory: \xe2\x9c\x97");
 	store_batch_reset(&b);
-	add_op(&b, STORE_OP_UPDATE, &plain);
+	add_update(&b, &plain, JOB_RUNNING);
 	assert_int_equal(commit_wait(f, &b), 0);
 	assert_stored(f, &plain);
 
@@ -637,6 +650,147 @@ static void finished_counts_and_purged_by_model(void **state)
 	store_batch_free(&b);
 }
 
+/* The counts per "model/state" that store_count_jobs() reports. */
+typedef struct {
+	char keys[8][64];
+	uint64_t counts[8];
+	size_t n;
+} counts_ctx_t;
+
+static void collect_count(void *ctx, const char *model, size_t model_len, job_state_t state,
+			  uint64_t n)
+{
+	counts_ctx_t *cc = ctx;
+
+	assert_true(cc->n < 8);
+	snprintf(cc->keys[cc->n], sizeof(cc->keys[0]), "%.*s/%s", (int)model_len, model,
+		 job_state_name(state));
+	cc->counts[cc->n++] = n;
+}
+
+static uint64_t count_of(store_t *store, const char *key)
+{
+	counts_ctx_t cc = {0};
+
+	assert_int_equal(store_count_jobs(store, collect_count, &cc), 0);
+	for (size_t i = 0; i < cc.n; i++) {
+		if (strcmp(cc.keys[i], key) == 0)
+			return cc.counts[i];
+	}
+	return 0;
+}
+
+static size_t count_pairs(store_t *store)
+{
+	counts_ctx_t cc = {0};
+
+	assert_int_equal(store_count_jobs(store, collect_count, &cc), 0);
+	return cc.n;
+}
+
+static void job_counts_follow_batches(void **state)
+{
+	fixture_t *f = *state;
+	job_record_t a[3], other;
+	store_batch_t b;
+
+	open_main(f);
+	store_batch_init(&b);
+	for (int i = 0; i < 3; i++) {
+		make_job(&a[i], (uint64_t)i + 1, JOB_PENDING);
+		add_op(&b, STORE_OP_INSERT, &a[i]);
+	}
+	make_job(&other, 4, JOB_PENDING);
+	rbuf_unref(other.model);
+	other.model = rbuf_from_str("org/model-b");
+	add_op(&b, STORE_OP_INSERT, &other);
+	/* A job inserted and claimed in the same batch counts once, as running. */
+	a[2].state = JOB_RUNNING;
+	add_update(&b, &a[2], JOB_PENDING);
+	assert_int_equal(commit_wait(f, &b), 0);
+	assert_int_equal(count_of(f->store, "org/model-a/pending"), 2);
+	assert_int_equal(count_of(f->store, "org/model-a/running"), 1);
+	assert_int_equal(count_of(f->store, "org/model-b/pending"), 1);
+	assert_int_equal(count_pairs(f->store), 3);
+
+	/* An update that keeps the state (progress) leaves the counts alone. */
+	store_batch_reset(&b);
+	add_update(&b, &a[2], JOB_RUNNING);
+	a[0].state = JOB_DONE;
+	a[0].done_at = BASE_MS + 10;
+	add_update(&b, &a[0], JOB_PENDING);
+	assert_int_equal(commit_wait(f, &b), 0);
+	assert_int_equal(count_of(f->store, "org/model-a/pending"), 1);
+	assert_int_equal(count_of(f->store, "org/model-a/running"), 1);
+	assert_int_equal(count_of(f->store, "org/model-a/done"), 1);
+
+	/* A failed batch changes no count. */
+	store_batch_reset(&b);
+	a[1].state = JOB_CANCELED;
+	add_update(&b, &a[1], JOB_PENDING);
+	add_op(&b, STORE_OP_INSERT, &other); /* a duplicate id: the batch fails */
+	assert_int_equal(commit_wait(f, &b), INFERQ_EIO);
+	assert_int_equal(count_of(f->store, "org/model-a/pending"), 1);
+	assert_int_equal(count_of(f->store, "org/model-a/canceled"), 0);
+
+	/* The purge takes its deleted jobs off; a count of 0 is not reported. */
+	store_batch_reset(&b);
+	add_purge(&b, BASE_MS + 11, 100);
+	assert_int_equal(commit_wait(f, &b), 0);
+	assert_int_equal(b.ops[0].purged, 1);
+	assert_int_equal(count_of(f->store, "org/model-a/done"), 0);
+	assert_int_equal(count_pairs(f->store), 3);
+
+	/* The table agrees with a count of the rows. */
+	assert_int_equal(query_int(f->db_path,
+				   "SELECT count(*) FROM (SELECT model, state, count(*) AS n FROM "
+				   "jobs GROUP BY model, state) AS c LEFT JOIN job_counts k USING "
+				   "(model, state) WHERE k.n IS NOT c.n"),
+			 0);
+
+	for (int i = 0; i < 3; i++)
+		job_record_clear(&a[i]);
+	job_record_clear(&other);
+	store_batch_free(&b);
+}
+
+/* A database of schema version 4 keeps the counts its triggers made, and loses the triggers. */
+static void migrates_counts_from_version_4(void **state)
+{
+	fixture_t *f = *state;
+	job_record_t job;
+	store_batch_t b;
+
+	open_main(f);
+	make_job(&job, 1, JOB_PENDING);
+	store_batch_init(&b);
+	add_op(&b, STORE_OP_INSERT, &job);
+	assert_int_equal(commit_wait(f, &b), 0);
+	close_main(f);
+	exec_sql(f->db_path,
+		 "CREATE TRIGGER jobs_count_insert AFTER INSERT ON jobs BEGIN SELECT 1; END;"
+		 "CREATE TRIGGER jobs_count_update AFTER UPDATE OF state ON jobs BEGIN SELECT 1; END;"
+		 "CREATE TRIGGER jobs_count_delete AFTER DELETE ON jobs BEGIN SELECT 1; END;"
+		 "PRAGMA user_version = 4");
+
+	open_main(f);
+	assert_int_equal(count_of(f->store, "org/model-a/pending"), 1);
+	job.state = JOB_RUNNING;
+	store_batch_reset(&b);
+	add_update(&b, &job, JOB_PENDING);
+	assert_int_equal(commit_wait(f, &b), 0);
+	assert_int_equal(count_of(f->store, "org/model-a/pending"), 0);
+	assert_int_equal(count_of(f->store, "org/model-a/running"), 1);
+	close_main(f);
+	assert_int_equal(query_int(f->db_path, "PRAGMA user_version"), 5);
+	assert_int_equal(query_int(f->db_path, "SELECT count(*) FROM sqlite_master WHERE "
+					       "type = 'trigger'"),
+			 0);
+
+	job_record_clear(&job);
+	store_batch_free(&b);
+}
+
 static void purge_keeps_max_seq(void **state)
 {
 	fixture_t *f = *state;
@@ -686,9 +840,9 @@ static void update_missing_fails_batch(void **state)
 	make_job(&fresh, 2, JOB_PENDING);
 	make_job(&missing, 3, JOB_RUNNING);
 	store_batch_reset(&b);
-	add_op(&b, STORE_OP_UPDATE, &kept_done);
+	add_update(&b, &kept_done, JOB_PENDING);
 	add_op(&b, STORE_OP_INSERT, &fresh);
-	add_op(&b, STORE_OP_UPDATE, &missing);
+	add_update(&b, &missing, JOB_PENDING);
 	assert_int_equal(commit_wait(f, &b), INFERQ_EIO);
 	id_format(&missing.id, id);
 	assert_non_null(strstr(b.error, id));
@@ -848,10 +1002,7 @@ static void migrates_version_1(void **state)
 	/* Turn a new database back into schema version 1. */
 	open_main(f);
 	close_main(f);
-	exec_sql(f->db_path, "DROP TRIGGER jobs_count_insert;"
-			     "DROP TRIGGER jobs_count_update;"
-			     "DROP TRIGGER jobs_count_delete;"
-			     "DROP TABLE job_counts;"
+	exec_sql(f->db_path, "DROP TABLE job_counts;"
 			     "DROP INDEX jobs_model_seq;"
 			     "ALTER TABLE jobs DROP COLUMN history;"
 			     "DROP TABLE api_keys;"
@@ -865,7 +1016,7 @@ static void migrates_version_1(void **state)
 
 	open_main(f);
 	close_main(f);
-	assert_int_equal(query_int(f->db_path, "PRAGMA user_version"), 4);
+	assert_int_equal(query_int(f->db_path, "PRAGMA user_version"), 5);
 	assert_int_equal(query_int(f->db_path, "SELECT count(*) FROM pragma_table_info('jobs') "
 					       "WHERE name IN ('idempotency_key', 'body_hash')"),
 			 2);
@@ -903,16 +1054,16 @@ static void newer_version_rejected(void **state)
 
 	open_main(f);
 	close_main(f);
-	exec_sql(f->db_path, "PRAGMA user_version = 5");
+	exec_sql(f->db_path, "PRAGMA user_version = 6");
 
 	assert_int_equal(open_store(f, &other), INFERQ_EIO);
 	assert_null(other);
-	assert_non_null(strstr(f->err, "schema version 5"));
+	assert_non_null(strstr(f->err, "schema version 6"));
 	assert_non_null(strstr(f->err, f->db_path));
-	assert_int_equal(query_int(f->db_path, "PRAGMA user_version"), 5);
+	assert_int_equal(query_int(f->db_path, "PRAGMA user_version"), 6);
 
 	/* The lock of the failed open was released. */
-	exec_sql(f->db_path, "PRAGMA user_version = 4");
+	exec_sql(f->db_path, "PRAGMA user_version = 5");
 	open_main(f);
 }
 
@@ -1301,6 +1452,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(close_waits_for_in_flight, setup, teardown),
 	    cmocka_unit_test(batch_helpers_reuse_memory),
 	    cmocka_unit_test_setup_teardown(finished_counts_and_purged_by_model, setup, teardown),
+	    cmocka_unit_test_setup_teardown(job_counts_follow_batches, setup, teardown),
+	    cmocka_unit_test_setup_teardown(migrates_counts_from_version_4, setup, teardown),
 	};
 
 	return cmocka_run_group_tests_name("store", tests, NULL, NULL);
