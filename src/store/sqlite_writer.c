@@ -131,7 +131,7 @@ static const char sql_insert[] =
 static const char sql_update[] =
     "UPDATE jobs SET state = ?5, retries = ?6, claimed_at = ?8, done_at = ?9, "
     "lease_expires_at = ?10, claim_timeout = ?11, claim_id = ?12, worker = ?13, info = ?15, "
-    "outputs = ?16, error = ?17, history = ?21 WHERE id = ?2";
+    "outputs = ?16, error = ?17, history = ?21 WHERE seq = ?1 AND id = ?2";
 static const char sql_purge[] =
     "DELETE FROM jobs WHERE seq IN (SELECT seq FROM jobs WHERE done_at < ?1 "
     "AND state IN ('done', 'failed', 'canceled') ORDER BY done_at LIMIT ?2) "
@@ -452,11 +452,14 @@ static int exec_insert(writer_t *w, const job_record_t *r)
 	return step_bound(st);
 }
 
+/* Finds the row by seq, the table's rowid, and checks its id: no lookup in the index of ids. */
 static int exec_update(writer_t *w, const job_record_t *r)
 {
 	sqlite3_stmt *st = w->update;
 	int rc = bind_mutable(w, st, r);
 
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(st, PARAM(COL_SEQ), (int64_t)r->seq);
 	if (rc != SQLITE_OK) {
 		sqlite3_clear_bindings(st);
 		return rc;
