@@ -1264,10 +1264,28 @@ static void message_complete(struct conn *c)
  */
 static size_t scan_bare_cr(struct conn *c, const char *p, size_t n)
 {
-	for (size_t i = 0; i < n; i++) {
-		if (c->cr_pending && p[i] != '\n')
+	size_t i = 0;
+
+	if (n > 0 && c->cr_pending) {
+		if (p[0] != '\n')
+			return 0;
+		c->cr_pending = 0;
+		i = 1;
+	}
+	/* memchr skips the bytes between CRs, which are nearly all of them, many at a time. */
+	while (i < n) {
+		const char *cr = memchr(p + i, '\r', n - i);
+
+		if (cr == NULL)
+			break;
+		i = (size_t)(cr - p) + 1;
+		if (i == n) {
+			c->cr_pending = 1;
+			break;
+		}
+		if (p[i] != '\n')
 			return i;
-		c->cr_pending = p[i] == '\r';
+		i++;
 	}
 	return n;
 }

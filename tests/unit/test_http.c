@@ -878,6 +878,7 @@ static void bare_cr_rejected(void **state)
 	    "GET /fast HTTP/1.1\r\nHost: t\r\nX: a\r\n\rY: b\r\n\r\n",
 	    "GET /fast HTTP/1.1\r\nHost: t\r\nX:\rb\r\n\r\n",
 	    "\rGET /fast HTTP/1.1\r\nHost: t\r\n\r\n",
+	    "GET /fast HTTP/1.1\r\nHost: t\r\r\n\r\n",
 	    "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3\rabc\r\n0\r\n\r\n",
 	};
 
