@@ -556,7 +556,7 @@ static void purge_honours_cutoff_and_limit(void **state)
 	store_batch_free(&b);
 }
 
-/* Counts of finished jobs by "model/state", gathered by store_count_finished(). */
+/* Counts by "model/state", gathered by store_count_finished() or store_count_jobs(). */
 typedef struct {
 	char keys[8][64];
 	uint64_t counts[8];
@@ -650,42 +650,32 @@ static void finished_counts_and_purged_by_model(void **state)
 	store_batch_free(&b);
 }
 
-/* The counts per "model/state" that store_count_jobs() reports. */
-typedef struct {
-	char keys[8][64];
-	uint64_t counts[8];
-	size_t n;
-} counts_ctx_t;
-
+/* Gathers the counts of store_count_jobs() by "model/state", as collect_finished does. */
 static void collect_count(void *ctx, const char *model, size_t model_len, job_state_t state,
 			  uint64_t n)
 {
-	counts_ctx_t *cc = ctx;
+	finished_ctx_t *fc = ctx;
 
-	assert_true(cc->n < 8);
-	snprintf(cc->keys[cc->n], sizeof(cc->keys[0]), "%.*s/%s", (int)model_len, model,
+	assert_true(fc->n < 8);
+	snprintf(fc->keys[fc->n], sizeof(fc->keys[0]), "%.*s/%s", (int)model_len, model,
 		 job_state_name(state));
-	cc->counts[cc->n++] = n;
+	fc->counts[fc->n++] = n;
 }
 
 static uint64_t count_of(store_t *store, const char *key)
 {
-	counts_ctx_t cc = {0};
+	finished_ctx_t fc = {0};
 
-	assert_int_equal(store_count_jobs(store, collect_count, &cc), 0);
-	for (size_t i = 0; i < cc.n; i++) {
-		if (strcmp(cc.keys[i], key) == 0)
-			return cc.counts[i];
-	}
-	return 0;
+	assert_int_equal(store_count_jobs(store, collect_count, &fc), 0);
+	return finished_count(&fc, key);
 }
 
 static size_t count_pairs(store_t *store)
 {
-	counts_ctx_t cc = {0};
+	finished_ctx_t fc = {0};
 
-	assert_int_equal(store_count_jobs(store, collect_count, &cc), 0);
-	return cc.n;
+	assert_int_equal(store_count_jobs(store, collect_count, &fc), 0);
+	return fc.n;
 }
 
 static void job_counts_follow_batches(void **state)
