@@ -18,17 +18,12 @@
 
 #include "cli.h"
 
-#define MAX_LIMIT 1000
-#define ALL_PAGE_SIZE 1000 /* jobs per request with --all and no --limit */
-#define MAX_PAGES 1000000  /* a bound on --all, far above any real listing */
+#define MAX_LIMIT     1000
+#define ALL_PAGE_SIZE 1000    /* jobs per request with --all and no --limit */
+#define MAX_PAGES     1000000 /* a bound on --all, far above any real listing */
 
 enum {
-	OPT_SERVER = 1000,
-	OPT_KEY_FILE,
-	OPT_CACERT,
-	OPT_REQUEST_TIMEOUT,
-	OPT_JSON,
-	OPT_MODEL,
+	OPT_MODEL = CLI_OPT_OWN,
 	OPT_STATUS,
 	OPT_LIMIT,
 	OPT_CURSOR,
@@ -37,11 +32,7 @@ enum {
 };
 
 static const struct option options[] = {
-    {"server", required_argument, NULL, OPT_SERVER},
-    {"key-file", required_argument, NULL, OPT_KEY_FILE},
-    {"cacert", required_argument, NULL, OPT_CACERT},
-    {"request-timeout", required_argument, NULL, OPT_REQUEST_TIMEOUT},
-    {"json", no_argument, NULL, OPT_JSON},
+    CLI_CONNECTION_OPTIONS,
     {"model", required_argument, NULL, OPT_MODEL},
     {"status", required_argument, NULL, OPT_STATUS},
     {"limit", required_argument, NULL, OPT_LIMIT},
@@ -105,21 +96,6 @@ typedef struct {
 	int all;
 } admin_opts_t;
 
-static int usage_error(const char *command, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static int usage_error(const char *command, const char *fmt, ...)
-{
-	va_list ap;
-
-	fprintf(stderr, "inferq %s: ", command);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fprintf(stderr, "\nrun `inferq %s --help` for the options\n", command);
-	return CLI_EXIT_USAGE;
-}
-
 static void print_help(const char *command)
 {
 	if (strcmp(command, "jobs") == 0)
@@ -149,8 +125,9 @@ static int jobs_option(admin_opts_t *opts, int opt, const char *arg)
 	const char *command = opts->common.command;
 
 	if (strcmp(command, "jobs") != 0)
-		return usage_error(command, "option --%s applies only to `inferq jobs`",
-		                   options[opt - OPT_SERVER].name);
+		return cli_usage_error(command, command,
+		                       "option --%s applies only to `inferq jobs`",
+		                       options[opt - CLI_OPT_SERVER].name);
 	switch (opt) {
 	case OPT_MODEL: opts->common.model = arg; break;
 	case OPT_STATUS: opts->status = arg; break;
@@ -158,9 +135,10 @@ static int jobs_option(admin_opts_t *opts, int opt, const char *arg)
 	case OPT_ALL: opts->all = 1; break;
 	case OPT_LIMIT:
 		if (parse_limit(arg, &opts->limit) != 0)
-			return usage_error(command, "invalid --limit \"%s\": use a whole number from 1 "
-			                            "to %d",
-			                   arg, MAX_LIMIT);
+			return cli_usage_error(command, command,
+			                       "invalid --limit \"%s\": use a whole number from 1 "
+			                       "to %d",
+			                       arg, MAX_LIMIT);
 		break;
 	}
 	return 0;
@@ -175,19 +153,14 @@ static int parse(int argc, char **argv, admin_opts_t *opts)
 	opterr = 0;
 	optind = 0; /* 0 makes glibc's getopt start afresh at argv[1] */
 	while ((opt = getopt_long(argc, argv, "", options, NULL)) != -1) {
+		rc = cli_connection_option(&opts->common, command, opt, optarg);
+		if (rc >= 0) {
+			if (rc > 0)
+				return rc;
+			continue;
+		}
 		switch (opt) {
-		case OPT_SERVER: opts->common.server = optarg; break;
-		case OPT_KEY_FILE: opts->common.key_file = optarg; break;
-		case OPT_CACERT: opts->common.cacert = optarg; break;
-		case OPT_JSON: opts->common.json = 1; break;
 		case OPT_HELP: print_help(command); return -1;
-		case OPT_REQUEST_TIMEOUT:
-			if (cli_parse_seconds(optarg, 0.001, 1e9, &opts->common.request_timeout) != 0)
-				return usage_error(command,
-				                   "invalid --request-timeout \"%s\": use a number of "
-				                   "seconds above 0, such as 30",
-				                   optarg);
-			break;
 		case OPT_MODEL:
 		case OPT_STATUS:
 		case OPT_LIMIT:
@@ -197,14 +170,17 @@ static int parse(int argc, char **argv, admin_opts_t *opts)
 				return rc;
 			break;
 		default:
-			if (optopt >= OPT_SERVER && optopt <= OPT_HELP)
-				return usage_error(command, "option --%s needs a value",
-				                   options[optopt - OPT_SERVER].name);
-			return usage_error(command, "unknown option \"%s\"", argv[optind - 1]);
+			if (optopt >= CLI_OPT_SERVER && optopt <= OPT_HELP)
+				return cli_usage_error(command, command,
+				                       "option --%s needs a value",
+				                       options[optopt - CLI_OPT_SERVER].name);
+			return cli_usage_error(command, command, "unknown option \"%s\"",
+			                       argv[optind - 1]);
 		}
 	}
 	if (optind < argc)
-		return usage_error(command, "unexpected argument \"%s\"", argv[optind]);
+		return cli_usage_error(command, command, "unexpected argument \"%s\"",
+		                       argv[optind]);
 	return 0;
 }
 
@@ -298,8 +274,9 @@ static int run_jobs(const admin_opts_t *opts, inferq_client_t *c)
 		return cli_report(&opts->common, c, rc);
 	}
 	if (cursor && !opts->all)
-		fprintf(stderr, "inferq jobs: more jobs follow; pass --cursor %s for the next page, "
-		                "or --all\n",
+		fprintf(stderr,
+		        "inferq jobs: more jobs follow; pass --cursor %s for the next page, "
+		        "or --all\n",
 		        cursor);
 	free(cursor);
 	return CLI_EXIT_OK;

@@ -20,12 +20,7 @@
 #include "worker.h"
 
 enum {
-	OPT_SERVER = 1000,
-	OPT_KEY_FILE,
-	OPT_CACERT,
-	OPT_REQUEST_TIMEOUT,
-	OPT_JSON,
-	OPT_MODEL,
+	OPT_MODEL = CLI_OPT_OWN,
 	OPT_PAYLOAD,
 	OPT_INFO,
 	OPT_PRIORITY,
@@ -98,11 +93,7 @@ static const char global_help[] =
     "  --help                  print this help\n";
 
 static const struct option long_options[] = {
-    {"server", required_argument, NULL, OPT_SERVER},
-    {"key-file", required_argument, NULL, OPT_KEY_FILE},
-    {"cacert", required_argument, NULL, OPT_CACERT},
-    {"request-timeout", required_argument, NULL, OPT_REQUEST_TIMEOUT},
-    {"json", no_argument, NULL, OPT_JSON},
+    CLI_CONNECTION_OPTIONS,
     {"model", required_argument, NULL, OPT_MODEL},
     {"payload", required_argument, NULL, OPT_PAYLOAD},
     {"info", required_argument, NULL, OPT_INFO},
@@ -161,19 +152,34 @@ static void print_help(FILE *out, const command_t *cmd)
 	cli_print_exit_codes(out);
 }
 
-static int usage_error(const command_t *cmd, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static int usage_error(const command_t *cmd, const char *fmt, ...)
+int cli_usage_error(const char *command, const char *help, const char *fmt, ...)
 {
 	va_list ap;
 
-	fprintf(stderr, "inferq %s: ", cmd->name);
+	fprintf(stderr, "inferq %s: ", command);
 	va_start(ap, fmt);
 	vfprintf(stderr, fmt, ap);
 	va_end(ap);
-	fprintf(stderr, "\nrun `inferq %s --help` for the options\n", cmd->name);
+	fprintf(stderr, "\nrun `inferq %s --help` for the options\n", help);
 	return CLI_EXIT_USAGE;
+}
+
+int cli_connection_option(cli_opts_t *opts, const char *help, int opt, const char *arg)
+{
+	switch (opt) {
+	case CLI_OPT_SERVER: opts->server = arg; return 0;
+	case CLI_OPT_KEY_FILE: opts->key_file = arg; return 0;
+	case CLI_OPT_CACERT: opts->cacert = arg; return 0;
+	case CLI_OPT_JSON: opts->json = 1; return 0;
+	case CLI_OPT_REQUEST_TIMEOUT:
+		if (cli_parse_seconds(arg, 0.001, 1e9, &opts->request_timeout) != 0)
+			return cli_usage_error(opts->command, help,
+			                       "invalid --request-timeout \"%s\": use a number of "
+			                       "seconds above 0, such as 30",
+			                       arg);
+		return 0;
+	}
+	return -1;
 }
 
 int cli_parse_seconds(const char *text, double min, double max, double *out)
@@ -212,25 +218,26 @@ static int command_option(const command_t *cmd, cli_opts_t *opts, int opt, const
 	};
 
 	if (!(cmd->accept & needs[opt - OPT_PAYLOAD]))
-		return usage_error(cmd, "option --%s does not apply to this command",
-		                   long_options[opt - OPT_SERVER].name);
+		return cli_usage_error(cmd->name, cmd->name,
+		                       "option --%s does not apply to this command",
+		                       long_options[opt - CLI_OPT_SERVER].name);
 	switch (opt) {
 	case OPT_PAYLOAD: opts->payload = arg; break;
 	case OPT_INFO: opts->info = arg; break;
 	case OPT_WAIT: opts->wait = 1; break;
 	case OPT_PRIORITY:
 		if (parse_priority(arg, &opts->priority) != 0)
-			return usage_error(cmd,
-			                   "invalid --priority \"%s\": use an integer from "
-			                   "-2147483648 to 2147483647",
-			                   arg);
+			return cli_usage_error(cmd->name, cmd->name,
+			                       "invalid --priority \"%s\": use an integer from "
+			                       "-2147483648 to 2147483647",
+			                       arg);
 		break;
 	case OPT_TIMEOUT:
 		if (cli_parse_seconds(arg, 0, 1e9, &opts->timeout) != 0)
-			return usage_error(cmd,
-			                   "invalid --timeout \"%s\": use a number of seconds, "
-			                   "0 or more, such as 30 or 2.5",
-			                   arg);
+			return cli_usage_error(cmd->name, cmd->name,
+			                       "invalid --timeout \"%s\": use a number of seconds, "
+			                       "0 or more, such as 30 or 2.5",
+			                       arg);
 		break;
 	}
 	return 0;
@@ -244,25 +251,22 @@ static int parse_options(const command_t *cmd, int argc, char **argv, cli_opts_t
 	opterr = 0;
 	optind = 0; /* 0 makes glibc's getopt start afresh at argv[1] */
 	while ((opt = getopt_long(argc, argv, "", long_options, NULL)) != -1) {
+		rc = cli_connection_option(opts, cmd->name, opt, optarg);
+		if (rc >= 0) {
+			if (rc > 0)
+				return rc;
+			continue;
+		}
 		switch (opt) {
-		case OPT_SERVER: opts->server = optarg; break;
-		case OPT_KEY_FILE: opts->key_file = optarg; break;
-		case OPT_CACERT: opts->cacert = optarg; break;
-		case OPT_JSON: opts->json = 1; break;
 		case OPT_MODEL: opts->model = optarg; break;
 		case OPT_HELP: print_help(stdout, cmd); return -1;
-		case OPT_REQUEST_TIMEOUT:
-			if (cli_parse_seconds(optarg, 0.001, 1e9, &opts->request_timeout) != 0)
-				return usage_error(cmd,
-				                   "invalid --request-timeout \"%s\": use a "
-				                   "number of seconds above 0, such as 30",
-				                   optarg);
-			break;
 		case '?':
-			if (optopt >= OPT_SERVER && optopt <= OPT_HELP)
-				return usage_error(cmd, "option --%s needs a value",
-				                   long_options[optopt - OPT_SERVER].name);
-			return usage_error(cmd, "unknown option \"%s\"", argv[optind - 1]);
+			if (optopt >= CLI_OPT_SERVER && optopt <= OPT_HELP)
+				return cli_usage_error(cmd->name, cmd->name,
+				                       "option --%s needs a value",
+				                       long_options[optopt - CLI_OPT_SERVER].name);
+			return cli_usage_error(cmd->name, cmd->name, "unknown option \"%s\"",
+			                       argv[optind - 1]);
 		default:
 			if ((rc = command_option(cmd, opts, opt, optarg)) != 0)
 				return rc;
@@ -270,17 +274,21 @@ static int parse_options(const command_t *cmd, int argc, char **argv, cli_opts_t
 	}
 	if (cmd->takes_id) {
 		if (optind >= argc)
-			return usage_error(cmd, "missing the request id: pass the id that "
-			                        "submit printed");
+			return cli_usage_error(cmd->name, cmd->name,
+			                       "missing the request id: pass the id that "
+			                       "submit printed");
 		opts->id = argv[optind++];
 	}
 	if (optind < argc)
-		return usage_error(cmd, "unexpected argument \"%s\"", argv[optind]);
+		return cli_usage_error(cmd->name, cmd->name, "unexpected argument \"%s\"",
+		                       argv[optind]);
 	if (!opts->model || !*opts->model)
-		return usage_error(cmd, "missing --model: name the queue's model, as in "
-		                        "--model my-org/llm");
+		return cli_usage_error(cmd->name, cmd->name,
+		                       "missing --model: name the queue's model, as in "
+		                       "--model my-org/llm");
 	if ((cmd->accept & ACCEPT_WAIT) && opts->timeout >= 0 && !opts->wait)
-		return usage_error(cmd, "option --timeout applies only with --wait");
+		return cli_usage_error(cmd->name, cmd->name,
+		                       "option --timeout applies only with --wait");
 	return 0;
 }
 
@@ -331,9 +339,10 @@ int cli_report(const cli_opts_t *opts, inferq_client_t *c, int rc)
 		printf("%s\n", body);
 	fprintf(stderr, "inferq %s: %s\n", opts->command, inferq_client_last_error(c));
 	if (inferq_client_last_status(c) == 401)
-		fprintf(stderr, "inferq %s: give the CLI a key with $INFERQ_API_KEY or --key-file "
-		                "(default ./inferq-data/admin.key, written by the server at its "
-		                "first start)\n",
+		fprintf(stderr,
+		        "inferq %s: give the CLI a key with $INFERQ_API_KEY or --key-file "
+		        "(default ./inferq-data/admin.key, written by the server at its "
+		        "first start)\n",
 		        opts->command);
 	return cli_exit_code(rc);
 }

@@ -68,6 +68,43 @@ typedef struct {
 } cli_opts_t;
 
 /*
+ * Codes of the connection options that every client subcommand takes. Each
+ * command's getopt table starts with CLI_CONNECTION_OPTIONS, and its own
+ * codes follow from CLI_OPT_OWN in the order of its table.
+ */
+enum {
+	CLI_OPT_SERVER = 1000,
+	CLI_OPT_KEY_FILE,
+	CLI_OPT_CACERT,
+	CLI_OPT_REQUEST_TIMEOUT,
+	CLI_OPT_JSON,
+	CLI_OPT_OWN,
+};
+
+#define CLI_CONNECTION_OPTIONS                                                                     \
+	{"server", required_argument, NULL, CLI_OPT_SERVER},                                       \
+	    {"key-file", required_argument, NULL, CLI_OPT_KEY_FILE},                               \
+	    {"cacert", required_argument, NULL, CLI_OPT_CACERT},                                   \
+	    {"request-timeout", required_argument, NULL, CLI_OPT_REQUEST_TIMEOUT},                 \
+	{                                                                                          \
+		"json", no_argument, NULL, CLI_OPT_JSON                                            \
+	}
+
+/*
+ * Prints "inferq COMMAND: message" and a pointer to `inferq HELP --help` on
+ * stderr. Returns CLI_EXIT_USAGE.
+ */
+int cli_usage_error(const char *command, const char *help, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/*
+ * Stores connection option opt with value arg in opts. Returns 0, an exit
+ * code after printing a usage error for opts->command (with a pointer to
+ * `inferq HELP --help`), or -1 when opt is not a connection option.
+ */
+int cli_connection_option(cli_opts_t *opts, const char *help, int opt, const char *arg);
+
+/*
  * Creates a client configured from opts (server, key file, CA file,
  * request timeout). Returns 0 with *out set, or an exit code after
  * printing why on stderr.

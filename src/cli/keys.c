@@ -18,12 +18,7 @@
 #define MAX_MODELS 64
 
 enum {
-	OPT_SERVER = 1000,
-	OPT_KEY_FILE,
-	OPT_CACERT,
-	OPT_REQUEST_TIMEOUT,
-	OPT_JSON,
-	OPT_NAME,
+	OPT_NAME = CLI_OPT_OWN,
 	OPT_ROLE,
 	OPT_MODELS,
 	OPT_EXPIRES,
@@ -31,11 +26,7 @@ enum {
 };
 
 static const struct option options[] = {
-    {"server", required_argument, NULL, OPT_SERVER},
-    {"key-file", required_argument, NULL, OPT_KEY_FILE},
-    {"cacert", required_argument, NULL, OPT_CACERT},
-    {"request-timeout", required_argument, NULL, OPT_REQUEST_TIMEOUT},
-    {"json", no_argument, NULL, OPT_JSON},
+    CLI_CONNECTION_OPTIONS,
     {"name", required_argument, NULL, OPT_NAME},
     {"role", required_argument, NULL, OPT_ROLE},
     {"models", required_argument, NULL, OPT_MODELS},
@@ -87,21 +78,6 @@ typedef struct {
 	int has_models;
 } keys_opts_t;
 
-static int usage_error(const char *command, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static int usage_error(const char *command, const char *fmt, ...)
-{
-	va_list ap;
-
-	fprintf(stderr, "inferq %s: ", command);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fprintf(stderr, "\nrun `inferq keys --help` for the options\n");
-	return CLI_EXIT_USAGE;
-}
-
 /* Splits a --models value at commas into opts->models. */
 static int add_models(keys_opts_t *opts, const char *value)
 {
@@ -113,13 +89,14 @@ static int add_models(keys_opts_t *opts, const char *value)
 		size_t len = comma ? (size_t)(comma - p) : strlen(p);
 
 		if (len == 0)
-			return usage_error(opts->common.command,
-			                   "invalid --models \"%s\": a pattern is empty; separate "
-			                   "patterns with one comma, as in 'a/*,b/model'",
-			                   value);
+			return cli_usage_error(
+			    opts->common.command, "keys",
+			    "invalid --models \"%s\": a pattern is empty; separate "
+			    "patterns with one comma, as in 'a/*,b/model'",
+			    value);
 		if (opts->model_count == MAX_MODELS)
-			return usage_error(opts->common.command, "more than %d --models patterns",
-			                   MAX_MODELS);
+			return cli_usage_error(opts->common.command, "keys",
+			                       "more than %d --models patterns", MAX_MODELS);
 		opts->models[opts->model_count] = strndup(p, len);
 		if (!opts->models[opts->model_count])
 			return CLI_EXIT_ERROR;
@@ -138,11 +115,13 @@ static int parse(int argc, char **argv, keys_opts_t *opts)
 	opterr = 0;
 	optind = 0; /* 0 makes glibc's getopt start afresh at argv[1] */
 	while ((opt = getopt_long(argc, argv, "", options, NULL)) != -1) {
+		rc = cli_connection_option(&opts->common, "keys", opt, optarg);
+		if (rc >= 0) {
+			if (rc > 0)
+				return rc;
+			continue;
+		}
 		switch (opt) {
-		case OPT_SERVER: opts->common.server = optarg; break;
-		case OPT_KEY_FILE: opts->common.key_file = optarg; break;
-		case OPT_CACERT: opts->common.cacert = optarg; break;
-		case OPT_JSON: opts->common.json = 1; break;
 		case OPT_NAME: opts->name = optarg; break;
 		case OPT_ROLE: opts->role = optarg; break;
 		case OPT_EXPIRES: opts->expires = optarg; break;
@@ -150,19 +129,13 @@ static int parse(int argc, char **argv, keys_opts_t *opts)
 			if ((rc = add_models(opts, optarg)) != 0)
 				return rc;
 			break;
-		case OPT_REQUEST_TIMEOUT:
-			if (cli_parse_seconds(optarg, 0.001, 1e9, &opts->common.request_timeout) != 0)
-				return usage_error(command,
-				                   "invalid --request-timeout \"%s\": use a number of "
-				                   "seconds above 0, such as 30",
-				                   optarg);
-			break;
 		case OPT_HELP: fputs(usage_text, stdout); return -1;
 		default:
-			if (optopt >= OPT_SERVER && optopt <= OPT_HELP)
-				return usage_error(command, "option --%s needs a value",
-				                   options[optopt - OPT_SERVER].name);
-			return usage_error(command, "unknown option \"%s\"", argv[optind - 1]);
+			if (optopt >= CLI_OPT_SERVER && optopt <= OPT_HELP)
+				return cli_usage_error(command, "keys", "option --%s needs a value",
+				                       options[optopt - CLI_OPT_SERVER].name);
+			return cli_usage_error(command, "keys", "unknown option \"%s\"",
+			                       argv[optind - 1]);
 		}
 	}
 	return 0;
@@ -172,9 +145,9 @@ static int parse(int argc, char **argv, keys_opts_t *opts)
 static int only_common(const keys_opts_t *opts)
 {
 	if (opts->name || opts->role || opts->expires || opts->has_models)
-		return usage_error(opts->common.command,
-		                   "--name, --role, --models and --expires apply only to "
-		                   "`inferq keys create`");
+		return cli_usage_error(opts->common.command, "keys",
+		                       "--name, --role, --models and --expires apply only to "
+		                       "`inferq keys create`");
 	return 0;
 }
 
@@ -192,10 +165,11 @@ static int run_create(const keys_opts_t *opts, inferq_client_t *c)
 	/* A bare number would mean seconds, and a user who writes 90 rarely means 90 seconds. */
 	if (opts->expires && opts->expires[0] &&
 	    strspn(opts->expires, "0123456789") == strlen(opts->expires))
-		return usage_error(opts->common.command,
-		                   "--expires %s has no unit: write %ss, %sh or %sd for seconds, "
-		                   "hours or days",
-		                   opts->expires, opts->expires, opts->expires, opts->expires);
+		return cli_usage_error(
+		    opts->common.command, "keys",
+		    "--expires %s has no unit: write %ss, %sh or %sd for seconds, "
+		    "hours or days",
+		    opts->expires, opts->expires, opts->expires, opts->expires);
 	rc = inferq_keys_create(c, opts->name, opts->role,
 	                        opts->has_models ? (const char *const *)opts->models : NULL,
 	                        opts->model_count, opts->expires, &k);
@@ -269,29 +243,32 @@ static int check_args(const char *sub, keys_opts_t *opts, int argc, char **argv)
 
 	if (strcmp(sub, "create") == 0) {
 		if (extra > 0)
-			return usage_error(opts->common.command, "unexpected argument \"%s\"",
-			                   argv[optind]);
+			return cli_usage_error(opts->common.command, "keys",
+			                       "unexpected argument \"%s\"", argv[optind]);
 		if (!opts->name || !*opts->name)
-			return usage_error(opts->common.command, "missing --name: name the key, "
-			                                         "as in --name web-app");
+			return cli_usage_error(opts->common.command, "keys",
+			                       "missing --name: name the key, "
+			                       "as in --name web-app");
 		if (!opts->role || !*opts->role)
-			return usage_error(opts->common.command,
-			                   "missing --role: use client, worker or admin");
+			return cli_usage_error(opts->common.command, "keys",
+			                       "missing --role: use client, worker or admin");
 		if (!opts->has_models && strcmp(opts->role, "admin") != 0)
-			return usage_error(opts->common.command,
-			                   "missing --models: name the models a %s key may use, as "
-			                   "in --models 'my-org/*'",
-			                   opts->role);
+			return cli_usage_error(
+			    opts->common.command, "keys",
+			    "missing --models: name the models a %s key may use, as "
+			    "in --models 'my-org/*'",
+			    opts->role);
 		return 0;
 	}
 	if (only_common(opts) != 0)
 		return CLI_EXIT_USAGE;
 	if (strcmp(sub, "list") == 0 && extra > 0)
-		return usage_error(opts->common.command, "unexpected argument \"%s\"", argv[optind]);
+		return cli_usage_error(opts->common.command, "keys", "unexpected argument \"%s\"",
+		                       argv[optind]);
 	if (strcmp(sub, "revoke") == 0 && extra != 1)
-		return usage_error(opts->common.command,
-		                   extra == 0 ? "missing the name of the key to revoke"
-		                              : "revoke takes one key name");
+		return cli_usage_error(opts->common.command, "keys",
+		                       extra == 0 ? "missing the name of the key to revoke"
+		                                  : "revoke takes one key name");
 	return 0;
 }
 
@@ -329,8 +306,9 @@ int keys_main(int argc, char **argv)
 	for (i = 0; i < 3 && strcmp(argv[1], subs[i]) != 0; i++)
 		;
 	if (i == 3)
-		return usage_error("keys", "unknown subcommand \"%s\": use create, list or revoke",
-		                   argv[1]);
+		return cli_usage_error("keys", "keys",
+		                       "unknown subcommand \"%s\": use create, list or revoke",
+		                       argv[1]);
 	opts.common.command = commands[i];
 	opts.common.timeout = -1;
 
