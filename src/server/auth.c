@@ -56,16 +56,24 @@ struct auth {
 	auth_limiter_t *limiter;
 	auth_cidr_t proxies[CONFIG_MAX_PROXIES];
 	size_t proxy_count;
+	EVP_MD *sha256;         /* fetched once */
+	EVP_MD_CTX *digest_ctx; /* reused by every hash, on the loop thread */
 };
 
 /* --- The key table ------------------------------------------------------ */
 
-static void sha256(const char *text, size_t len, unsigned char digest[32])
+/*
+ * Hashes text with SHA-256. The algorithm is fetched and the context made
+ * once per server: EVP_Digest did both on every call, which cost more than
+ * the hash of a key and 8 % of a lifecycle request's instructions.
+ */
+static void sha256(auth_t *a, const char *text, size_t len, unsigned char digest[32])
 {
 	unsigned int digest_len = 0;
 
-	IQ_ASSERT(EVP_Digest(text, len, digest, &digest_len, EVP_sha256(), NULL) == 1 &&
-		  digest_len == 32);
+	IQ_ASSERT(EVP_DigestInit_ex2(a->digest_ctx, a->sha256, NULL) == 1 &&
+		  EVP_DigestUpdate(a->digest_ctx, text, len) == 1 &&
+		  EVP_DigestFinal_ex(a->digest_ctx, digest, &digest_len) == 1 && digest_len == 32);
 }
 
 static void hex_encode(const unsigned char *bytes, size_t n, char *out)
@@ -352,8 +360,8 @@ void auth_undo(server_t *s, const store_op_t *op)
 }
 
 /* Fills a new key with random text; writes the text into key_text. */
-static auth_key_t *new_key(const char *name, unsigned role, rbuf_t *models, int64_t now_ms,
-			   int64_t expires_at, char key_text[AUTH_KEY_TEXT_LEN + 1])
+static auth_key_t *new_key(auth_t *a, const char *name, unsigned role, rbuf_t *models,
+			   int64_t now_ms, int64_t expires_at, char key_text[AUTH_KEY_TEXT_LEN + 1])
 {
 	auth_key_t *k = xcalloc(1, sizeof(*k));
 	unsigned char secret[32];
@@ -361,7 +369,7 @@ static auth_key_t *new_key(const char *name, unsigned role, rbuf_t *models, int6
 	random_bytes(secret, sizeof(secret));
 	memcpy(key_text, AUTH_KEY_PREFIX, strlen(AUTH_KEY_PREFIX));
 	hex_encode(secret, sizeof(secret), key_text + strlen(AUTH_KEY_PREFIX));
-	sha256(key_text, AUTH_KEY_TEXT_LEN, k->digest);
+	sha256(a, key_text, AUTH_KEY_TEXT_LEN, k->digest);
 	hex_encode(k->digest, sizeof(k->digest), k->rec.hash);
 
 	snprintf(k->rec.name, sizeof(k->rec.name), "%s", name);
@@ -383,7 +391,7 @@ int auth_key_create(server_t *s, const char *name, unsigned role, rbuf_t *models
 
 	if (find_name(s->auth, name))
 		return INFERQ_ECONFLICT;
-	k = new_key(name, role, models, clock_wall_ms(), expires_at, key_text);
+	k = new_key(s->auth, name, role, models, clock_wall_ms(), expires_at, key_text);
 	table_add(s->auth, k);
 	add_key_op(&s->collecting->batch, STORE_OP_KEY_PUT, k);
 	log_info("auth", "created API key name=%s role=%s hash=%.8s", k->rec.name,
@@ -501,7 +509,7 @@ static int bootstrap(server_t *s)
 	int rc;
 
 	snprintf(path, sizeof(path), "%s/%s", s->config.data_dir, ADMIN_KEY_FILE);
-	k = new_key(ADMIN_KEY_NAME, AUTH_ROLE_ADMIN, models, clock_wall_ms(), 0, key_text);
+	k = new_key(s->auth, ADMIN_KEY_NAME, AUTH_ROLE_ADMIN, models, clock_wall_ms(), 0, key_text);
 	rbuf_unref(models);
 
 	rc = write_key_file(s->config.data_dir, path, key_text);
@@ -548,6 +556,9 @@ int auth_open(server_t *s)
 
 	s->auth = a;
 	a->enabled = !s->config.auth_none;
+	a->sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
+	a->digest_ctx = EVP_MD_CTX_new();
+	IQ_ASSERT(a->sha256 && a->digest_ctx);
 	a->limiter = auth_limiter_new(AUTH_FAIL_LIMIT, AUTH_FAIL_WINDOW_MS, AUTH_BLOCK_MS,
 				      LIMITER_MAX_ADDRESSES);
 	for (size_t i = 0; i < s->config.trusted_proxy_count; i++) {
@@ -588,6 +599,8 @@ void auth_close(server_t *s)
 	free(a->keys);
 	free(a->buckets);
 	auth_limiter_free(a->limiter);
+	EVP_MD_CTX_free(a->digest_ctx);
+	EVP_MD_free(a->sha256);
 	free(a);
 	s->auth = NULL;
 }
@@ -740,7 +753,7 @@ int auth_check(server_t *s, http_request_t *req, unsigned roles)
 	now = clock_wall_ms();
 	kind = auth_read_bearer(req, &key, &key_len);
 	if (kind == AUTH_BEARER_OK) {
-		sha256(key, key_len, digest);
+		sha256(a, key, key_len, digest);
 		k = find_digest(a, digest);
 	}
 	if (!k || !key_works(k, now)) {
