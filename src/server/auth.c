@@ -753,7 +753,11 @@ int auth_check(server_t *s, http_request_t *req, unsigned roles)
 	now = clock_wall_ms();
 	kind = auth_read_bearer(req, &key, &key_len);
 	if (kind == AUTH_BEARER_OK) {
-		sha256(a, key, key_len, digest);
+		/* Keep-alive clients send the same key on every request: hash it once per connection. */
+		if (!http_request_memo_get(req, key, key_len, digest)) {
+			sha256(a, key, key_len, digest);
+			http_request_memo_put(req, key, key_len, digest);
+		}
 		k = find_digest(a, digest);
 	}
 	if (!k || !key_works(k, now)) {

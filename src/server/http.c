@@ -126,6 +126,8 @@ struct conn {
 	size_t write_queued; /* bytes in out and in uv_write requests */
 	size_t ready_bytes;  /* responses formatted but not yet handed to uv_write */
 
+	struct conn_memo *memo; /* http_request_memo_put(), NULL until then */
+
 	enum timer_mode timer_mode;
 	unsigned in_header_block : 1; /* next byte belongs to a request line or header */
 	unsigned in_request : 1;      /* a request has started and is not complete */
@@ -140,6 +142,13 @@ struct conn {
 	unsigned backlogged : 1; /* write_queued + ready_bytes went over WRITE_HIGH_BYTES */
 	unsigned flush_scheduled : 1;
 	unsigned closed : 1;
+};
+
+/* One value a handler saw on this connection and the 32 bytes it computed from it. */
+struct conn_memo {
+	size_t len;
+	char value[HTTP_MEMO_VALUE_MAX];
+	unsigned char result[32];
 };
 
 struct write_req {
@@ -328,6 +337,10 @@ static void conn_unref(struct conn *c)
 	buf_free(&c->out);
 	free(c->spans);
 	ring_free(c);
+	if (c->memo) {
+		explicit_bzero(c->memo, sizeof(*c->memo)); /* it may hold an API key */
+		free(c->memo);
+	}
 	free(c);
 }
 
@@ -1976,4 +1989,29 @@ int http_query_param(const char *query, size_t len, const char *name, char *out,
 		p = amp ? amp + 1 : end;
 	}
 	return 0;
+}
+
+int http_request_memo_get(const http_request_t *req, const char *value, size_t len,
+                          unsigned char result[32])
+{
+	const struct conn_memo *m = ((const struct req *)req)->conn->memo;
+
+	if (m == NULL || m->len != len || memcmp(m->value, value, len) != 0)
+		return 0;
+	memcpy(result, m->result, sizeof(m->result));
+	return 1;
+}
+
+void http_request_memo_put(http_request_t *req, const char *value, size_t len,
+                           const unsigned char result[32])
+{
+	struct conn *c = ((struct req *)req)->conn;
+
+	if (len > HTTP_MEMO_VALUE_MAX)
+		return;
+	if (c->memo == NULL)
+		c->memo = xmalloc(sizeof(*c->memo));
+	c->memo->len = len;
+	memcpy(c->memo->value, value, len);
+	memcpy(c->memo->result, result, sizeof(c->memo->result));
 }

@@ -181,6 +181,23 @@ typedef void (*http_orphan_cb)(void *arg, http_request_t *req);
  */
 void http_request_watch_orphan(http_request_t *req, http_orphan_cb cb, void *arg);
 
+/* Bytes of the longest value http_request_memo_put() keeps. */
+#define HTTP_MEMO_VALUE_MAX 128
+
+/*
+ * A memo per connection of one value and 32 bytes computed from it, for
+ * work that every request of a keep-alive connection repeats, such as
+ * hashing its API key. http_request_memo_get() copies the result into
+ * result and returns 1 when the connection of req has a memo of exactly
+ * value[0..len), else returns 0. http_request_memo_put() replaces the
+ * memo (a value over HTTP_MEMO_VALUE_MAX bytes is not kept). The memo is
+ * zeroed and freed with the connection.
+ */
+int http_request_memo_get(const http_request_t *req, const char *value, size_t len,
+			  unsigned char result[32]);
+void http_request_memo_put(http_request_t *req, const char *value, size_t len,
+			   const unsigned char result[32]);
+
 /*
  * Reads query parameter name from query[0..len), percent-decoding it
  * ('+' is a space) into out as a NUL-terminated string, its length in

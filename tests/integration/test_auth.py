@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from support import INFERQ_BIN, UNKNOWN_CLAIM, UNKNOWN_ID, Reply, wait_for
+from support import INFERQ_BIN, UNKNOWN_CLAIM, UNKNOWN_ID, RawConn, Reply, http_request, wait_for
 
 KEY_RE = re.compile(r"^iq_[0-9a-f]{64}$")
 PROXY = "127.0.0.1/32"
@@ -443,6 +443,28 @@ def test_key_admin_routes(auth):
     second = a.create_key("admin2", "admin")
     assert a.call("DELETE", "/v1/admin/keys/admin", key=second).status == 200
     assert a.call("GET", "/v1/admin/keys", key=a.admin).status == 401
+
+
+def test_keys_checked_per_request_on_one_connection(auth):
+    """The server hashes a connection's key once; a changed or revoked key still fails."""
+    key = auth.create_key("conn", "client", ["*"])
+    auth.keys.append(key)
+    wrong = key[:-1] + ("0" if key[-1] != "0" else "1")
+    conn = RawConn(auth.server.port)
+    try:
+        def metrics(with_key):
+            conn.send(http_request("GET", "/v1/queue/metrics?model=t/m", key=with_key))
+            return conn.read_response()
+
+        assert metrics(key).status == 200
+        assert metrics(wrong).status == 401
+        assert metrics(key).status == 200
+        assert metrics(key).status == 200
+        auth.revoke("conn")
+        assert metrics(key).status == 401
+        assert metrics(auth.admin).status == 200
+    finally:
+        conn.close()
 
 
 def test_revocation_survives_restart(auth):
