@@ -19,9 +19,6 @@
 #include "server.h"
 
 #define PGQ_CHANNEL "inferq_jobs" /* NOTIFY channel; the payload is a model name */
-#define PGQ_SWEEP_MS 1000         /* lease expiry and retention sweep period */
-#define PGQ_POLL_MS 250           /* long-poll retry period while claims wait */
-#define PGQ_PURGE_BATCH 1000      /* finished jobs one sweep deletes at most */
 
 /* The columns every job query returns, in the order pgq_row_record reads them. */
 #define PGQ_JOB_COLUMNS                                                                         \
