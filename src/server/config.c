@@ -64,6 +64,7 @@ enum {
 	OPT_PG_RETENTION_BATCH,
 	OPT_PG_CONNECT_TIMEOUT,
 	OPT_PG_STATEMENT_TIMEOUT,
+	OPT_PG_STATUS_CACHE_TTL,
 	OPT_HELP,
 };
 
@@ -113,6 +114,7 @@ static const struct option options[] = {
 	{"pg-retention-batch", required_argument, NULL, OPT_PG_RETENTION_BATCH},
 	{"pg-connect-timeout", required_argument, NULL, OPT_PG_CONNECT_TIMEOUT},
 	{"pg-statement-timeout", required_argument, NULL, OPT_PG_STATEMENT_TIMEOUT},
+	{"pg-status-cache-ttl", required_argument, NULL, OPT_PG_STATUS_CACHE_TTL},
 	{"help", no_argument, NULL, OPT_HELP},
 	{NULL, 0, NULL, 0},
 };
@@ -157,6 +159,7 @@ void config_defaults(serve_config_t *c)
 	c->pg_retention_batch = 1000;
 	c->pg_connect_timeout_ms = 5000;
 	c->pg_statement_timeout_ms = 30000;
+	c->pg_status_cache_ttl_ms = 60000;
 }
 
 void config_usage(void)
@@ -259,6 +262,10 @@ void config_usage(void)
 	       "  --pg-statement-timeout DURATION  time a request's statements may run in\n"
 	       "                            PostgreSQL before they are canceled and the request\n"
 	       "                            gets 503; 10ms to 1d, 0 = no limit (default 30s)\n"
+	       "  --pg-status-cache-ttl DURATION  longest time a postgres node answers status\n"
+	       "                            reads of a finished job from --status-cache-bytes\n"
+	       "                            without reading the database, 0 to 1h, 0 = no\n"
+	       "                            caching on postgres (default 60s)\n"
 	       "  --help                    print this help\n");
 }
 
@@ -418,6 +425,11 @@ static int apply_pg_limit(serve_config_t *c, int opt, const char *v)
 		    (c->pg_statement_timeout_ms > 0 && c->pg_statement_timeout_ms < 10))
 			return flag_error("pg-statement-timeout", v,
 					  "0 (no limit) or a duration from 10ms to 1d, e.g. 30s");
+		return 0;
+	case OPT_PG_STATUS_CACHE_TTL:
+		if (parse_duration(v, 0, 3600000, &c->pg_status_cache_ttl_ms) != 0)
+			return flag_error("pg-status-cache-ttl", v,
+					  "a duration from 0 (no caching) to 1h, e.g. 60s");
 		return 0;
 	}
 	return INFERQ_EINVAL;
@@ -599,6 +611,7 @@ static int apply(serve_config_t *c, int opt, const char *v)
 	case OPT_PG_RETENTION_BATCH:
 	case OPT_PG_CONNECT_TIMEOUT:
 	case OPT_PG_STATEMENT_TIMEOUT:
+	case OPT_PG_STATUS_CACHE_TTL:
 		return apply_store(c, opt, v);
 	case OPT_PUBLIC_URL:
 	case OPT_MAX_FILENAME:

@@ -24,6 +24,7 @@
 #include "pg_schema.h"
 #include "request.h"
 #include "routes.h"
+#include "status_cache.h"
 
 typedef struct pg_waiter {
 	struct pg_waiter *prev, *next;
@@ -434,6 +435,17 @@ static void set_gauges(server_t *s, const PGresult *r)
 	}
 }
 
+/* Drops the jobs this node's sweep deleted (result r: id) from the status cache. */
+static void forget_purged(server_t *s, const PGresult *r)
+{
+	for (int i = 0; i < PQntuples(r); i++) {
+		iq_id_t id;
+
+		if (id_parse(PQgetvalue(r, i, 0), (size_t)PQgetlength(r, i, 0), &id) == 0)
+			status_cache_forget(s->status_cache, &id, 1);
+	}
+}
+
 static void on_sweep_done(void *ctx, int rc, PGresult *const *results, int count,
 			  const char *err)
 {
@@ -469,6 +481,7 @@ static void on_sweep_done(void *ctx, int rc, PGresult *const *results, int count
 			   LOG_STR("model", PQgetvalue(results[0], i, 1)),
 			   LOG_UINT("retries", strtoull(PQgetvalue(results[0], i, 3), NULL, 10)));
 	}
+	forget_purged(s, results[1]);
 	if (PQcmdTuples(results[1])[0] && strcmp(PQcmdTuples(results[1]), "0") != 0)
 		log_fields(LOG_INFO, "store", "deleted finished jobs past --retention",
 			   LOG_STR("count", PQcmdTuples(results[1])));
@@ -568,11 +581,12 @@ int pgq_open(server_t *s, pgq_start_t *start)
 	log_info("store",
 		 "queue on PostgreSQL at %s with %u connections: sweep_interval=%lldms "
 		 "poll_interval=%lldms retention_batch=%u connect_timeout=%llds "
-		 "statement_timeout=%lldms",
+		 "statement_timeout=%lldms status_cache_ttl=%lldms",
 		 pg_pool_host(q->pool), s->config.pg_pool,
 		 (long long)s->config.pg_sweep_interval_ms, (long long)s->config.pg_poll_interval_ms,
 		 s->config.pg_retention_batch, (long long)(s->config.pg_connect_timeout_ms / 1000),
-		 (long long)s->config.pg_statement_timeout_ms);
+		 (long long)s->config.pg_statement_timeout_ms,
+		 (long long)s->config.pg_status_cache_ttl_ms);
 	return 0;
 fail:
 	pgq_start_abort(start);

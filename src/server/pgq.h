@@ -25,6 +25,7 @@
 	"id, seq, model, priority, state, retries, created_at, claimed_at, done_at, "           \
 	"lease_expires_at, claim_timeout, claim_id, worker, payload, info, outputs, "    \
 	"error, warnings"
+#define PGQ_JOB_COLUMN_COUNT 18
 
 typedef struct pgq pgq_t;
 typedef void (*route_handler_fn)(server_t *s, http_request_t *req);

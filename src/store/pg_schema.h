@@ -61,12 +61,12 @@ int pg_schema_migrate(PGconn *pg, char *err, size_t errlen);
 
 /*
  * Sweep, part 2: deletes up to $2 (--pg-retention-batch) finished jobs older
- * than $1 (--retention in ms), the oldest first.
+ * than $1 (--retention in ms), the oldest first, and returns their ids.
  */
 #define PG_SQL_PURGE                                                                           \
 	"DELETE FROM inferq_jobs WHERE id IN (SELECT id FROM inferq_jobs WHERE state >= 2 "     \
 	"AND done_at < inferq_now_ms() - $1::bigint AND (SELECT pg_try_advisory_xact_lock("     \
-	PG_LOCK_SWEEP ")) ORDER BY done_at LIMIT $2::int)"
+	PG_LOCK_SWEEP ")) ORDER BY done_at LIMIT $2::int) RETURNING id"
 
 /* Sweep, part 3: the cluster-wide count of pending and running jobs per model and state. */
 #define PG_SQL_GAUGES                                                                          \

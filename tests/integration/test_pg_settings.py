@@ -42,6 +42,8 @@ def uri_db(uri):
     ("pg-statement-timeout", "5ms", "0 (no limit) or a duration from 10ms to 1d"),
     ("pg-statement-timeout", "2d", "0 (no limit) or a duration from 10ms to 1d"),
     ("pg-statement-timeout", "-1s", "0 (no limit) or a duration from 10ms to 1d"),
+    ("pg-status-cache-ttl", "2h", "a duration from 0 (no caching) to 1h"),
+    ("pg-status-cache-ttl", "x", "a duration from 0 (no caching) to 1h"),
 ])
 def test_bad_pg_flag_refused(tmp_path, flag, value, expected):
     r = run_serve(tmp_path, f"--{flag}", value)
@@ -55,7 +57,7 @@ def test_help_lists_pg_flags(tmp_path):
     assert r.returncode == 0
     for flag, default in (("sweep-interval", "1s"), ("poll-interval", "250ms"),
                           ("retention-batch", "1000"), ("connect-timeout", "5s"),
-                          ("statement-timeout", "30s")):
+                          ("statement-timeout", "30s"), ("status-cache-ttl", "60s")):
         assert f"--pg-{flag}" in r.stdout, flag
         text = r.stdout.split(f"--pg-{flag}", 1)[1].split("\n  --", 1)[0]
         assert f"(default {default})" in text, (flag, text)
@@ -64,11 +66,11 @@ def test_help_lists_pg_flags(tmp_path):
 def test_pg_settings_logged_at_start(start_server, pg_cluster):
     node = start_server(store=pg_cluster.new_database(), pg_sweep_interval="300ms",
                         pg_poll_interval="50ms", pg_retention_batch=7, pg_connect_timeout="3s",
-                        pg_statement_timeout="2s")
+                        pg_statement_timeout="2s", pg_status_cache_ttl="5s")
     line = [l for l in node.log if "queue on PostgreSQL" in l]
     assert len(line) == 1, node.log_tail()
     for setting in ("sweep_interval=300ms", "poll_interval=50ms", "retention_batch=7",
-                    "connect_timeout=3s", "statement_timeout=2000ms"):
+                    "connect_timeout=3s", "statement_timeout=2000ms", "status_cache_ttl=5000ms"):
         assert setting in line[0], line[0]
 
 
