@@ -160,10 +160,25 @@ static void conn_check(bench_conn_t *c)
 		conn_close(c);
 }
 
-/* Ends the run when it is stopping and nothing is in flight. */
+/* 1 when an open worker connection holds a claimed job that it has not sent the complete of. */
+static int job_held(const bench_run_t *run)
+{
+	for (unsigned i = 0; i < run->n_conns; i++) {
+		if (run->conns[i].open && run->conns[i].has_job)
+			return 1;
+	}
+	return 0;
+}
+
+/*
+ * Ends the run when it is stopping and nothing is in flight. A worker that
+ * holds a job keeps the run going: the response that stopped the run may
+ * be the claim of the last hand-off, read just before that worker sends
+ * its complete.
+ */
 static void end_if_idle(bench_run_t *run)
 {
-	if (run->stopping && run->in_flight == 0)
+	if (run->stopping && run->in_flight == 0 && !job_held(run))
 		close_all(run);
 }
 

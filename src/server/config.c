@@ -59,6 +59,12 @@ enum {
 	OPT_TLS_HANDSHAKE_TIMEOUT,
 	OPT_STORE,
 	OPT_PG_POOL,
+	OPT_PG_SWEEP_INTERVAL,
+	OPT_PG_POLL_INTERVAL,
+	OPT_PG_RETENTION_BATCH,
+	OPT_PG_CONNECT_TIMEOUT,
+	OPT_PG_STATEMENT_TIMEOUT,
+	OPT_PG_STATUS_CACHE_TTL,
 	OPT_HELP,
 };
 
@@ -103,6 +109,12 @@ static const struct option options[] = {
 	{"tls-handshake-timeout", required_argument, NULL, OPT_TLS_HANDSHAKE_TIMEOUT},
 	{"store", required_argument, NULL, OPT_STORE},
 	{"pg-pool", required_argument, NULL, OPT_PG_POOL},
+	{"pg-sweep-interval", required_argument, NULL, OPT_PG_SWEEP_INTERVAL},
+	{"pg-poll-interval", required_argument, NULL, OPT_PG_POLL_INTERVAL},
+	{"pg-retention-batch", required_argument, NULL, OPT_PG_RETENTION_BATCH},
+	{"pg-connect-timeout", required_argument, NULL, OPT_PG_CONNECT_TIMEOUT},
+	{"pg-statement-timeout", required_argument, NULL, OPT_PG_STATEMENT_TIMEOUT},
+	{"pg-status-cache-ttl", required_argument, NULL, OPT_PG_STATUS_CACHE_TTL},
 	{"help", no_argument, NULL, OPT_HELP},
 	{NULL, 0, NULL, 0},
 };
@@ -142,6 +154,12 @@ void config_defaults(serve_config_t *c)
 	c->tls_handshake_timeout_ms = 10000;
 	snprintf(c->store, sizeof(c->store), "local");
 	c->pg_pool = 4;
+	c->pg_sweep_interval_ms = 1000;
+	c->pg_poll_interval_ms = 250;
+	c->pg_retention_batch = 1000;
+	c->pg_connect_timeout_ms = 5000;
+	c->pg_statement_timeout_ms = 30000;
+	c->pg_status_cache_ttl_ms = 60000;
 }
 
 void config_usage(void)
@@ -231,6 +249,23 @@ void config_usage(void)
 	       "                            share one queue, e.g. postgres:///inferq?host=/run/pg\n"
 	       "                            for a Unix socket (default local, or INFERQ_STORE)\n"
 	       "  --pg-pool N               PostgreSQL connections per node, 1 to 64 (default 4)\n"
+	       "  --pg-sweep-interval DURATION  how often a postgres node expires leases, deletes\n"
+	       "                            jobs past --retention and recounts the job gauges,\n"
+	       "                            100ms to 1m (default 1s)\n"
+	       "  --pg-poll-interval DURATION  how often waiting long-poll claims retry on the\n"
+	       "                            postgres store when no notification came, 10ms to\n"
+	       "                            1m (default 250ms)\n"
+	       "  --pg-retention-batch N    finished jobs one sweep deletes at most on the\n"
+	       "                            postgres store, 1 to 1000000 (default 1000)\n"
+	       "  --pg-connect-timeout DURATION  time allowed for one connection attempt to\n"
+	       "                            PostgreSQL, whole seconds from 1s to 10m (default 5s)\n"
+	       "  --pg-statement-timeout DURATION  time a request's statements may run in\n"
+	       "                            PostgreSQL before they are canceled and the request\n"
+	       "                            gets 503; 10ms to 1d, 0 = no limit (default 30s)\n"
+	       "  --pg-status-cache-ttl DURATION  longest time a postgres node answers status\n"
+	       "                            reads of a finished job from --status-cache-bytes\n"
+	       "                            without reading the database, 0 to 1h, 0 = no\n"
+	       "                            caching on postgres (default 60s)\n"
 	       "  --help                    print this help\n");
 }
 
@@ -357,7 +392,50 @@ static int apply_storage(serve_config_t *c, int opt, const char *v)
 	return INFERQ_EINVAL;
 }
 
-/* --store and --pg-pool. */
+/* The --pg-* flags of the postgres store other than --pg-pool. */
+static int apply_pg_limit(serve_config_t *c, int opt, const char *v)
+{
+	uint64_t n;
+
+	switch (opt) {
+	case OPT_PG_SWEEP_INTERVAL:
+		if (parse_duration(v, 100, 60000, &c->pg_sweep_interval_ms) != 0)
+			return flag_error("pg-sweep-interval", v,
+					  "a duration from 100ms to 1m, e.g. 1s or 500ms");
+		return 0;
+	case OPT_PG_POLL_INTERVAL:
+		if (parse_duration(v, 10, 60000, &c->pg_poll_interval_ms) != 0)
+			return flag_error("pg-poll-interval", v,
+					  "a duration from 10ms to 1m, e.g. 250ms or 1s");
+		return 0;
+	case OPT_PG_RETENTION_BATCH:
+		if (parse_u64(v, 1, 1000000, &n) != 0)
+			return flag_error("pg-retention-batch", v, "a whole number from 1 to 1000000");
+		c->pg_retention_batch = (uint32_t)n;
+		return 0;
+	case OPT_PG_CONNECT_TIMEOUT:
+		/* Whole seconds, because libpq's connect_timeout of the start-up connection is. */
+		if (parse_duration(v, 1000, 600000, &c->pg_connect_timeout_ms) != 0 ||
+		    c->pg_connect_timeout_ms % 1000 != 0)
+			return flag_error("pg-connect-timeout", v,
+					  "whole seconds from 1s to 10m, e.g. 5s or 1m");
+		return 0;
+	case OPT_PG_STATEMENT_TIMEOUT:
+		if (parse_duration(v, 0, 86400000, &c->pg_statement_timeout_ms) != 0 ||
+		    (c->pg_statement_timeout_ms > 0 && c->pg_statement_timeout_ms < 10))
+			return flag_error("pg-statement-timeout", v,
+					  "0 (no limit) or a duration from 10ms to 1d, e.g. 30s");
+		return 0;
+	case OPT_PG_STATUS_CACHE_TTL:
+		if (parse_duration(v, 0, 3600000, &c->pg_status_cache_ttl_ms) != 0)
+			return flag_error("pg-status-cache-ttl", v,
+					  "a duration from 0 (no caching) to 1h, e.g. 60s");
+		return 0;
+	}
+	return INFERQ_EINVAL;
+}
+
+/* --store and the --pg-* flags. */
 static int apply_store(serve_config_t *c, int opt, const char *v)
 {
 	uint64_t n;
@@ -368,6 +446,8 @@ static int apply_store(serve_config_t *c, int opt, const char *v)
 		c->pg_pool = (uint32_t)n;
 		return 0;
 	}
+	if (opt != OPT_STORE)
+		return apply_pg_limit(c, opt, v);
 	if (strcmp(v, "local") != 0 && strncmp(v, "postgres://", 11) != 0 &&
 	    strncmp(v, "postgresql://", 13) != 0)
 		return flag_error("store", v,
@@ -526,6 +606,12 @@ static int apply(serve_config_t *c, int opt, const char *v)
 	}
 	case OPT_STORE:
 	case OPT_PG_POOL:
+	case OPT_PG_SWEEP_INTERVAL:
+	case OPT_PG_POLL_INTERVAL:
+	case OPT_PG_RETENTION_BATCH:
+	case OPT_PG_CONNECT_TIMEOUT:
+	case OPT_PG_STATEMENT_TIMEOUT:
+	case OPT_PG_STATUS_CACHE_TTL:
 		return apply_store(c, opt, v);
 	case OPT_PUBLIC_URL:
 	case OPT_MAX_FILENAME:

@@ -57,6 +57,12 @@ typedef struct {
 	int64_t tls_handshake_timeout_ms; /* accept to finished handshake */
 	char store[1024];             /* "local", or a PostgreSQL URI (--store, INFERQ_STORE) */
 	uint32_t pg_pool;             /* PostgreSQL connections per node that run requests */
+	int64_t pg_sweep_interval_ms; /* lease expiry, retention and gauge recount period */
+	int64_t pg_poll_interval_ms;  /* claim retry period while long-poll claims wait */
+	uint32_t pg_retention_batch;  /* finished jobs one sweep deletes at most */
+	int64_t pg_connect_timeout_ms;   /* one connection attempt, whole seconds */
+	int64_t pg_statement_timeout_ms; /* one database task of a request; 0 = no limit */
+	int64_t pg_status_cache_ttl_ms;  /* longest life of a status cache entry; 0 = none kept */
 } serve_config_t;
 
 /* Fills c with the defaults. */

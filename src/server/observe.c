@@ -237,7 +237,7 @@ static void fill_model_gauges(queue_model_t *m, void *ctx)
 
 	mm->jobs[JOB_PENDING] += ms->committed[JOB_PENDING];
 	mm->jobs[JOB_RUNNING] += ms->committed[JOB_RUNNING];
-	mm->waiting_workers += claim_waiter_count(ms);
+	mm->waiting_workers += claim_waiter_count(ms) + ms->pg_waiters;
 }
 
 static void respond_metrics(server_t *s, http_request_t *req)

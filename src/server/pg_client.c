@@ -21,6 +21,7 @@
 #include "pgq.h"
 #include "render.h"
 #include "request.h"
+#include "status_cache.h"
 
 /* What a callback needs of its request once the handler has returned. */
 typedef struct {
@@ -32,6 +33,7 @@ typedef struct {
 	char hash[BODY_HASH_HEX + 1];
 	char key_shown[64];
 	int64_t priority;
+	int64_t sent_ms; /* status: clock_mono_ms() when the task was handed to the pool */
 } call_t;
 
 static call_t *call_new(server_t *s, http_request_t *req, const buf_t *model, const body_t *b)
@@ -246,8 +248,34 @@ out:
 
 /* ---- status ---- */
 
+/* The job's columns, then the database clock (column PGQ_JOB_COLUMN_COUNT) for the cache. */
 static const char sql_status[] =
-	"SELECT " PGQ_JOB_COLUMNS " FROM inferq_jobs WHERE id = $1::uuid AND model = $2";
+	"SELECT " PGQ_JOB_COLUMNS ", inferq_now_ms() FROM inferq_jobs WHERE id = $1::uuid "
+	"AND model = $2";
+
+/*
+ * Caches the status body of finished job rec. Any node's retention sweep
+ * may delete the row from done_at + --retention on, by the database clock.
+ * So the entry expires then, counted from when the query was sent, because
+ * the database read its clock after that. It expires after
+ * --pg-status-cache-ttl at the latest.
+ */
+static void cache_finished(call_t *c, const job_record_t *rec, const PGresult *res,
+			   const buf_t *body)
+{
+	const serve_config_t *config = &c->server->config;
+	int64_t db_now = strtoll(PQgetvalue(res, 0, PGQ_JOB_COLUMN_COUNT), NULL, 10);
+	int64_t life = rec->done_at + config->retention_ms - db_now;
+
+	if (!job_state_is_terminal(rec->state) || config->pg_status_cache_ttl_ms == 0)
+		return;
+	if (life > config->pg_status_cache_ttl_ms)
+		life = config->pg_status_cache_ttl_ms;
+	if (life <= 0)
+		return;
+	(void)status_cache_put_until(c->server->status_cache, &rec->id, rec->model->data,
+				     rec->model->len, body->data, body->len, c->sent_ms + life);
+}
 
 static void on_status(void *ctx, int rc, PGresult *const *results, int count, const char *err)
 {
@@ -262,10 +290,32 @@ static void on_status(void *ctx, int rc, PGresult *const *results, int count, co
 	} else {
 		pgq_row_record(results[0], 0, &rec);
 		render_status(&reply, &rec);
+		cache_finished(c, &rec, results[0], &reply);
 		respond_json(c->req, 200, &reply);
 		job_record_clear(&rec);
 	}
 	call_free(c);
+}
+
+/*
+ * Sends the cached status of finished job id and returns 1, or returns 0
+ * when it is not cached. A job of another model gets the 404 of an unknown
+ * job, as from the database.
+ */
+static int respond_cached_status(server_t *s, http_request_t *req, const iq_id_t *id,
+				 const buf_t *model)
+{
+	const char *cached_model, *body;
+	size_t cached_model_len, body_len;
+
+	if (status_cache_get(s->status_cache, id, &cached_model, &cached_model_len, &body,
+			     &body_len) != 0)
+		return 0;
+	if (cached_model_len != model->len || memcmp(cached_model, model->data, model->len) != 0)
+		not_found(req, id, model->data);
+	else
+		http_respond(req, 200, NULL, NULL, body, body_len);
+	return 1;
 }
 
 void pg_handle_status(server_t *s, http_request_t *req)
@@ -287,8 +337,11 @@ void pg_handle_status(server_t *s, http_request_t *req)
 		not_found(req, &id, model.data);
 		goto out;
 	}
+	if (respond_cached_status(s, req, &id, &model))
+		goto out;
 	c = call_new(s, req, &model, NULL);
 	c->id = id;
+	c->sent_ms = clock_mono_ms();
 	id_format(&id, text);
 	pgq_param(&st, 0, text);
 	pgq_param(&st, 1, c->model.data);

@@ -24,11 +24,13 @@
 #include "pg_schema.h"
 #include "request.h"
 #include "routes.h"
+#include "status_cache.h"
 
 typedef struct pg_waiter {
 	struct pg_waiter *prev, *next;
 	server_t *server;
 	char *model;
+	model_state_t *counted; /* the model whose pg_waiters includes this waiter */
 	http_request_t *req;
 	claim_params_t params;
 	uv_timer_t timer;
@@ -211,6 +213,7 @@ static void waiter_done(pgq_t *q, pg_waiter_t *w, int answer)
 	static const char sprocket_none[] = "{\"data\":null}";
 
 	unlink_waiter(q, w);
+	w->counted->pg_waiters--;
 	if (answer && w->params.format == CLAIM_FORMAT_SPROCKET)
 		http_respond(w->req, 200, NULL, NULL, sprocket_none, sizeof(sprocket_none) - 1);
 	else if (answer)
@@ -284,16 +287,46 @@ static void on_wait_over(uv_timer_t *timer)
 	waiter_done(w->server->pg, w, 1);
 }
 
+/*
+ * The client of w's request closed the connection or ended its side: answer
+ * "no job" now, or, while a claim task for w is in flight, when it returns
+ * without a job. NOTE: a job that task claims goes to a client that left,
+ * so it stays running until its lease expires and is then retried.
+ */
+static void on_client_gone(void *arg, http_request_t *req)
+{
+	pg_waiter_t *w = arg;
+
+	log_fields(LOG_DEBUG, "queue", "claim wait ended: the client closed its connection",
+		   LOG_STR("model", w->model));
+	if (w->busy) {
+		w->expired = 1;
+		return;
+	}
+	waiter_done(w->server->pg, w, 1);
+}
+
 void pgq_wait(server_t *s, const char *model, size_t model_len, const claim_params_t *p,
 	      int64_t wait_ms, http_request_t *req)
 {
 	pgq_t *q = s->pg;
-	pg_waiter_t *w = xcalloc(1, sizeof(*w));
+	pg_waiter_t *w;
 
+	/* A client already at EOF (a request followed by its FIN) gets the answer now. */
+	if (http_request_is_orphaned(req)) {
+		if (p->format == CLAIM_FORMAT_SPROCKET)
+			http_respond(req, 200, NULL, NULL, "{\"data\":null}", 13);
+		else
+			http_respond(req, 204, NULL, NULL, "", 0);
+		return;
+	}
+	w = xcalloc(1, sizeof(*w));
 	w->server = s;
 	w->model = xmalloc(model_len + 1);
 	memcpy(w->model, model, model_len);
 	w->model[model_len] = '\0';
+	w->counted = server_model_state(queue_model_get(s->queue, model, model_len, 1));
+	w->counted->pg_waiters++;
 	w->req = req;
 	w->params = *p;
 	w->params.worker = p->worker ? rbuf_ref(p->worker) : NULL;
@@ -306,6 +339,7 @@ void pgq_wait(server_t *s, const char *model, size_t model_len, const claim_para
 	uv_timer_init(s->loop, &w->timer);
 	w->timer.data = w;
 	uv_timer_start(&w->timer, on_wait_over, (uint64_t)wait_ms, 0);
+	http_request_watch_orphan(req, on_client_gone, w);
 	log_fields(LOG_DEBUG, "queue", "claim waits for a job", LOG_STR("model", w->model),
 		   LOG_INT("wait_ms", wait_ms));
 	if (!uv_is_active((uv_handle_t *)&q->poll_timer))
@@ -401,6 +435,17 @@ static void set_gauges(server_t *s, const PGresult *r)
 	}
 }
 
+/* Drops the jobs this node's sweep deleted (result r: id) from the status cache. */
+static void forget_purged(server_t *s, const PGresult *r)
+{
+	for (int i = 0; i < PQntuples(r); i++) {
+		iq_id_t id;
+
+		if (id_parse(PQgetvalue(r, i, 0), (size_t)PQgetlength(r, i, 0), &id) == 0)
+			status_cache_forget(s->status_cache, &id, 1);
+	}
+}
+
 static void on_sweep_done(void *ctx, int rc, PGresult *const *results, int count,
 			  const char *err)
 {
@@ -436,6 +481,7 @@ static void on_sweep_done(void *ctx, int rc, PGresult *const *results, int count
 			   LOG_STR("model", PQgetvalue(results[0], i, 1)),
 			   LOG_UINT("retries", strtoull(PQgetvalue(results[0], i, 3), NULL, 10)));
 	}
+	forget_purged(s, results[1]);
 	if (PQcmdTuples(results[1])[0] && strcmp(PQcmdTuples(results[1]), "0") != 0)
 		log_fields(LOG_INFO, "store", "deleted finished jobs past --retention",
 			   LOG_STR("count", PQcmdTuples(results[1])));
@@ -445,7 +491,7 @@ static void on_sweep_timer(uv_timer_t *timer)
 {
 	server_t *s = timer->data;
 	pg_stmt_t st[3] = {{.sql = PG_SQL_EXPIRE}, {.sql = PG_SQL_PURGE}, {.sql = PG_SQL_GAUGES}};
-	char retries[16], retention[32];
+	char retries[16], retention[32], batch[16];
 
 	if (!pg_pool_up(s->pg->pool))
 		return;
@@ -456,6 +502,8 @@ static void on_sweep_timer(uv_timer_t *timer)
 	snprintf(retention, sizeof(retention), "%lld", (long long)s->config.retention_ms);
 	pgq_param(&st[0], 0, retries);
 	pgq_param(&st[1], 0, retention);
+	snprintf(batch, sizeof(batch), "%u", s->config.pg_retention_batch);
+	pgq_param(&st[1], 1, batch);
 	s->pg->sweeping = 1;
 	pgq_exec(s, st, 3, on_sweep_done, s);
 }
@@ -472,7 +520,8 @@ int pgq_prepare(server_t *s, pgq_start_t **out)
 	PGresult *r;
 	char err[512];
 
-	start->pg = pg_schema_connect(s->config.store, err, sizeof(err));
+	start->pg = pg_schema_connect(s->config.store, s->config.pg_connect_timeout_ms / 1000, err,
+				      sizeof(err));
 	if (start->pg == NULL || pg_schema_migrate(start->pg, err, sizeof(err)) != 0) {
 		log_error("store", "cannot prepare the PostgreSQL database: %s", err);
 		pgq_start_abort(start);
@@ -504,6 +553,8 @@ int pgq_open(server_t *s, pgq_start_t *start)
 		.listen = PGQ_CHANNEL,
 		.notify = on_notify,
 		.ctx = s,
+		.connect_timeout_ms = s->config.pg_connect_timeout_ms,
+		.statement_timeout_ms = s->config.pg_statement_timeout_ms,
 	};
 	char err[512];
 
@@ -520,13 +571,22 @@ int pgq_open(server_t *s, pgq_start_t *start)
 	}
 	uv_timer_init(s->loop, &q->sweep_timer);
 	q->sweep_timer.data = s;
-	uv_timer_start(&q->sweep_timer, on_sweep_timer, PGQ_SWEEP_MS, PGQ_SWEEP_MS);
+	uv_timer_start(&q->sweep_timer, on_sweep_timer, (uint64_t)s->config.pg_sweep_interval_ms,
+		       (uint64_t)s->config.pg_sweep_interval_ms);
 	uv_timer_init(s->loop, &q->poll_timer);
 	q->poll_timer.data = s;
-	uv_timer_start(&q->poll_timer, on_poll_timer, PGQ_POLL_MS, PGQ_POLL_MS);
+	uv_timer_start(&q->poll_timer, on_poll_timer, (uint64_t)s->config.pg_poll_interval_ms,
+		       (uint64_t)s->config.pg_poll_interval_ms);
 	s->pg = q;
-	log_info("store", "queue on PostgreSQL at %s with %u connections",
-		 pg_pool_host(q->pool), s->config.pg_pool);
+	log_info("store",
+		 "queue on PostgreSQL at %s with %u connections: sweep_interval=%lldms "
+		 "poll_interval=%lldms retention_batch=%u connect_timeout=%llds "
+		 "statement_timeout=%lldms status_cache_ttl=%lldms",
+		 pg_pool_host(q->pool), s->config.pg_pool,
+		 (long long)s->config.pg_sweep_interval_ms, (long long)s->config.pg_poll_interval_ms,
+		 s->config.pg_retention_batch, (long long)(s->config.pg_connect_timeout_ms / 1000),
+		 (long long)s->config.pg_statement_timeout_ms,
+		 (long long)s->config.pg_status_cache_ttl_ms);
 	return 0;
 fail:
 	pgq_start_abort(start);

@@ -19,15 +19,13 @@
 #include "server.h"
 
 #define PGQ_CHANNEL "inferq_jobs" /* NOTIFY channel; the payload is a model name */
-#define PGQ_SWEEP_MS 1000         /* lease expiry and retention sweep period */
-#define PGQ_POLL_MS 250           /* long-poll retry period while claims wait */
-#define PGQ_PURGE_BATCH 1000      /* finished jobs one sweep deletes at most */
 
 /* The columns every job query returns, in the order pgq_row_record reads them. */
 #define PGQ_JOB_COLUMNS                                                                         \
 	"id, seq, model, priority, state, retries, created_at, claimed_at, done_at, "           \
 	"lease_expires_at, claim_timeout, claim_id, worker, payload, info, outputs, "    \
 	"error, warnings"
+#define PGQ_JOB_COLUMN_COUNT 18
 
 typedef struct pgq pgq_t;
 typedef void (*route_handler_fn)(server_t *s, http_request_t *req);

@@ -4,7 +4,7 @@
  * the same on every node: at start a node pulls the keys it lacks (so a
  * node joining a cluster makes no admin key of its own) and pushes its
  * own; while it runs it pushes each committed key change and pulls the
- * changes of other nodes every PGQ_SWEEP_MS. Invariant: a change bumps
+ * changes of other nodes every --pg-sweep-interval. Invariant: a change bumps
  * inferq_api_keys.version only when it changes the row, so a pulled
  * change that a node pushes back does not bounce forever.
  *

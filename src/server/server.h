@@ -37,6 +37,7 @@ typedef struct {
 	uint64_t committed[JOB_STATE_COUNT]; /* committed jobs in memory by state (pending, running) */
 	waiter_t *waiters_head;               /* long-poll claims, oldest first */
 	waiter_t *waiters_tail;
+	uint32_t pg_waiters;                  /* postgres store: this node's long-poll claims */
 	/* Committed changes since the process started, for GET /v1/admin/queues. */
 	uint64_t submitted_total;
 	uint64_t completed_total;

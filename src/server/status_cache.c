@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "alloc.h"
+#include "clock.h"
 #include "inferq_error.h"
 
 #define MIN_BUCKETS 64
@@ -26,6 +27,7 @@ struct entry {
 	size_t model_len;
 	size_t body_len;
 	size_t charge; /* bytes counted against max_bytes */
+	int64_t expires_ms; /* clock_mono_ms() from which the entry is stale; 0 = never */
 	char data[];   /* model, NUL, body, NUL */
 };
 
@@ -150,10 +152,15 @@ static void grow_table(status_cache_t *cache)
 int status_cache_get(status_cache_t *cache, const iq_id_t *id, const char **model,
 		     size_t *model_len, const char **body, size_t *body_len)
 {
-	struct entry *e = cache ? *find_link(cache, id) : NULL;
+	struct entry **link = cache ? find_link(cache, id) : NULL;
+	struct entry *e = link ? *link : NULL;
 
 	if (e == NULL)
 		return INFERQ_ENOTFOUND;
+	if (e->expires_ms && clock_mono_ms() >= e->expires_ms) {
+		remove_entry(cache, link);
+		return INFERQ_ENOTFOUND;
+	}
 	if (cache->newest != e) {
 		unlink_use(cache, e);
 		link_newest(cache, e);
@@ -167,6 +174,12 @@ int status_cache_get(status_cache_t *cache, const iq_id_t *id, const char **mode
 
 int status_cache_put(status_cache_t *cache, const iq_id_t *id, const char *model,
 		     size_t model_len, const char *body, size_t body_len)
+{
+	return status_cache_put_until(cache, id, model, model_len, body, body_len, 0);
+}
+
+int status_cache_put_until(status_cache_t *cache, const iq_id_t *id, const char *model,
+			   size_t model_len, const char *body, size_t body_len, int64_t expires_ms)
 {
 	/* The table has one to two buckets per entry, because it doubles once the
 	 * entries outnumber the buckets, so each entry is charged two pointers. */
@@ -187,6 +200,7 @@ int status_cache_put(status_cache_t *cache, const iq_id_t *id, const char *model
 	e->model_len = model_len;
 	e->body_len = body_len;
 	e->charge = charge;
+	e->expires_ms = expires_ms;
 	memcpy(e->data, model, model_len);
 	e->data[model_len] = '\0';
 	memcpy(e->data + model_len + 1, body, body_len);

@@ -3,7 +3,8 @@
  * reads of a finished job cost no SQLite read (and no POSIX lock and unlock
  * of the database file). A finished job's row never changes until the
  * retention purge deletes it, so an entry stays valid until the caller
- * forgets it when that purge commits. The cache contains at most max_bytes of
+ * forgets it when that purge commits, or, on the postgres store, where
+ * another node may delete it, until the expiry given with it. The cache contains at most max_bytes of
  * entries, counted with their overhead, and drops the least recently used
  * entry first.
  *
@@ -16,6 +17,7 @@
 #define INFERQ_STATUS_CACHE_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "ids.h"
 
@@ -47,6 +49,14 @@ int status_cache_get(status_cache_t *cache, const iq_id_t *id, const char **mode
  */
 int status_cache_put(status_cache_t *cache, const iq_id_t *id, const char *model,
 		     size_t model_len, const char *body, size_t body_len);
+
+/*
+ * The same as status_cache_put, for an entry that is stale from
+ * clock_mono_ms() expires_ms on: status_cache_get then drops it and
+ * returns INFERQ_ENOTFOUND. expires_ms 0 means never, as status_cache_put.
+ */
+int status_cache_put_until(status_cache_t *cache, const iq_id_t *id, const char *model,
+			   size_t model_len, const char *body, size_t body_len, int64_t expires_ms);
 
 /* Drops the entries of the count ids in ids (those not cached are skipped). */
 void status_cache_forget(status_cache_t *cache, const iq_id_t *ids, size_t count);

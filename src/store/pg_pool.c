@@ -22,8 +22,8 @@
 
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
-#define CONNECT_TIMEOUT_MS 5000
-#define BLOCKING_CONNECT_TIMEOUT_S "10" /* start-up connection, unless conninfo sets one */
+#define CONNECT_TIMEOUT_MS 5000 /* when the config sets none */
+#define SQLSTATE_QUERY_CANCELED "57014" /* statement_timeout, or a cancel request */
 #define MAX_PIPELINED 256 /* ordered tasks in flight on one connection */
 
 enum { CONN_DOWN, CONN_CONNECTING, CONN_UP };
@@ -39,7 +39,7 @@ typedef struct task {
 	int nresults;
 	int failed;
 	int ordered; /* PG_TASK_ORDERED */
-	char err[256];
+	char err[384];
 	struct pg_pool *counted; /* the pool whose outstanding count includes this task, or NULL */
 } task_t;
 
@@ -70,6 +70,9 @@ struct pg_pool {
 	uint32_t max_waiting, waiting;
 	uint32_t outstanding; /* tasks waiting or in flight */
 	task_t *head, *tail;
+	int64_t connect_timeout_ms;
+	int64_t statement_timeout_ms;
+	char settings_sql[96]; /* run first on each task connection, or "" */
 	int outage;      /* 1 after the warning that no connection is up, until one is */
 	int closing;
 	uint32_t handles; /* open uv handles; the pool is freed when it drops to 0 after close */
@@ -290,7 +293,7 @@ static void conn_connect(conn_t *c)
 		conn_fail(c, "the connection has no socket");
 		return;
 	}
-	uv_timer_start(&c->timer, on_connect_deadline, CONNECT_TIMEOUT_MS, 0);
+	uv_timer_start(&c->timer, on_connect_deadline, (uint64_t)c->pool->connect_timeout_ms, 0);
 }
 
 /* Sends the statements of t in one pipeline with one sync. */
@@ -395,6 +398,17 @@ static void listen_done(void *ctx, int rc, PGresult *const *results, int count, 
 		log_warn("store", "LISTEN failed: %s; long-poll claims fall back to polling", err);
 }
 
+static void settings_done(void *ctx, int rc, PGresult *const *results, int count,
+			  const char *err)
+{
+	pg_pool_t *p = ctx;
+
+	if (rc != 0)
+		log_warn("store", "setting the statement timeout of a connection to the database at "
+				  "%s failed: %s; its statements run without one",
+			 p->host, err);
+}
+
 static void conn_ready(conn_t *c)
 {
 	pg_pool_t *p = c->pool;
@@ -421,7 +435,35 @@ static void conn_ready(conn_t *c)
 		conn_start_task(c, t);
 		return;
 	}
+	if (p->settings_sql[0]) {
+		/* Sent ahead of any task, so every task on c runs under the setting. */
+		task_t *t = xcalloc(1, sizeof(*t));
+
+		t->count = 1;
+		t->stmts[0].sql = p->settings_sql;
+		t->cb = settings_done;
+		t->ctx = p;
+		conn_start_task(c, t);
+		if (c->state != CONN_UP)
+			return;
+	}
 	dispatch(p);
+}
+
+/* Fills t->err from the failed result r, naming the flag when the statement timeout hit. */
+static void task_error(const pg_pool_t *p, task_t *t, const PGresult *r)
+{
+	const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+
+	if (state && strcmp(state, SQLSTATE_QUERY_CANCELED) == 0 && p->statement_timeout_ms > 0) {
+		snprintf(t->err, sizeof(t->err),
+			 "the database at %s did not finish the request within "
+			 "--pg-statement-timeout (%lld ms), so nothing of it was saved; retry "
+			 "after the Retry-After delay",
+			 p->host, (long long)p->statement_timeout_ms);
+		return;
+	}
+	copy_message(t->err, sizeof(t->err), PQresultErrorMessage(r));
 }
 
 /* Reads the results that arrived; finishes each task in flight at its sync. */
@@ -452,7 +494,7 @@ static void read_results(conn_t *c)
 		}
 		if (st == PGRES_FATAL_ERROR && !t->failed) {
 			t->failed = 1;
-			copy_message(t->err, sizeof(t->err), PQresultErrorMessage(r));
+			task_error(c->pool, t, r);
 		}
 		if ((st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) && t->nresults < t->count) {
 			t->results[t->nresults++] = r;
@@ -576,6 +618,12 @@ int pg_pool_open(uv_loop_t *loop, const pg_pool_config_t *config, pg_pool_t **ou
 	p->size = config->size ? config->size : 1;
 	p->total = p->size + (config->listen ? 1 : 0);
 	p->max_waiting = config->max_waiting;
+	p->connect_timeout_ms =
+		config->connect_timeout_ms > 0 ? config->connect_timeout_ms : CONNECT_TIMEOUT_MS;
+	p->statement_timeout_ms = config->statement_timeout_ms;
+	if (config->statement_timeout_ms > 0)
+		snprintf(p->settings_sql, sizeof(p->settings_sql), "SET statement_timeout = %lld",
+			 (long long)config->statement_timeout_ms);
 	if (config->listen)
 		snprintf(p->listen_sql, sizeof(p->listen_sql), "LISTEN %s", config->listen);
 	p->conns = xcalloc(p->total, sizeof(conn_t));
@@ -680,12 +728,17 @@ void pg_pool_close(pg_pool_t *p)
 	}
 }
 
-PGconn *pg_connect_blocking(const char *conninfo, char *err, size_t errlen)
+PGconn *pg_connect_blocking(const char *conninfo, int64_t connect_timeout_s, char *err,
+			    size_t errlen)
 {
 	/* A connect_timeout in conninfo, expanded after this default, overrides it. */
 	const char *const keys[] = {"connect_timeout", "dbname", NULL};
-	const char *const values[] = {BLOCKING_CONNECT_TIMEOUT_S, conninfo, NULL};
-	PGconn *pg = PQconnectdbParams(keys, values, 1);
+	char timeout[24];
+	const char *const values[] = {timeout, conninfo, NULL};
+	PGconn *pg;
+
+	snprintf(timeout, sizeof(timeout), "%lld", (long long)connect_timeout_s);
+	pg = PQconnectdbParams(keys, values, 1);
 
 	if (pg == NULL) {
 		snprintf(err, errlen, "out of memory");

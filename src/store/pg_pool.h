@@ -53,6 +53,8 @@ typedef struct {
 	const char *listen;   /* channel the extra connection LISTENs on, or NULL for none */
 	pg_notify_cb notify;
 	void *ctx;            /* for notify */
+	int64_t connect_timeout_ms;   /* one connection attempt; 0 = 5 s */
+	int64_t statement_timeout_ms; /* statement_timeout of each task connection; 0 = none */
 } pg_pool_config_t;
 
 /*
@@ -68,7 +70,9 @@ int pg_pool_open(uv_loop_t *loop, const pg_pool_config_t *config, pg_pool_t **ou
 
 /*
  * Runs count (1..PG_TASK_MAX_STMTS) statements as one transaction and
- * calls cb(ctx, ...) on the loop thread when it ended; cb may run from
+ * calls cb(ctx, ...) on the loop thread when it ended (with INFERQ_EIO and
+ * a message naming --pg-statement-timeout when a statement ran past the
+ * statement timeout, so nothing of the task committed); cb may run from
  * inside this call when the task cannot start (EBUSY). Parameter values
  * are copied. Ordered tasks are pipelined on one connection, so they
  * commit in the order given; other tasks run on any idle connection.
@@ -91,8 +95,11 @@ void pg_pool_close(pg_pool_t *pool);
 
 /*
  * Opens a blocking connection for start-up work (migrations) before the
- * loop serves. Returns the connection or NULL with err filled.
+ * loop serves, giving up after connect_timeout_s seconds unless conninfo
+ * sets connect_timeout itself. Returns the connection or NULL with err
+ * filled.
  */
-PGconn *pg_connect_blocking(const char *conninfo, char *err, size_t errlen);
+PGconn *pg_connect_blocking(const char *conninfo, int64_t connect_timeout_s, char *err,
+			    size_t errlen);
 
 #endif

@@ -155,11 +155,12 @@ int pg_schema_migrate(PGconn *pg, char *err, size_t errlen)
 	return rc;
 }
 
-PGconn *pg_schema_connect(const char *conninfo, char *err, size_t errlen)
+PGconn *pg_schema_connect(const char *conninfo, int64_t connect_timeout_s, char *err,
+			   size_t errlen)
 {
 	char why[384];
 	char sql[96];
-	PGconn *pg = pg_connect_blocking(conninfo, why, sizeof(why));
+	PGconn *pg = pg_connect_blocking(conninfo, connect_timeout_s, why, sizeof(why));
 
 	if (pg == NULL) {
 		snprintf(err, errlen,

@@ -10,6 +10,7 @@
 #define INFERQ_PG_SCHEMA_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <libpq-fe.h>
 
 #define PG_SCHEMA_VERSION 2
@@ -21,7 +22,8 @@
  * migration lock, which the connection holds until it is closed. Returns
  * the connection, or NULL with the cause and the fix in err.
  */
-PGconn *pg_schema_connect(const char *conninfo, char *err, size_t errlen);
+PGconn *pg_schema_connect(const char *conninfo, int64_t connect_timeout_s, char *err,
+			   size_t errlen);
 
 /*
  * Applies every missing migration over pg, which holds the migration
@@ -57,11 +59,14 @@ int pg_schema_migrate(PGconn *pg, char *err, size_t errlen);
 	"SELECT id, model, state, retries, pg_notify('inferq_jobs', model), claimed_at, "       \
 	"done_at FROM u"
 
-/* Sweep, part 2 ($1 = --retention in ms): deletes up to 1000 finished jobs past it. */
+/*
+ * Sweep, part 2: deletes up to $2 (--pg-retention-batch) finished jobs older
+ * than $1 (--retention in ms), the oldest first, and returns their ids.
+ */
 #define PG_SQL_PURGE                                                                           \
 	"DELETE FROM inferq_jobs WHERE id IN (SELECT id FROM inferq_jobs WHERE state >= 2 "     \
 	"AND done_at < inferq_now_ms() - $1::bigint AND (SELECT pg_try_advisory_xact_lock("     \
-	PG_LOCK_SWEEP ")) ORDER BY done_at LIMIT 1000)"
+	PG_LOCK_SWEEP ")) ORDER BY done_at LIMIT $2::int) RETURNING id"
 
 /* Sweep, part 3: the cluster-wide count of pending and running jobs per model and state. */
 #define PG_SQL_GAUGES                                                                          \

@@ -81,6 +81,17 @@ class PgCluster:
                            check=True, capture_output=True, text=True, timeout=START_TIMEOUT)
         return [line.split("|") for line in r.stdout.splitlines() if line]
 
+    def session(self, database):
+        """Start a psql session on database that reads statements from its stdin, quietly.
+
+        The caller writes statements to proc.stdin, reads rows from proc.stdout, and ends it by
+        closing stdin and waiting; it holds its locks until then.
+        """
+        return subprocess.Popen([str(PG_BIN / "psql"), "-h", str(self.dir), "-p", str(self.port),
+                                 "-U", PG_USER, "-d", database, "-qAt", "-v", "ON_ERROR_STOP=1"],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+
     def new_database(self):
         """Create an empty database and return the --store URI of it (Unix socket form)."""
         self.databases += 1

@@ -1,20 +1,20 @@
 """The status cache of finished jobs (--status-cache-bytes): it answers repeated status reads of
-a finished job, forgets a job when the retention purge deletes it, and is off at 0.
+a finished job, forgets a job when the retention purge deletes it, and is off at 0. On the
+postgres store an entry also expires when any node's retention sweep may delete the job, and
+after --pg-status-cache-ttl at the latest.
 
-A cached answer is told apart from a store read by changing the job's row in the SQLite file
-behind the server's back: the server never changes a finished job's row, so only this test
-can make the two differ.
+A cached answer is told apart from a store read by changing the job's row in the SQLite file,
+or in the PostgreSQL database, behind the server's back: the server never changes a finished
+job's row, so only this test can make the two differ.
 """
 
 import sqlite3
 import subprocess
+import time
 
 import pytest
 
 from support import INFERQ_BIN, assert_error, wait_for
-
-pytestmark = pytest.mark.local_store_only(
-    reason="the status cache serves finished jobs of the local store")
 
 MODEL = "test/status-cache"
 
@@ -28,18 +28,37 @@ def finish_job(api, outputs):
     return request_id
 
 
-def change_stored_outputs(server, request_id, outputs_json):
-    db = sqlite3.connect(server.data_dir / "inferq.db", timeout=10)
-    try:
-        with db:
-            changed = db.execute("UPDATE jobs SET outputs = ? WHERE id = ?",
-                                 (outputs_json, request_id)).rowcount
-    finally:
-        db.close()
-    assert changed == 1
+def uri_db(uri):
+    return uri.split("///", 1)[1].split("?", 1)[0]
 
 
-def test_repeated_status_served_from_cache(start_server):
+@pytest.fixture
+def change_stored_outputs(request):
+    """Return change(server, request_id, outputs_json), which rewrites the job's outputs in the
+    server's store: its SQLite file, or its PostgreSQL database."""
+
+    def change(server, request_id, outputs_json):
+        store = getattr(server, "store", None)
+        if store and store.startswith("postgres"):
+            cluster = request.getfixturevalue("pg_cluster")
+            rows = cluster.psql(f"WITH u AS (UPDATE inferq_jobs SET outputs = '{outputs_json}' "
+                                f"WHERE id = '{request_id}' RETURNING id) SELECT id FROM u",
+                                uri_db(store))
+            assert rows == [[request_id]]
+            return
+        db = sqlite3.connect(server.data_dir / "inferq.db", timeout=10)
+        try:
+            with db:
+                changed = db.execute("UPDATE jobs SET outputs = ? WHERE id = ?",
+                                     (outputs_json, request_id)).rowcount
+        finally:
+            db.close()
+        assert changed == 1
+
+    return change
+
+
+def test_repeated_status_served_from_cache(start_server, change_stored_outputs):
     server = start_server()
     api = server.api()
     request_id = finish_job(api, {"text": "first"})
@@ -54,7 +73,7 @@ def test_repeated_status_served_from_cache(start_server):
         assert api.status_ok(request_id, MODEL) == first
 
 
-def test_cache_off_reads_store_each_time(start_server):
+def test_cache_off_reads_store_each_time(start_server, change_stored_outputs):
     server = start_server(status_cache_bytes=0)
     api = server.api()
     request_id = finish_job(api, {"text": "first"})
@@ -99,7 +118,7 @@ def test_purge_drops_cached_status(start_server):
     assert_error(api.status(request_id, MODEL), 404, "not_found")
 
 
-def test_cache_bytes_limit_evicts_oldest(start_server):
+def test_cache_bytes_limit_evicts_oldest(start_server, change_stored_outputs):
     # Each entry is charged at least its body and model name, so 4 KiB holds at most
     # 4096 // that many entries; a body here is about 300 bytes, an eighth of 4 KiB is 512.
     server = start_server(status_cache_bytes="4K")
@@ -127,7 +146,7 @@ def test_cache_bytes_limit_evicts_oldest(start_server):
     assert 1 <= sum(cached) <= most_entries, cached
 
 
-def test_entry_over_eighth_not_cached(start_server):
+def test_entry_over_eighth_not_cached(start_server, change_stored_outputs):
     # 2 KiB allows entries of 256 bytes at most, less than one status body: nothing is kept.
     server = start_server(status_cache_bytes="2K")
     api = server.api()
@@ -145,3 +164,43 @@ def test_bad_status_cache_bytes_rejected(tmp_path):
         assert proc.returncode == 2, (value, proc)
         assert "--status-cache-bytes" in proc.stderr, proc.stderr
         assert "from 0 to 1G" in proc.stderr, proc.stderr
+
+
+def finish_and_cache(api, change, server, outputs):
+    """Finish a job, read its status once (which caches it) and change the stored row, so that
+    a later read shows whether it came from the cache. Returns the request id."""
+    request_id = finish_job(api, outputs)
+    assert api.status_ok(request_id, MODEL)["outputs"] == outputs
+    change(server, request_id, '{"text":"changed"}')
+    return request_id
+
+
+def test_pg_cache_ttl_bounds_entry(start_server, pg_cluster, change_stored_outputs):
+    server = start_server(store=pg_cluster.new_database(), pg_status_cache_ttl="1s")
+    api = server.api()
+    request_id = finish_and_cache(api, change_stored_outputs, server, {"text": "first"})
+    assert api.status_ok(request_id, MODEL)["outputs"] == {"text": "first"}
+    time.sleep(1.2)
+    assert api.status_ok(request_id, MODEL)["outputs"] == {"text": "changed"}
+
+
+def test_pg_cache_ttl_zero_reads_database(start_server, pg_cluster, change_stored_outputs):
+    server = start_server(store=pg_cluster.new_database(), pg_status_cache_ttl="0")
+    api = server.api()
+    request_id = finish_and_cache(api, change_stored_outputs, server, {"text": "first"})
+    assert api.status_ok(request_id, MODEL)["outputs"] == {"text": "changed"}
+
+
+def test_pg_cache_expires_at_other_node_purge(start_server, pg_cluster, change_stored_outputs):
+    # Node A sweeps once a minute, so only node B's sweep deletes the job. A's cached entry must
+    # expire by the time that delete can happen, although A is not told of it.
+    uri = pg_cluster.new_database()
+    a = start_server(store=uri, retention="3s", pg_sweep_interval="1m")
+    b = start_server(store=uri, retention="3s")
+    api_a = a.api()
+    request_id = finish_and_cache(api_a, change_stored_outputs, a, {"text": "first"})
+    assert api_a.status_ok(request_id, MODEL)["outputs"] == {"text": "first"}
+
+    wait_for(lambda: b.api().status(request_id, MODEL).status == 404, 15,
+             "node B's retention sweep to delete the job")
+    assert_error(api_a.status(request_id, MODEL), 404, "not_found")

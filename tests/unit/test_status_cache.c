@@ -16,6 +16,7 @@
 #include <cmocka.h>
 
 #include "inferq_error.h"
+#include "clock.h"
 #include "status_cache.h"
 
 /* An id whose bytes all derive from n, like a job id's random part. */
@@ -183,6 +184,23 @@ static void test_zero_bytes_and_null_store_nothing(void **state)
 	status_cache_free(NULL);
 }
 
+static void test_expired_entry_dropped(void **state)
+{
+	status_cache_t *cache = status_cache_new(1 << 20);
+	iq_id_t stale = make_id(1), fresh = make_id(2), forever = make_id(3);
+	int64_t now = clock_mono_ms();
+
+	assert_int_equal(status_cache_put_until(cache, &stale, "m", 1, "{}", 2, now - 1), 0);
+	assert_int_equal(status_cache_put_until(cache, &fresh, "m", 1, "{}", 2, now + 60000), 0);
+	assert_int_equal(status_cache_put_until(cache, &forever, "m", 1, "{}", 2, 0), 0);
+	assert_int_equal(status_cache_count(cache), 3);
+	assert_false(has(cache, 1));
+	assert_int_equal(status_cache_count(cache), 2);
+	assert_true(has(cache, 2));
+	assert_true(has(cache, 3));
+	status_cache_free(cache);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -193,6 +211,7 @@ int main(void)
 		cmocka_unit_test(test_forget_drops_listed_ids),
 		cmocka_unit_test(test_many_entries_all_found),
 		cmocka_unit_test(test_zero_bytes_and_null_store_nothing),
+		cmocka_unit_test(test_expired_entry_dropped),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
