@@ -160,10 +160,23 @@ static void conn_check(bench_conn_t *c)
 		conn_close(c);
 }
 
-/* Ends the run when it is stopping and nothing is in flight. */
+/*
+ * 1 when an open worker holds jobs it has not sent the complete of yet. A
+ * hand-off can end the run from the claim's response, before the engine
+ * pumps that worker's complete.
+ */
+static int holding_jobs(const bench_run_t *run)
+{
+	for (unsigned i = 0; i < run->n_conns; i++)
+		if (run->conns[i].open && run->conns[i].has_job)
+			return 1;
+	return 0;
+}
+
+/* Ends the run when it is stopping, nothing is in flight and no worker holds a job. */
 static void end_if_idle(bench_run_t *run)
 {
-	if (run->stopping && run->in_flight == 0)
+	if (run->stopping && run->in_flight == 0 && !holding_jobs(run))
 		close_all(run);
 }
 

@@ -151,8 +151,6 @@ def test_lifecycle_count_with_idle_workers(start_server, tmp_path):
     assert api.metrics_ok("idle-idle")["total_jobs"] == 0
 
 
-@pytest.mark.local_store_only(
-    reason="on the postgres store the bench counted 39 of 40 completes once; not yet explained")
 def test_handoff_measures_each_job(start_server, tmp_path):
     server = start_server()
     _, r = bench(server, tmp_path, "handoff", "-n", 40, "--workers", 2, model="ho")
