@@ -6,6 +6,7 @@ its durable SQLite store, nginx serving a static JSON 200 (the HTTP ceiling, mea
 `inferq bench get|post` client), BullMQ on Redis (appendfsync always, then everysec), beanstalkd
 (-f0, then its in-memory default) and a PostgreSQL SKIP LOCKED queue. Each comparison runs in
 pairs A B A B ..., and the report gives the medians and the inferq/peer ratio of each pair.
+On the same PostgreSQL cluster, pg_nodes.py measures the postgres store with 1, 2 and 3 nodes.
 Writes results.json, throughput.dat, throughput.png and summary.md to bench/results/DATE/.
 
 bench/run.sh installs the peers and builds what this needs; run that instead of this file.
@@ -27,6 +28,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from pg_nodes import PgNodes, summary_lines as pg_nodes_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 LISTEN_RE = re.compile(r"listening on 127\.0\.0\.1:([1-9][0-9]*)")
@@ -88,13 +91,16 @@ class Proc:
 
 
 class Inferq:
-    def __init__(self, binary, tmp, name, procs, port=0):
+    def __init__(self, binary, tmp, name, procs, port=0, store=None, key=None):
         self.procs = procs  # every process started is added at once, so none is left running
         self.binary = binary
         self.dir = Path(tmp) / name
         self.name = name
         self.port = port
         self.proc = None
+        self.store = store  # a postgres --store URI, or None for the local store
+        # A node that joins a postgres store writes no admin.key: it is given the first's key.
+        self.key = key
 
     def start(self):
         """Start the server; returns the seconds from process start to its first answered request."""
@@ -102,12 +108,14 @@ class Inferq:
         self.dir.mkdir(exist_ok=True)
         offset = logfile.stat().st_size if logfile.exists() else 0
         t0 = time.monotonic()
-        self.proc = Proc(self.name, [str(self.binary), "serve", "--listen", f"127.0.0.1:{self.port}",
-                                     "--data-dir", str(self.dir), "--max-connections", "12000"],
-                         logfile)
+        argv = [str(self.binary), "serve", "--listen", f"127.0.0.1:{self.port}",
+                "--data-dir", str(self.dir), "--max-connections", "12000"]
+        if self.store:
+            argv += ["--store", self.store]
+        self.proc = Proc(self.name, argv, logfile)
         self.procs.append(self.proc)
         deadline = t0 + 120
-        while not self.port or not (self.dir / "admin.key").exists():
+        while not self.port or (self.key is None and not (self.dir / "admin.key").exists()):
             text = logfile.read_bytes()[offset:].decode(errors="replace")
             m = LISTEN_RE.search(text)
             if m:
@@ -116,7 +124,8 @@ class Inferq:
             if self.proc.proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"inferq {self.name} did not start:\n{text[-2000:]}")
             time.sleep(0.002)
-        self.key = (self.dir / "admin.key").read_text().split("\n")[0]
+        if self.key is None:
+            self.key = (self.dir / "admin.key").read_text().split("\n")[0]
         while True:
             try:
                 conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
@@ -225,11 +234,15 @@ http {{
         subprocess.run(runas + [str(PG_BIN / "initdb"), "-D", str(d / "data"), "-A", "trust",
                                 "-U", "postgres", "--no-instructions"],
                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        options = f"-c listen_addresses='' -k {d / 'sock'} -c max_connections=400"
+        if self.args.pg_profile:
+            options += (" -c shared_preload_libraries=pg_stat_statements"
+                        " -c pg_stat_statements.track_planning=on")
         subprocess.run(runas + [str(PG_BIN / "pg_ctl"), "-D", str(d / "data"), "-l",
-                                str(d / "pg.log"), "-w", "-o",
-                                f"-c listen_addresses='' -k {d / 'sock'} -c max_connections=400",
-                                "start"], check=True, stdout=subprocess.DEVNULL)
+                                str(d / "pg.log"), "-w", "-o", options, "start"],
+                       check=True, stdout=subprocess.DEVNULL)
         self.pg_stop = runas + [str(PG_BIN / "pg_ctl"), "-D", str(d / "data"), "-m", "fast", "stop"]
+        self.pg = {"bin": PG_BIN, "sock": d / "sock", "data": d / "data"}
         return f"host={d / 'sock'} user=postgres dbname=postgres"
 
     def stop_all(self):
@@ -301,6 +314,14 @@ http {{
         srv.start()
         return srv
 
+    def fresh_node(self, store, key=None):
+        """A new inferq node on the postgres store URI store, with an empty data directory."""
+        self.serial = getattr(self, "serial", 0) + 1
+        srv = Inferq(self.binary, self.tmp, f"inferq-pg-{self.serial}", self.procs, store=store,
+                     key=key)
+        srv.start()
+        return srv
+
     def retire(self, srv):
         srv.stop()
         shutil.rmtree(srv.dir, ignore_errors=True)
@@ -363,8 +384,23 @@ http {{
                    lambda: self.on_fresh("inferq", lambda s: inferq_life(
                        s, extra=("--idle-workers", idle))), "jobs/s")
 
+        self.pg_nodes(peers)
         self.sweep(peers)
         self.pending_scaling()
+        return self.results
+
+    def pg_nodes(self, peers):
+        """The postgres store with 1, 2 and 3 nodes on one database of the peer's cluster."""
+        if not getattr(self, "pg", None):
+            self.results["errors"].append({"run": "pg nodes", "error": "PostgreSQL did not start"})
+            return
+        self.results["pg_nodes"] = PgNodes(self, peers.get("postgres_skip_locked"), log).run()
+
+    def run_pg_nodes_only(self):
+        """`--only pg-nodes`: the postgres store by node count, with its local and peer runs."""
+        conninfo = self.start_postgres()
+        self.pg_nodes({"postgres_skip_locked":
+                       lambda n, s: self.peerbench("postgres", conninfo, n, s)})
         return self.results
 
     def lifecycle_batch(self, beanstalkd_default):
@@ -535,6 +571,8 @@ def summary(res):
         lines.append("| peak | " + " | ".join(f"{peak[k]:,.0f}" for k in names) + " |")
         lines.append("| inferq peak / peak | " + " | ".join(
             f"{peak['inferq'] / peak[k]:.2f}" if peak[k] else "-" for k in names) + " |")
+    if res.get("pg_nodes"):
+        lines += pg_nodes_summary(res["pg_nodes"])
     if res["errors"]:
         lines.append("\nerrors: " + json.dumps(res["errors"]))
     return "\n".join(lines) + "\n"
@@ -546,9 +584,16 @@ def main():
     ap.add_argument("--binary", default=str(ROOT / "build/inferq"))
     ap.add_argument("--peerbench", default=str(ROOT / "build/bench/peerbench"))
     ap.add_argument("--out", help="results directory (default bench/results/DATE)")
-    ap.add_argument("--only", choices=["lifecycle-batch"],
+    ap.add_argument("--pg-profile", action="store_true",
+                    help="profile the postgres-store phases: load pg_stat_statements (with "
+                         "planning times) into the PostgreSQL cluster, record the statements of "
+                         "each phase and sample the wait events of its backends every 20 ms (adds "
+                         "their overhead to every PostgreSQL figure)")
+    ap.add_argument("--only", choices=["lifecycle-batch", "pg-nodes"],
                     help="run one comparison alone: lifecycle-batch is the lifecycle on the batch "
-                         "routes against beanstalkd's in-memory default")
+                         "routes against beanstalkd's in-memory default; pg-nodes is the postgres "
+                         "store with 1, 2 and 3 nodes against the local store and the SKIP LOCKED "
+                         "peer")
     args = ap.parse_args()
     args.pairs, args.seconds, args.connections = 3, 5.0, 50
     args.lifecycle_concurrency, args.idle_workers, args.many = 64, 10000, 1000000
@@ -567,11 +612,14 @@ def main():
     res = {"date": stamp, "command": " ".join(sys.argv), "machine": machine(),
            "settings": {k: v for k, v in vars(args).items()}}
     try:
-        res.update(bench.run_lifecycle_batch_only() if args.only else bench.run())
+        only = {"lifecycle-batch": bench.run_lifecycle_batch_only,
+                "pg-nodes": bench.run_pg_nodes_only}
+        res.update(only[args.only]() if args.only else bench.run())
     finally:
         bench.stop_all()
         shutil.rmtree(tmp, ignore_errors=True)
     res["seconds"] = time.monotonic() - started
+    res["loadavg_end"] = open("/proc/loadavg").read().strip()
     (out / "results.json").write_text(json.dumps(res, indent=1) + "\n")
     if res.get("sweep"):
         write_chart(out, res["sweep"])

@@ -17,11 +17,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "alloc.h"
 #include "bench.h"
 #include "cli.h"
 
 enum {
 	OPT_SERVER = 1000,
+	OPT_WORKER_SERVER,
 	OPT_KEY,
 	OPT_KEY_FILE,
 	OPT_MODEL,
@@ -44,6 +46,7 @@ static const struct option long_options[] = {
     {"duration", required_argument, NULL, 'd'},
     {"requests", required_argument, NULL, 'n'},
     {"server", required_argument, NULL, OPT_SERVER},
+    {"worker-server", required_argument, NULL, OPT_WORKER_SERVER},
     {"key", required_argument, NULL, OPT_KEY},
     {"key-file", required_argument, NULL, OPT_KEY_FILE},
     {"model", required_argument, NULL, OPT_MODEL},
@@ -87,7 +90,13 @@ static const char help[] =
     "  -d, --duration S     seconds to run (default 5)\n"
     "  -n, --requests N     stop after N requests, or N jobs or hand-offs, instead\n"
     "  --server URL         inferq base URL (default $INFERQ_URL, then\n"
-    "                       " INFERQ_DEFAULT_URL ")\n"
+    "                       " INFERQ_DEFAULT_URL "); give it again for more\n"
+    "                       nodes of one postgres store, and the connections are\n"
+    "                       spread over them round-robin\n"
+    "  --worker-server URL  claim-complete, lifecycle, handoff: where the worker\n"
+    "                       connections go, round-robin when given more than once\n"
+    "                       (default: the --server URLs); with --server on another\n"
+    "                       node, handoff measures the hand-off between nodes\n"
     "  --key KEY            API key (default $INFERQ_API_KEY, $TOGETHER_API_KEY, then\n"
     "                       the first line of " INFERQ_DEFAULT_KEY_FILE ")\n"
     "  --key-file PATH      file whose first line is the API key\n"
@@ -221,6 +230,12 @@ static int check_options(bench_opts_t *o, int given_workers, int given_wait, int
 		return usage("--prefill and --refill apply to claim-complete only");
 	if (o->refill && !o->count && !given_duration)
 		return usage("--refill keeps the queue full, so it needs -d or -n to end");
+	if (o->n_worker_servers && !lifecycle && !handoff && strcmp(s, "claim-complete") != 0)
+		return usage("--worker-server applies to claim-complete, lifecycle and handoff only");
+	if (raw && (o->n_servers || o->n_worker_servers))
+		return usage("%s sends to its URL; --server and --worker-server name inferq servers "
+		             "and do not apply",
+		             s);
 	if (o->body && strcmp(s, "post") != 0)
 		return usage("--body applies to post only");
 	if (o->batch > 1 && !lifecycle && strcmp(s, "submit") != 0)
@@ -292,7 +307,15 @@ static int take_option(bench_opts_t *o, int opt, const char *arg, int *given)
 			    "invalid -d \"%s\": use seconds from 0.01 to 86400, such as 10", arg);
 		given[0] = 1;
 		break;
-	case OPT_SERVER: o->server = arg; break;
+	case OPT_SERVER:
+		o->servers = xrealloc(o->servers, (o->n_servers + 1) * sizeof(*o->servers));
+		o->servers[o->n_servers++] = arg;
+		break;
+	case OPT_WORKER_SERVER:
+		o->worker_servers = xrealloc(o->worker_servers,
+		                             (o->n_worker_servers + 1) * sizeof(*o->worker_servers));
+		o->worker_servers[o->n_worker_servers++] = arg;
+		break;
 	case OPT_KEY: o->key = arg; break;
 	case OPT_KEY_FILE: {
 		char *key = read_first_line(arg);
@@ -349,6 +372,50 @@ static const char *default_key(void)
 	return read_first_line(INFERQ_DEFAULT_KEY_FILE); /* NULL when unreadable */
 }
 
+/* Parses n URLs into a new array at *out. Returns 0 or the usage exit code. */
+static int parse_urls(const char *const *urls, unsigned n, bench_target_t **out)
+{
+	char err[512];
+
+	*out = xcalloc(n, sizeof(**out));
+	for (unsigned i = 0; i < n; i++)
+		if (bench_target_parse(urls[i], &(*out)[i], err, sizeof(err)) != 0)
+			return usage("%s", err);
+	return 0;
+}
+
+/*
+ * Resolves the load servers: the URL of get and post, else every --server,
+ * else $INFERQ_URL or the built-in URL. The worker servers are the
+ * --worker-server URLs, or the load servers when none is given. Returns 0
+ * or the usage exit code.
+ */
+static int parse_targets(const bench_opts_t *o, bench_targets_t *t)
+{
+	const char *single_url = o->url;
+	int rc;
+
+	if (!single_url && !o->n_servers) {
+		single_url = getenv("INFERQ_URL");
+		if (!single_url || !*single_url)
+			single_url = INFERQ_DEFAULT_URL;
+	}
+	if (single_url)
+		rc = parse_urls(&single_url, 1, &t->load);
+	else
+		rc = parse_urls(o->servers, o->n_servers, &t->load);
+	t->n_load = single_url ? 1 : o->n_servers;
+	if (rc != 0)
+		return rc;
+	if (!o->n_worker_servers) {
+		t->workers = t->load;
+		t->n_workers = t->n_load;
+		return 0;
+	}
+	t->n_workers = o->n_worker_servers;
+	return parse_urls(o->worker_servers, o->n_worker_servers, &t->workers);
+}
+
 int bench_main(int argc, char **argv)
 {
 	bench_opts_t o = {.connections = 50,
@@ -358,8 +425,7 @@ int bench_main(int argc, char **argv)
 	                  .backlog = 1000,
 	                  .prefill = 10000,
 	                  .batch = 1};
-	bench_target_t target;
-	char err[512], base[2200];
+	bench_targets_t targets = {0};
 	int opt, rc, given[3] = {0, 0, 0};
 
 	opterr = 0;
@@ -391,15 +457,14 @@ int bench_main(int argc, char **argv)
 	if (!o.key)
 		o.key = default_key();
 
-	if (!o.url) {
-		const char *s = o.server ? o.server : getenv("INFERQ_URL");
-
-		snprintf(base, sizeof(base), "%s", s && *s ? s : INFERQ_DEFAULT_URL);
-		o.url = base;
-	}
-	if (bench_target_parse(o.url, &target, err, sizeof(err)) != 0)
-		return usage("%s", err);
-	return bench_scenario_main(&o, &target);
+	if ((rc = parse_targets(&o, &targets)) == 0)
+		rc = bench_scenario_main(&o, &targets);
+	if (targets.workers != targets.load)
+		free(targets.workers);
+	free(targets.load);
+	free(o.servers);
+	free(o.worker_servers);
+	return rc;
 }
 
 /* --- Report --------------------------------------------------------------- */
@@ -425,9 +490,18 @@ static void print_latency_text(const char *name, const bench_hist_t *h)
 	       ms(bench_hist_quantile(h, 0.99)), ms(bench_hist_quantile(h, 0.999)), ms(h->max));
 }
 
+static void print_targets_json(const char *name, const bench_target_t *t, unsigned n)
+{
+	printf("\"%s\":[", name);
+	for (unsigned i = 0; i < n; i++)
+		printf("%s\"%s:%s\"", i ? "," : "", t[i].host, t[i].port);
+	printf("],");
+}
+
 static void report_json(const bench_opts_t *o, const bench_run_t *run, const char *unit,
                         double secs)
 {
+	const bench_targets_t *t = run->targets;
 	int first = 1;
 
 	printf("{\"scenario\":\"%s\",\"target\":\"%s:%s\",\"connections\":%u,\"pipeline\":%u,"
@@ -442,6 +516,8 @@ static void report_json(const bench_opts_t *o, const bench_run_t *run, const cha
 	       (unsigned long long)run->requests, (unsigned long long)run->submitted,
 	       (unsigned long long)run->claimed, (unsigned long long)run->completed,
 	       (unsigned long long)run->errors);
+	print_targets_json("targets", t->load, t->n_load);
+	print_targets_json("worker_targets", t->workers, t->n_workers);
 	print_latency_json("latency_ms", run->latency);
 	if (run->unit_latency->total) {
 		putchar(',');
@@ -469,6 +545,12 @@ static void report_json(const bench_opts_t *o, const bench_run_t *run, const cha
 	printf("}\n");
 }
 
+static void print_targets_text(const bench_target_t *t, unsigned n)
+{
+	for (unsigned i = 0; i < n; i++)
+		printf("%s%s:%s", i ? " " : "", t[i].host, t[i].port);
+}
+
 void bench_report(const bench_opts_t *o, const bench_run_t *run, const char *unit)
 {
 	double secs = (double)(run->t_stop - run->t_start) / 1e9;
@@ -479,9 +561,14 @@ void bench_report(const bench_opts_t *o, const bench_run_t *run, const char *uni
 		report_json(o, run, unit, secs);
 		return;
 	}
-	printf("inferq bench %s: %s:%s, %u connection%s, pipeline %u", o->scenario,
-	       run->target->host, run->target->port, o->connections,
-	       o->connections == 1 ? "" : "s", o->pipeline);
+	printf("inferq bench %s: ", o->scenario);
+	print_targets_text(run->targets->load, run->targets->n_load);
+	printf(", %u connection%s, pipeline %u", o->connections, o->connections == 1 ? "" : "s",
+	       o->pipeline);
+	if (run->targets->workers != run->targets->load) {
+		printf(", workers on ");
+		print_targets_text(run->targets->workers, run->targets->n_workers);
+	}
 	if (strcmp(o->scenario, "lifecycle") == 0 || strcmp(o->scenario, "handoff") == 0)
 		printf(", %u workers", o->workers);
 	if (o->idle_workers)

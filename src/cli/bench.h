@@ -52,7 +52,10 @@ unsigned bench_hist_bucket(uint64_t ns);
 typedef struct {
 	const char *scenario;  /* submit, status, claim-complete, lifecycle, handoff, get, post */
 	const char *url;       /* get, post: the target URL; else NULL */
-	const char *server;    /* --server base URL */
+	const char **servers;  /* --server base URLs, in the order given; NULL when none */
+	unsigned n_servers;
+	const char **worker_servers; /* --worker-server base URLs; NULL when none */
+	unsigned n_worker_servers;
 	const char *key;       /* API key, or NULL to send none */
 	const char *model;     /* --model */
 	const char *payload;   /* --payload JSON of each submit */
@@ -87,6 +90,7 @@ enum { KIND_PLAIN, KIND_SUBMIT, KIND_CLAIM, KIND_COMPLETE, KIND_PARK };
 struct bench_conn {
 	uv_tcp_t tcp;
 	bench_run_t *run;
+	const struct bench_target *target; /* the server this connection sends to */
 	unsigned index;
 	int role;
 	int open;   /* connected and not closed */
@@ -128,18 +132,33 @@ typedef struct {
 } bench_scenario_t;
 
 /* An address and the Host header for it, from an http:// URL. */
-typedef struct {
+typedef struct bench_target {
 	char host[256]; /* as written in the URL, for the Host header */
 	char port[8];
 	char path[2048]; /* path and query; "/" when the URL has none */
+	char host_line[272]; /* "Host: HOST\r\n", inserted into every request to this server */
+	size_t host_line_len;
 	struct sockaddr_storage addr;
 } bench_target_t;
+
+/*
+ * The servers of a run. Connections of each group are spread over its
+ * servers round-robin: the i-th connection of the group goes to server
+ * i mod n.
+ */
+typedef struct {
+	bench_target_t *load; /* load and submitter connections: --server, or get's URL */
+	unsigned n_load;
+	bench_target_t *workers; /* worker connections: --worker-server, or load when none */
+	unsigned n_workers;
+} bench_targets_t;
 
 struct bench_run {
 	uv_loop_t loop;
 	const bench_opts_t *opts;
 	const bench_scenario_t *scen;
-	const bench_target_t *target;
+	const bench_targets_t *targets;
+	const bench_target_t *target; /* the first load server: set-up calls, paths */
 	bench_conn_t *conns;
 	unsigned n_conns;
 	unsigned connecting;      /* connections not yet established */
@@ -177,7 +196,8 @@ struct bench_run {
 	buf_t claim_req;
 	buf_t park_req;  /* idle workers' claim on a model without jobs */
 	buf_t plain_req; /* status, get, post */
-	buf_t head;      /* "Host: ...\r\nAuthorization: ...\r\n" */
+	buf_t head;      /* "Authorization: ...\r\n", or empty without a key */
+	buf_t scratch;   /* the request a scenario is writing, before its Host line */
 };
 
 /*
@@ -188,10 +208,19 @@ struct bench_run {
 int bench_target_parse(const char *url, bench_target_t *t, char *err, size_t err_len);
 
 /*
- * Runs one load phase: opens n_conns connections to the target, gives each
- * the role roles[i], sends requests as the scenario supplies them until the
- * duration or run->limit units, then drains. run must be zeroed except for
- * opts, scen, target and limit. Returns 0 or a negative INFERQ_E* (with
+ * Appends the request req (len bytes, without a Host header) to out with
+ * t's Host line after its request line. Requests are built without Host so
+ * one template serves connections to different servers.
+ */
+void bench_put_request_for(buf_t *out, const bench_target_t *t, const char *req, size_t len);
+
+/*
+ * Runs one load phase: opens n_conns connections, gives each the role
+ * roles[i] and a server of run->targets (ROLE_WORKER and ROLE_IDLE from the
+ * worker servers, the others from the load servers, round-robin), sends
+ * requests as the scenario supplies them until the duration or run->limit
+ * units, then drains. run must be zeroed except for opts, scen, targets,
+ * target and limit. Returns 0 or a negative INFERQ_E* (with
  * run->error set); run keeps the counts and histograms until
  * bench_run_free().
  */
@@ -222,11 +251,11 @@ void bench_run_error(bench_run_t *run, const char *fmt, ...) __attribute__((form
 /* --- Scenarios (bench_scen.c) -------------------------------------------- */
 
 /*
- * Runs the scenario named in opts against target and prints the report.
+ * Runs the scenario named in opts against targets and prints the report.
  * Returns the process exit code: 0, 1 when any request failed or the run
- * broke off, 3 when the server could not be reached.
+ * broke off, 3 when a server could not be reached.
  */
-int bench_scenario_main(const bench_opts_t *opts, const bench_target_t *target);
+int bench_scenario_main(const bench_opts_t *opts, const bench_targets_t *targets);
 
 /*
  * Finds the string value of a top-level member "name" in the JSON object

@@ -76,6 +76,8 @@ int bench_target_parse(const char *url, bench_target_t *t, char *err, size_t err
 	else
 		strcpy(t->port, "80");
 	snprintf(t->path, sizeof(t->path), "%s%s", *path == '/' ? "" : "/", path);
+	t->host_line_len = (size_t)snprintf(t->host_line, sizeof(t->host_line), "Host: %s\r\n",
+	                                    t->host);
 
 	hints.ai_family = AF_UNSPEC;
 	hints.ai_socktype = SOCK_STREAM;
@@ -100,6 +102,16 @@ bad:
 	         "http://127.0.0.1:8080",
 	         url);
 	return INFERQ_EINVAL;
+}
+
+void bench_put_request_for(buf_t *out, const bench_target_t *t, const char *req, size_t len)
+{
+	const char *eol = memmem(req, len, "\r\n", 2);
+	size_t line = eol ? (size_t)(eol + 2 - req) : len;
+
+	buf_append(out, req, line);
+	buf_append(out, t->host_line, t->host_line_len);
+	buf_append(out, req + line, len - line);
 }
 
 void bench_run_error(bench_run_t *run, const char *fmt, ...)
@@ -281,13 +293,11 @@ void bench_conn_pump(bench_conn_t *c)
 	if (!c->open || run->connecting > 0)
 		return;
 	while (c->inflight < cap) {
-		size_t before = out.len;
-
-		kind = run->scen->next(c, &out);
-		if (kind < 0) {
-			out.len = before;
+		buf_reset(&run->scratch);
+		kind = run->scen->next(c, &run->scratch);
+		if (kind < 0)
 			break;
-		}
+		bench_put_request_for(&out, c->target, run->scratch.data, run->scratch.len);
 		c->kinds[(c->head + c->inflight) % cap] = kind;
 		c->sent_ns[(c->head + c->inflight) % cap] = uv_hrtime();
 		c->inflight++;
@@ -460,7 +470,7 @@ static void on_connect(uv_connect_t *req, int status)
 	if (status < 0) {
 		if (!run->failed)
 			snprintf(run->error, sizeof(run->error), "cannot connect to %s:%s: %s",
-			         run->target->host, run->target->port, uv_strerror(status));
+			         c->target->host, c->target->port, uv_strerror(status));
 		run->errors++;
 		fail_run(run, INFERQ_ECONNECT);
 		return;
@@ -497,10 +507,19 @@ static int fit_open_files(bench_run_t *run, unsigned n)
 	return 0;
 }
 
+/* Picks the server of the next connection of a role: round-robin within its group. */
+static const bench_target_t *next_target(const bench_targets_t *t, int role, unsigned *n_load,
+                                         unsigned *n_workers)
+{
+	if (role == ROLE_WORKER || role == ROLE_IDLE)
+		return &t->workers[(*n_workers)++ % t->n_workers];
+	return &t->load[(*n_load)++ % t->n_load];
+}
+
 int bench_run(bench_run_t *run, const int *roles, unsigned n_conns, double duration)
 {
 	static double duration_arg;
-	unsigned cap = run->opts->pipeline;
+	unsigned cap = run->opts->pipeline, n_load = 0, n_workers = 0;
 	int rc;
 
 	if ((rc = fit_open_files(run, n_conns)) != 0)
@@ -527,6 +546,7 @@ int bench_run(bench_run_t *run, const int *roles, unsigned n_conns, double durat
 		c->run = run;
 		c->index = i;
 		c->role = roles[i];
+		c->target = next_target(run->targets, c->role, &n_load, &n_workers);
 		c->sent_ns = xcalloc(cap, sizeof(*c->sent_ns));
 		c->kinds = xcalloc(cap, sizeof(*c->kinds));
 		uv_tcp_init(&run->loop, &c->tcp);
@@ -534,12 +554,12 @@ int bench_run(bench_run_t *run, const int *roles, unsigned n_conns, double durat
 		c->open = 1;
 		uv_tcp_nodelay(&c->tcp, 1);
 		req->data = &duration_arg;
-		rc = uv_tcp_connect(req, &c->tcp, (const struct sockaddr *)&run->target->addr,
+		rc = uv_tcp_connect(req, &c->tcp, (const struct sockaddr *)&c->target->addr,
 		                    on_connect);
 		if (rc < 0) {
 			free(req);
 			snprintf(run->error, sizeof(run->error), "cannot connect to %s:%s: %s",
-			         run->target->host, run->target->port, uv_strerror(rc));
+			         c->target->host, c->target->port, uv_strerror(rc));
 			fail_run(run, rc == UV_EMFILE ? INFERQ_ELIMIT : INFERQ_ECONNECT);
 			break;
 		}
@@ -574,5 +594,6 @@ void bench_run_free(bench_run_t *run)
 	buf_free(&run->park_req);
 	buf_free(&run->plain_req);
 	buf_free(&run->head);
+	buf_free(&run->scratch);
 	memset(run, 0, sizeof(*run));
 }

@@ -106,7 +106,10 @@ int bench_json_each(const char *body, size_t len, const char *name,
 	return in_member ? count : INFERQ_ENOTFOUND;
 }
 
-/* Appends a request with a JSON body (or none when body is NULL) to out. */
+/*
+ * Appends a request with a JSON body (or none when body is NULL) to out,
+ * without the Host header: the engine adds the Host of the connection's server.
+ */
 static void put_request(const bench_run_t *run, buf_t *out, const char *method, const char *path,
                         const char *body, size_t body_len)
 {
@@ -126,7 +129,6 @@ static void build_templates(bench_run_t *run)
 	const bench_opts_t *o = run->opts;
 	buf_t body = BUF_INIT;
 
-	buf_printf(&run->head, "Host: %s\r\n", run->target->host);
 	if (o->key)
 		buf_printf(&run->head, "Authorization: Bearer %s\r\n", o->key);
 
@@ -509,7 +511,7 @@ static int setup_call(const bench_run_t *run, const char *method, const char *pa
                       size_t err_len)
 {
 	const bench_target_t *t = run->target;
-	buf_t req = BUF_INIT;
+	buf_t req = BUF_INIT, plain = BUF_INIT;
 	char raw[16384];
 	size_t got = 0;
 	ssize_t n;
@@ -525,8 +527,8 @@ static int setup_call(const bench_run_t *run, const char *method, const char *pa
 		rc = INFERQ_ECONNECT;
 		goto out;
 	}
-	put_request(run, &req, method, path, body, body ? strlen(body) : 0);
-	buf_puts(&req, ""); /* keeps data NUL-terminated */
+	put_request(run, &plain, method, path, body, body ? strlen(body) : 0);
+	bench_put_request_for(&req, t, plain.data, plain.len);
 	if (write(fd, req.data, req.len) != (ssize_t)req.len) {
 		snprintf(err, err_len, "cannot send to %s:%s", t->host, t->port);
 		rc = INFERQ_ECONNECT;
@@ -549,6 +551,7 @@ out:
 	if (fd >= 0)
 		close(fd);
 	buf_free(&req);
+	buf_free(&plain);
 	return rc;
 }
 
@@ -615,7 +618,7 @@ static int run_phase(bench_run_t *run, const bench_scenario_t *scen, const int *
 }
 
 /* Fills the queue with opts->prefill jobs, pipelined, before a claim-complete phase. */
-static int prefill(const bench_opts_t *o, const bench_target_t *t, char *err, size_t err_len)
+static int prefill(const bench_opts_t *o, const bench_targets_t *t, char *err, size_t err_len)
 {
 	bench_opts_t fill = *o;
 	bench_run_t run = {0};
@@ -625,7 +628,8 @@ static int prefill(const bench_opts_t *o, const bench_target_t *t, char *err, si
 	fill.pipeline = o->pipeline > 16 ? o->pipeline : 16;
 	fill.count = o->prefill;
 	run.opts = &fill;
-	run.target = t;
+	run.targets = t;
+	run.target = &t->load[0];
 	build_templates(&run);
 	roles = calloc(o->connections, sizeof(*roles));
 	rc = run_phase(&run, &load_scenario, roles, o->connections, "requests", 0);
@@ -669,7 +673,7 @@ static unsigned job_roles(const bench_opts_t *o, int **out)
 	return n;
 }
 
-int bench_scenario_main(const bench_opts_t *o, const bench_target_t *t)
+int bench_scenario_main(const bench_opts_t *o, const bench_targets_t *t)
 {
 	bench_run_t run = {0};
 	const char *s = o->scenario;
@@ -678,7 +682,8 @@ int bench_scenario_main(const bench_opts_t *o, const bench_target_t *t)
 	char err[640] = "";
 
 	run.opts = o;
-	run.target = t;
+	run.targets = t;
+	run.target = &t->load[0];
 	build_templates(&run);
 	if (strcmp(s, "status") == 0)
 		rc = make_finished_job(&run, err, sizeof(err));

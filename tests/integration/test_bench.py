@@ -3,13 +3,19 @@ tool prints checked against the server's own state (queue metrics, job status), 
 rejected with a message that names the value. No timing is asserted: only counts and shapes.
 """
 
+import http.client
 import http.server
 import json
+import os
 import threading
+import time
 
 import pytest
 
 from cli_support import closed_port, describe, run_cli, server_url
+from prometheus_text import parse
+
+TEST_STORE = os.environ.get("INFERQ_TEST_STORE", "local")
 
 
 def bench(server, tmp_path, *args, model="bench"):
@@ -196,6 +202,109 @@ class _Static(http.server.BaseHTTPRequestHandler):
         pass
 
 
+def requests_answered(server, route, code="200"):
+    """Return how many requests on route this server answered with code, from its /metrics."""
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    conn.request("GET", "/metrics", headers={"Authorization": f"Bearer {server.key}"})
+    resp = conn.getresponse()
+    body = resp.read().decode()
+    conn.close()
+    assert resp.status == 200, body[:300]
+    samples = parse(body).samples("inferq_http_requests_total")
+    return sum(value for labels, value in samples if labels == {"route": route, "code": code})
+
+
+def test_servers_share_the_connections(start_server, tmp_path):
+    # --auth none lets one --key serve two local servers, whose keys differ.
+    first = start_server(auth="none")
+    second = start_server(auth="none")
+    urls = [server_url(first), server_url(second)]
+    proc = run_cli(["bench", "submit", "-n", "300", "-c", "4", "--server", urls[0], "--server",
+                    urls[1], "--key", first.key, "--model", "spread", "--json"], cwd=tmp_path)
+    assert proc.returncode == 0, describe(proc)
+    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert r["errors"] == 0, r
+    assert r["units"] == 300, r
+    assert r["targets"] == [u.removeprefix("http://") for u in urls], r
+    assert r["worker_targets"] == r["targets"], r
+    on_first = requests_answered(first, "/v1/queue/submit")
+    on_second = requests_answered(second, "/v1/queue/submit")
+    assert on_first > 0, (on_first, on_second)
+    assert on_second > 0, (on_first, on_second)
+    assert on_first + on_second == 300, (on_first, on_second)
+
+
+class _EmptyQueue(http.server.BaseHTTPRequestHandler):
+    """Answers every claim with 204 after 20 ms, as a server with no job for the model."""
+    protocol_version = "HTTP/1.1"
+    seen = []
+
+    def do_POST(self):
+        length = int(self.headers.get("Content-Length", "0"))
+        body = self.rfile.read(length) if length else b""
+        _EmptyQueue.seen.append((self.path, self.headers.get("Host"), json.loads(body)))
+        time.sleep(0.02)
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_worker_server_gets_the_claims(start_server, tmp_path):
+    server = start_server()
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _EmptyQueue)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        _EmptyQueue.seen.clear()
+        workers = f"http://127.0.0.1:{httpd.server_address[1]}"
+        proc = run_cli(["bench", "lifecycle", "-d", "1", "-c", "2", "--workers", "2",
+                        "--server", server_url(server), "--worker-server", workers, "--key",
+                        server.key, "--model", "split", "--json"], cwd=tmp_path)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert proc.returncode == 0, describe(proc)
+    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert r["errors"] == 0, r
+    assert r["worker_targets"] == [workers.removeprefix("http://")], r
+    assert r["submitted"] > 0, r
+    assert r["claimed"] == 0, r
+    assert len(_EmptyQueue.seen) >= 2, _EmptyQueue.seen
+    for path, host, body in _EmptyQueue.seen:
+        assert path == "/v1/queue/claim", path
+        assert host == "127.0.0.1", host
+        assert body["model"] == "split", body
+    # The submitters stayed on the inferq server, and no claim went there.
+    assert requests_answered(server, "/v1/queue/submit") == r["submitted"], r
+    assert requests_answered(server, "/v1/queue/claim") == 0
+    assert requests_answered(server, "/v1/queue/claim", "204") == 0
+
+
+@pytest.mark.skipif(TEST_STORE != "postgres",
+                    reason="two nodes share their jobs only on the postgres store")
+def test_handoff_between_nodes(start_server, tmp_path):
+    submit_node = start_server()
+    worker_node = start_server()
+    proc = run_cli(["bench", "handoff", "-n", "30", "--workers", "2", "--server",
+                    server_url(submit_node), "--worker-server", server_url(worker_node), "--key",
+                    submit_node.key, "--model", "cross", "--json"], cwd=tmp_path)
+    assert proc.returncode == 0, describe(proc)
+    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert r["errors"] == 0, r
+    assert r["units"] == 30, r
+    assert r["submitted"] == 30, r
+    assert r["claimed"] == 30, r
+    assert r["completed"] == 30, r
+    assert r["handoff_ms"]["count"] == 30, r
+    assert requests_answered(submit_node, "/v1/queue/submit") == 30
+    assert requests_answered(submit_node, "/v1/queue/claim") == 0
+    assert requests_answered(worker_node, "/v1/queue/claim") == 30
+    assert requests_answered(worker_node, "/v1/queue/complete") == 30
+    assert submit_node.api().metrics_ok("cross")["messages_running"] == 0
+
+
 def test_get_and_post_any_url(tmp_path):
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Static)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
@@ -265,6 +374,13 @@ def test_wrong_key_is_reported_as_errors(start_server, tmp_path):
     (["handoff", "--batch", "5"], "--batch applies to submit and lifecycle only"),
     (["submit", "--batch", "0"], 'invalid --batch "0": use a whole number from 1 to 100000'),
     (["submit", "--key-file", "/nonexistent/key"], "cannot read an API key from --key-file"),
+    (["submit", "--worker-server", "http://127.0.0.1:1"],
+     "--worker-server applies to claim-complete, lifecycle and handoff only"),
+    (["get", "http://127.0.0.1:1/", "--server", "http://127.0.0.1:2"],
+     "get sends to its URL; --server and --worker-server name inferq servers"),
+    (["submit", "--server", "http://127.0.0.1:1", "--server", "http://127.0.0.1:0"],
+     'invalid URL "http://127.0.0.1:0"'),
+    (["handoff", "--worker-server", "ftp://127.0.0.1/"], 'invalid URL "ftp://127.0.0.1/"'),
     (["submit", "--bogus"], 'unknown option "--bogus"'),
     (["submit", "-c"], "needs a value"),
 ])
@@ -279,7 +395,8 @@ def test_help_lists_every_scenario(tmp_path):
     proc = run_cli(["bench", "--help"], cwd=tmp_path)
     assert proc.returncode == 0, describe(proc)
     for name in ("submit", "status", "claim-complete", "lifecycle", "handoff", "get URL",
-                 "post URL", "--pipeline", "--idle-workers", "--refill", "--json"):
+                 "post URL", "--pipeline", "--idle-workers", "--refill", "--worker-server",
+                 "--json"):
         assert name in proc.stdout, name
     top = run_cli(["--help"], cwd=tmp_path)
     assert "bench" in top.stdout
