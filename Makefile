@@ -78,6 +78,11 @@ $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libinferq-core.a
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(BUILD)/libinferq-core.a $(LDLIBS_ALL) -lcmocka
 
+# The store's writer alone, without HTTP (bench/README.md).
+$(BUILD)/bench/store_writer: bench/store_writer.c $(BUILD)/libinferq-core.a
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(BUILD)/libinferq-core.a $(LDLIBS_ALL)
+
 run: all
 	$(BUILD)/inferq serve $(ARGS)
 
