@@ -57,7 +57,7 @@ static double cpu_seconds(void)
 }
 
 static void add(store_batch_t *batch, store_op_kind_t kind, const job_record_t *rec,
-		job_state_t prev)
+                job_state_t prev)
 {
 	store_op_t *op = store_batch_add(batch, kind);
 
@@ -66,7 +66,7 @@ static void add(store_batch_t *batch, store_op_kind_t kind, const job_record_t *
 }
 
 static const char usage[] = "usage: store_writer [--jobs N] [--batch B] DIR, where DIR is a "
-			    "new directory for the database\n";
+                            "new directory for the database\n";
 
 int main(int argc, char **argv)
 {
@@ -93,14 +93,16 @@ int main(int argc, char **argv)
 		else if (argv[i][0] != '-' && !dir)
 			dir = argv[i];
 		else {
-			fprintf(stderr, "store_writer: unknown argument \"%s\"\n%s", argv[i], usage);
+			fprintf(stderr, "store_writer: unknown argument \"%s\"\n%s", argv[i],
+			        usage);
 			return 2;
 		}
 	}
 	if (!dir || jobs < 1 || batch_size < 1) {
 		fprintf(stderr, "store_writer: %s\n%s",
-			!dir ? "missing the data directory" : "--jobs and --batch must be 1 or more",
-			usage);
+		        !dir ? "missing the data directory"
+		             : "--jobs and --batch must be 1 or more",
+		        usage);
 		return 2;
 	}
 	uv_loop_init(&loop);
@@ -172,7 +174,8 @@ int main(int argc, char **argv)
 	cpu = cpu_seconds() - cpu0;
 	wall = seconds(CLOCK_MONOTONIC) - wall0;
 	printf("jobs %ld  batch %ld (x3 ops)  cpu %.2f us/job  wall %.2f us/job  %.0f jobs/s\n",
-	       (rounds - 2) * batch_size, batch_size, cpu * 1e6 / (double)((rounds - 2) * batch_size),
+	       (rounds - 2) * batch_size, batch_size,
+	       cpu * 1e6 / (double)((rounds - 2) * batch_size),
 	       wall * 1e6 / (double)((rounds - 2) * batch_size),
 	       (double)((rounds - 2) * batch_size) / wall);
 	for (long i = 0; i < 3 * batch_size; i++)
