@@ -95,15 +95,19 @@ void id_new_v4(iq_id_t *out)
 void id_format(const iq_id_t *id, char out[ID_TEXT_LEN + 1])
 {
 	static const char hex[] = "0123456789abcdef";
-	size_t o = 0;
+	/* Where each byte's two digits start; the dashes sit at 8, 13, 18 and 23. */
+	static const uint8_t at[ID_BYTES] = {0,  2,  4,  6,  9,  11, 14, 16,
+					     19, 21, 24, 26, 28, 30, 32, 34};
+	uint8_t bytes[ID_BYTES];
 
+	/* A local copy: stores through out could alias id, which kept every byte reloaded. */
+	memcpy(bytes, id->b, ID_BYTES);
 	for (int i = 0; i < ID_BYTES; i++) {
-		if (i == 4 || i == 6 || i == 8 || i == 10)
-			out[o++] = '-';
-		out[o++] = hex[id->b[i] >> 4];
-		out[o++] = hex[id->b[i] & 15];
+		out[at[i]] = hex[bytes[i] >> 4];
+		out[at[i] + 1] = hex[bytes[i] & 15];
 	}
-	out[o] = '\0';
+	out[8] = out[13] = out[18] = out[23] = '-';
+	out[ID_TEXT_LEN] = '\0';
 }
 
 static int hex_value(char c)
