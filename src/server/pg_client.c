@@ -302,7 +302,9 @@ out:
 static const char sql_cancel[] =
 	"WITH cur AS (SELECT id, state FROM inferq_jobs WHERE id = $1::uuid AND model = $2 "
 	"FOR UPDATE), "
-	"u AS (UPDATE inferq_jobs j SET state = 4, done_at = inferq_now_ms() FROM cur "
+	"u AS (UPDATE inferq_jobs j SET state = 4, done_at = inferq_now_ms(), "
+	"history = inferq_history_add(j.history, inferq_now_ms(), 'canceled', NULL, NULL, "
+	"$3::int) FROM cur "
 	"WHERE j.id = cur.id AND cur.state = 0 RETURNING j.state) "
 	"SELECT cur.state, (SELECT state FROM u) FROM cur";
 
@@ -349,7 +351,7 @@ void pg_handle_cancel(server_t *s, http_request_t *req)
 	body_t b;
 	buf_t model = BUF_INIT;
 	iq_id_t id;
-	char text[ID_TEXT_LEN + 1];
+	char text[ID_TEXT_LEN + 1], history[16];
 	pg_stmt_t st = {.sql = sql_cancel};
 	call_t *c;
 
@@ -366,8 +368,10 @@ void pg_handle_cancel(server_t *s, http_request_t *req)
 	c = call_new(s, req, &model, &b);
 	c->id = id;
 	id_format(&id, text);
+	snprintf(history, sizeof(history), "%u", s->config.max_job_history);
 	pgq_param(&st, 0, text);
 	pgq_param(&st, 1, c->model.data);
+	pgq_param(&st, 2, history);
 	pgq_exec(s, &st, 1, on_cancel, c);
 out:
 	body_free(&b);
@@ -423,7 +427,9 @@ out:
 }
 
 static const char sql_clear[] =
-	"WITH u AS (UPDATE inferq_jobs SET state = 4, done_at = inferq_now_ms() "
+	"WITH u AS (UPDATE inferq_jobs SET state = 4, done_at = inferq_now_ms(), "
+	"history = inferq_history_add(history, inferq_now_ms(), 'canceled', NULL, NULL, "
+	"$2::int) "
 	"WHERE model = $1 AND state = 0 RETURNING id) SELECT id FROM u";
 
 static void on_clear(void *ctx, int rc, PGresult *const *results, int count, const char *err)
@@ -459,6 +465,7 @@ void pg_handle_clear(server_t *s, http_request_t *req)
 	body_t b;
 	buf_t model = BUF_INIT;
 	pg_stmt_t st = {.sql = sql_clear};
+	char history[16];
 	call_t *c;
 
 	if (body_parse(&s->config, req->body, req->body_len, clear_fields, &b, &err) != 0 ||
@@ -471,7 +478,9 @@ void pg_handle_clear(server_t *s, http_request_t *req)
 		goto out;
 	}
 	c = call_new(s, req, &model, &b);
+	snprintf(history, sizeof(history), "%u", s->config.max_job_history);
 	pgq_param(&st, 0, c->model.data);
+	pgq_param(&st, 1, history);
 	pgq_exec(s, &st, 1, on_clear, c);
 out:
 	body_free(&b);
