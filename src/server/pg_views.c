@@ -178,7 +178,7 @@ static const char sql_counts[] =
 	"SELECT model, state, count(*) FROM inferq_jobs GROUP BY model, state "
 	"ORDER BY model COLLATE \"C\", state";
 
-/* The created_at of each model's oldest pending job, read through the pending index. */
+/* The created_at of each model's oldest pending job; it reads the pending rows only. */
 static const char sql_oldest[] =
 	"SELECT DISTINCT ON (model) model, created_at FROM inferq_jobs WHERE state = 0 "
 	"ORDER BY model, seq";

@@ -368,10 +368,8 @@ def test_store_from_the_environment_and_pool_size(start_server, pg_cluster, tmp_
 
 
 @pytest.mark.parametrize("method, path", [
-    ("GET", "/v1/admin/jobs"),
-    ("GET", f"/v1/admin/jobs/{UNKNOWN_ID}"),
-    ("GET", "/v1/admin/queues"),
     ("POST", "/v1/storage/upload-request"),
+    ("POST", "/v1/queue/submit_batch"),
 ])
 def test_routes_not_served_on_postgres_say_so(start_server, pg_cluster, method, path):
     node = start_server(store=pg_cluster.new_database())
