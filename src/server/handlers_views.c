@@ -5,6 +5,7 @@
  * committed state only. Jobs and counts come from the store, which contains
  * committed rows alone, and the in-memory figures (totals, workers) change
  * only when a commit succeeds.
+ * The parts the postgres store reuses (pg_views.c) are declared in views.h.
  *
  * SPDX-License-Identifier: MIT
  */
@@ -21,21 +22,13 @@
 #include "render.h"
 #include "request.h"
 #include "routes.h"
+#include "views.h"
 
 #define JOBS_PATH "/v1/admin/jobs/"
 #define LIST_DEFAULT_LIMIT 50
 #define LIST_MAX_LIMIT 1000
 #define CURSOR_LEN 16 /* hex digits of the seq bound; the format is not part of the API */
 #define QUERY_VALUE_MAX 256
-
-/* Parameters of GET /v1/admin/jobs. */
-typedef struct {
-	buf_t model;
-	int has_model;
-	int state; /* job_state_t, or -1 for any */
-	uint32_t limit;
-	uint64_t before_seq;
-} list_params_t;
 
 /* Reads optional query parameter name into value; returns 1, 0 when absent, or < 0 with err. */
 static int query_text(const http_request_t *req, const char *name, char *value, size_t *len,
@@ -129,8 +122,8 @@ static int read_cursor(const http_request_t *req, list_params_t *p, input_error_
 	return 0;
 }
 
-static int read_list_params(server_t *s, const http_request_t *req, list_params_t *p,
-			    input_error_t *err)
+int views_read_list_params(server_t *s, const http_request_t *req, list_params_t *p,
+			   input_error_t *err)
 {
 	char value[QUERY_VALUE_MAX + 1];
 	size_t len = 0;
@@ -178,7 +171,7 @@ void handle_admin_jobs(server_t *s, http_request_t *req)
 	int rc;
 
 	memset(&p, 0, sizeof(p));
-	if (read_list_params(s, req, &p, &err) != 0) {
+	if (views_read_list_params(s, req, &p, &err) != 0) {
 		respond_input_error(req, &err);
 		goto out;
 	}
@@ -196,18 +189,22 @@ void handle_admin_jobs(server_t *s, http_request_t *req)
 			      "the store could not be read; retry later");
 		goto out;
 	}
-	buf_putc(&reply, ']');
-	if (next != 0)
-		buf_printf(&reply, ",\"next_cursor\":\"%016" PRIx64 "\"", next);
-	buf_putc(&reply, '}');
+	views_end_list(&reply, next);
 	respond_json(req, 200, &reply);
 out:
 	buf_free(&reply);
 	buf_free(&p.model);
 }
 
-/* Sends the job object of rec with its history. */
-static void reply_job_with_history(http_request_t *req, const job_record_t *rec)
+void views_end_list(buf_t *reply, uint64_t next_before)
+{
+	buf_putc(reply, ']');
+	if (next_before != 0)
+		buf_printf(reply, ",\"next_cursor\":\"%016" PRIx64 "\"", next_before);
+	buf_putc(reply, '}');
+}
+
+void views_reply_job(http_request_t *req, const job_record_t *rec)
 {
 	buf_t reply = BUF_INIT;
 	buf_t history = BUF_INIT;
@@ -219,42 +216,56 @@ static void reply_job_with_history(http_request_t *req, const job_record_t *rec)
 	buf_free(&history);
 }
 
-void handle_admin_job(server_t *s, http_request_t *req)
+int views_read_job_id(http_request_t *req, iq_id_t *id)
 {
 	const char *text = req->path + strlen(JOBS_PATH);
 	size_t len = req->path_len - strlen(JOBS_PATH);
-	char shown[64], id_text[ID_TEXT_LEN + 1];
+	char shown[64];
+
+	if (id_parse(text, len, id) == 0)
+		return 0;
+	respond_error(req, 400, "invalid_field", "request_id",
+		      "request_id \"%s\" in the path is not a valid id; expected the "
+		      "36-character UUID the server returned",
+		      excerpt(text, len, shown, sizeof(shown)));
+	return INFERQ_EINVAL;
+}
+
+void views_job_not_found(http_request_t *req, const iq_id_t *id)
+{
+	char id_text[ID_TEXT_LEN + 1];
+
+	id_format(id, id_text);
+	respond_error(req, 404, "not_found", "request_id",
+		      "no job with request_id %s; check the id, or the job may have been "
+		      "deleted after the retention period",
+		      id_text);
+}
+
+void handle_admin_job(server_t *s, http_request_t *req)
+{
 	const job_record_t *rec;
 	job_record_t row;
 	job_t *job;
 	iq_id_t id;
 	int rc;
 
-	if (id_parse(text, len, &id) != 0) {
-		respond_error(req, 400, "invalid_field", "request_id",
-			      "request_id \"%s\" in the path is not a valid id; expected the "
-			      "36-character UUID the server returned",
-			      excerpt(text, len, shown, sizeof(shown)));
+	if (views_read_job_id(req, &id) != 0)
 		return;
-	}
-	id_format(&id, id_text);
 
 	/* A job in memory shows its committed image; one whose insert is uncommitted does not exist yet. */
 	job = queue_find(s->queue, &id);
 	rec = job ? engine_committed_record(job) : NULL;
 	if (rec) {
-		reply_job_with_history(req, rec);
+		views_reply_job(req, rec);
 		return;
 	}
 	rc = job ? INFERQ_ENOTFOUND : store_get(s->store, &id, &row);
 	if (rc == 0) {
-		reply_job_with_history(req, &row);
+		views_reply_job(req, &row);
 		job_record_clear(&row);
 	} else if (rc == INFERQ_ENOTFOUND) {
-		respond_error(req, 404, "not_found", "request_id",
-			      "no job with request_id %s; check the id, or the job may have been "
-			      "deleted after the retention period",
-			      id_text);
+		views_job_not_found(req, &id);
 	} else {
 		respond_error(req, 503, "store_unavailable", NULL,
 			      "the store could not be read; retry later");
@@ -269,25 +280,7 @@ void handle_admin_workers(server_t *s, http_request_t *req)
 	respond_json(req, 200, &reply);
 }
 
-/* One model's figures in GET /v1/admin/queues. */
-typedef struct {
-	const char *model; /* borrowed from the store row or the queue's model */
-	size_t model_len;
-	rbuf_t *name;      /* reference that keeps model alive */
-	uint64_t counts[JOB_STATE_COUNT];
-	uint64_t waiting_workers;
-	const model_state_t *ms; /* or NULL for a model not in memory */
-	int64_t oldest_pending_at; /* ms since epoch, 0 = none */
-	uint64_t oldest_seq;
-} queue_row_t;
-
-typedef struct {
-	queue_row_t *rows;
-	size_t count, cap;
-	size_t from_store; /* rows[0..from_store) came from the store, sorted by model */
-} queue_rows_t;
-
-static queue_row_t *add_row(queue_rows_t *qr, const char *model, size_t len)
+queue_row_t *views_add_queue_row(queue_rows_t *qr, const char *model, size_t len)
 {
 	queue_row_t *row;
 
@@ -312,18 +305,19 @@ static int compare_model(const char *a, size_t alen, const char *b, size_t blen)
 	return alen < blen ? -1 : alen > blen;
 }
 
-static void add_count(void *ctx, const char *model, size_t len, job_state_t state, uint64_t n)
+void views_add_queue_count(void *ctx, const char *model, size_t len, job_state_t state,
+			   uint64_t n)
 {
 	queue_rows_t *qr = ctx;
 	queue_row_t *last = qr->count ? &qr->rows[qr->count - 1] : NULL;
 
 	/* The store sends the rows of one model together. */
 	if (!last || compare_model(last->model, last->model_len, model, len) != 0)
-		last = add_row(qr, model, len);
+		last = views_add_queue_row(qr, model, len);
 	last->counts[state] = n;
 }
 
-static queue_row_t *find_store_row(queue_rows_t *qr, const char *model, size_t len)
+queue_row_t *views_find_store_row(queue_rows_t *qr, const char *model, size_t len)
 {
 	size_t lo = 0, hi = qr->from_store;
 
@@ -362,14 +356,14 @@ static void add_memory_figures(queue_model_t *m, void *ctx)
 {
 	queue_rows_t *qr = ctx;
 	const model_state_t *ms = m->user;
-	queue_row_t *row = find_store_row(qr, m->name->data, m->name->len);
+	queue_row_t *row = views_find_store_row(qr, m->name->data, m->name->len);
 	uint64_t waiters = ms ? claim_waiter_count(ms) : 0;
 
 	if (!row && waiters == 0 &&
 	    !(ms && (ms->submitted_total || ms->completed_total || ms->failed_total)))
 		return;
 	if (!row)
-		row = add_row(qr, m->name->data, m->name->len);
+		row = views_add_queue_row(qr, m->name->data, m->name->len);
 	row->ms = ms;
 	row->waiting_workers = waiters;
 	queue_pending_each(m, note_pending, row);
@@ -404,32 +398,46 @@ static void render_queue_row(buf_t *out, const queue_row_t *row)
 	buf_putc(out, '}');
 }
 
+void views_add_memory_figures(server_t *s, queue_rows_t *qr)
+{
+	queue_model_each(s->queue, add_memory_figures, qr);
+}
+
+void views_reply_queues(http_request_t *req, queue_rows_t *qr)
+{
+	buf_t reply = BUF_INIT;
+
+	if (qr->count > 0)
+		qsort(qr->rows, qr->count, sizeof(*qr->rows), by_model);
+	buf_puts(&reply, "{\"data\":[");
+	for (size_t i = 0; i < qr->count; i++) {
+		if (i > 0)
+			buf_putc(&reply, ',');
+		render_queue_row(&reply, &qr->rows[i]);
+	}
+	buf_puts(&reply, "]}");
+	respond_json(req, 200, &reply);
+}
+
+void views_free_queue_rows(queue_rows_t *qr)
+{
+	for (size_t i = 0; i < qr->count; i++)
+		rbuf_unref(qr->rows[i].name);
+	free(qr->rows);
+}
+
 void handle_admin_queues(server_t *s, http_request_t *req)
 {
 	queue_rows_t qr = {NULL, 0, 0, 0};
-	buf_t reply = BUF_INIT;
 
-	if (store_count_jobs(s->store, add_count, &qr) != 0) {
+	if (store_count_jobs(s->store, views_add_queue_count, &qr) != 0) {
 		respond_error(req, 503, "store_unavailable", NULL,
 			      "the store could not be read; retry later");
 		goto out;
 	}
 	qr.from_store = qr.count;
-	queue_model_each(s->queue, add_memory_figures, &qr);
-	if (qr.count > 0)
-		qsort(qr.rows, qr.count, sizeof(*qr.rows), by_model);
-
-	buf_puts(&reply, "{\"data\":[");
-	for (size_t i = 0; i < qr.count; i++) {
-		if (i > 0)
-			buf_putc(&reply, ',');
-		render_queue_row(&reply, &qr.rows[i]);
-	}
-	buf_puts(&reply, "]}");
-	respond_json(req, 200, &reply);
+	views_add_memory_figures(s, &qr);
+	views_reply_queues(req, &qr);
 out:
-	for (size_t i = 0; i < qr.count; i++)
-		rbuf_unref(qr.rows[i].name);
-	free(qr.rows);
-	buf_free(&reply);
+	views_free_queue_rows(&qr);
 }

@@ -355,7 +355,9 @@ out:
 static const char sql_cancel[] =
 	"WITH cur AS (SELECT id, state FROM inferq_jobs WHERE id = $1::uuid AND model = $2 "
 	"FOR UPDATE), "
-	"u AS (UPDATE inferq_jobs j SET state = 4, done_at = inferq_now_ms() FROM cur "
+	"u AS (UPDATE inferq_jobs j SET state = 4, done_at = inferq_now_ms(), "
+	"history = inferq_history_add(j.history, inferq_now_ms(), 'canceled', NULL, NULL, "
+	"$3::int) FROM cur "
 	"WHERE j.id = cur.id AND cur.state = 0 RETURNING j.state) "
 	"SELECT cur.state, (SELECT state FROM u) FROM cur";
 
@@ -402,7 +404,7 @@ void pg_handle_cancel(server_t *s, http_request_t *req)
 	body_t b;
 	buf_t model = BUF_INIT;
 	iq_id_t id;
-	char text[ID_TEXT_LEN + 1];
+	char text[ID_TEXT_LEN + 1], history[16];
 	pg_stmt_t st = {.sql = sql_cancel};
 	call_t *c;
 
@@ -419,8 +421,10 @@ void pg_handle_cancel(server_t *s, http_request_t *req)
 	c = call_new(s, req, &model, &b);
 	c->id = id;
 	id_format(&id, text);
+	snprintf(history, sizeof(history), "%u", s->config.max_job_history);
 	pgq_param(&st, 0, text);
 	pgq_param(&st, 1, c->model.data);
+	pgq_param(&st, 2, history);
 	pgq_exec(s, &st, 1, on_cancel, c);
 out:
 	body_free(&b);
@@ -476,7 +480,9 @@ out:
 }
 
 static const char sql_clear[] =
-	"WITH u AS (UPDATE inferq_jobs SET state = 4, done_at = inferq_now_ms() "
+	"WITH u AS (UPDATE inferq_jobs SET state = 4, done_at = inferq_now_ms(), "
+	"history = inferq_history_add(history, inferq_now_ms(), 'canceled', NULL, NULL, "
+	"$2::int) "
 	"WHERE model = $1 AND state = 0 RETURNING id) SELECT id FROM u";
 
 static void on_clear(void *ctx, int rc, PGresult *const *results, int count, const char *err)
@@ -512,6 +518,7 @@ void pg_handle_clear(server_t *s, http_request_t *req)
 	body_t b;
 	buf_t model = BUF_INIT;
 	pg_stmt_t st = {.sql = sql_clear};
+	char history[16];
 	call_t *c;
 
 	if (body_parse(&s->config, req->body, req->body_len, clear_fields, &b, &err) != 0 ||
@@ -524,7 +531,9 @@ void pg_handle_clear(server_t *s, http_request_t *req)
 		goto out;
 	}
 	c = call_new(s, req, &model, &b);
+	snprintf(history, sizeof(history), "%u", s->config.max_job_history);
 	pgq_param(&st, 0, c->model.data);
+	pgq_param(&st, 1, history);
 	pgq_exec(s, &st, 1, on_clear, c);
 out:
 	body_free(&b);
@@ -558,8 +567,8 @@ void pg_handle_unsupported(server_t *s, http_request_t *req)
 	char shown[64];
 
 	respond_error(req, 501, "not_implemented", NULL,
-		      "%s is not served with --store postgres yet; read jobs with "
-		      "GET /v1/queue/status, and keep Sprocket outputs in payload, or run "
-		      "this route on a node with the local store",
+		      "%s is not served with --store postgres yet; use the single-job "
+		      "routes, keep Sprocket outputs in the job's outputs, or run this route "
+		      "on a node with the local store",
 		      excerpt(req->path, req->path_len, shown, sizeof(shown)));
 }

@@ -30,9 +30,10 @@
 /*
  * $1 id, $2 model, $3 claim id (NULL: any claim, for Sprocket updates,
  * which carry none), $4 new info or NULL (keep), $5 the info
- * $4 was merged from, $6 outputs or error. Returns the state seen, whether
- * the claim is current, whether info was unchanged, and the new state,
- * lease, claimed_at and done_at when the update applied.
+ * $4 was merged from, $6 outputs or error, $7 --max-job-history. Returns
+ * the state seen, whether the claim is current, whether info was
+ * unchanged, and the new state, lease, claimed_at, done_at and worker when
+ * the update applied. The update adds the history event of the change.
  */
 #define MINE                                                                                   \
 	"(CASE WHEN $3::uuid IS NULL THEN claim_id IS NOT NULL ELSE claim_id IS NOT DISTINCT "  \
@@ -44,25 +45,34 @@
 	"($4::text IS NULL OR info IS NOT DISTINCT FROM $5::text) AS same FROM cur), "
 #define FENCE_TAIL(states)                                                                     \
 	"FROM fits WHERE j.id = fits.id AND fits.mine AND fits.same AND fits.state IN " states  \
-	" RETURNING j.state, j.lease_expires_at, j.claimed_at, j.done_at) "                     \
+	" RETURNING j.state, j.lease_expires_at, j.claimed_at, j.done_at, j.worker) "           \
 	"SELECT fits.state, fits.mine, fits.same, (SELECT state FROM u), "                      \
 	"(SELECT lease_expires_at FROM u), $6::text IS NULL, (SELECT claimed_at FROM u), "      \
-	"(SELECT done_at FROM u) FROM fits"
+	"(SELECT done_at FROM u), (SELECT worker FROM u) FROM fits"
+/* The history of j with one more event; worker and detail are SQL expressions. */
+#define ADD_EVENT(event, detail)                                                               \
+	"inferq_history_add(j.history, inferq_now_ms(), '" event "', j.worker, " detail        \
+	", $7::int)"
 
 static const char *const fence_sql[] = {
 	[PG_FENCE_HEARTBEAT] = FENCE_HEAD
 	"u AS (UPDATE inferq_jobs j SET state = 1, info = coalesce($4, j.info), "
 	"lease_expires_at = CASE WHEN j.claim_timeout > 0 THEN inferq_now_ms() + "
-	"j.claim_timeout * 1000::bigint ELSE 0 END " FENCE_TAIL("(0, 1)"),
+	"j.claim_timeout * 1000::bigint ELSE 0 END, "
+	/* A heartbeat that takes a pending job back claims it again. */
+	"history = CASE WHEN fits.state = 0 THEN " ADD_EVENT("claimed", "NULL") " ELSE "
+	"j.history END " FENCE_TAIL("(0, 1)"),
 	[PG_FENCE_COMPLETE] = FENCE_HEAD
 	"u AS (UPDATE inferq_jobs j SET state = 2, info = coalesce($4, j.info), outputs = $6, "
-	"done_at = inferq_now_ms(), lease_expires_at = 0 " FENCE_TAIL("(0, 1)"),
+	"done_at = inferq_now_ms(), lease_expires_at = 0, "
+	"history = " ADD_EVENT("completed", "NULL") " " FENCE_TAIL("(0, 1)"),
 	[PG_FENCE_FAIL] = FENCE_HEAD
 	"u AS (UPDATE inferq_jobs j SET state = 3, info = coalesce($4, j.info), error = $6, "
-	"done_at = inferq_now_ms(), lease_expires_at = 0 " FENCE_TAIL("(0, 1)"),
+	"done_at = inferq_now_ms(), lease_expires_at = 0, "
+	"history = " ADD_EVENT("failed", "$6") " " FENCE_TAIL("(0, 1)"),
 	[PG_FENCE_RELEASE] = FENCE_HEAD
 	"u AS (UPDATE inferq_jobs j SET state = 0, info = coalesce($4, j.info), claim_id = NULL, "
-	"lease_expires_at = 0 " FENCE_TAIL("(1)"),
+	"lease_expires_at = 0, history = " ADD_EVENT("released", "NULL") " " FENCE_TAIL("(1)"),
 };
 
 static const char sql_read[] =
@@ -180,6 +190,8 @@ static void observe_change(fence_call_t *c, const PGresult *r)
 	rec.state = (job_state_t)atoi(PQgetvalue(r, 0, 3));
 	rec.claimed_at = strtoll(PQgetvalue(r, 0, 6), NULL, 10);
 	rec.done_at = strtoll(PQgetvalue(r, 0, 7), NULL, 10);
+	if (!PQgetisnull(r, 0, 8))
+		rec.worker = rbuf_new(PQgetvalue(r, 0, 8), (size_t)PQgetlength(r, 0, 8));
 	pgq_observe(c->server, &rec, STORE_OP_UPDATE, OBSERVE_CAUSE_REQUEST,
 		    (job_state_t)atoi(PQgetvalue(r, 0, 0)));
 	job_record_clear(&rec);
@@ -220,8 +232,10 @@ static void run_update(fence_call_t *c, const char *new_info, size_t new_len,
 		       const char *old_info, size_t old_len)
 {
 	pg_stmt_t st[2];
+	char history[16];
 
 	memset(st, 0, sizeof(st));
+	snprintf(history, sizeof(history), "%u", c->server->config.max_job_history);
 	st[0].sql = fence_sql[c->op];
 	pgq_param(&st[0], 0, c->id_text);
 	pgq_param(&st[0], 1, c->model.data);
@@ -238,6 +252,7 @@ static void run_update(fence_call_t *c, const char *new_info, size_t new_len,
 		pgq_param_len(&st[0], 5, c->result.data, c->result.len);
 	else
 		pgq_param(&st[0], 5, NULL);
+	pgq_param(&st[0], 6, history);
 	if (c->op == PG_FENCE_RELEASE) {
 		st[1].sql = sql_notify;
 		pgq_param(&st[1], 0, c->model.data);

@@ -14,6 +14,7 @@
 
 #include "alloc.h"
 #include "auth.h"
+#include "clock.h"
 #include "error.h"
 #include "inferq_error.h"
 #include "log.h"
@@ -21,6 +22,7 @@
 #include "pgq.h"
 #include "render.h"
 #include "request.h"
+#include "workers.h"
 
 #define MAX_WORKER_NAME 128 /* bytes, as on the local store */
 #define MAX_WAIT_S 60
@@ -30,7 +32,8 @@
 static const char sql_claim[] =
 	"UPDATE inferq_jobs SET state = 1, claim_id = $2::uuid, claimed_at = inferq_now_ms(), "
 	"claim_timeout = $3::int, lease_expires_at = CASE WHEN $3::int > 0 THEN "
-	"inferq_now_ms() + $3::int * 1000::bigint ELSE 0 END, worker = $4 "
+	"inferq_now_ms() + $3::int * 1000::bigint ELSE 0 END, worker = $4, "
+	"history = inferq_history_add(history, inferq_now_ms(), 'claimed', $4, NULL, $5::int) "
 	"WHERE id IN (SELECT id FROM inferq_jobs WHERE model = $1 AND state = 0 "
 	"ORDER BY priority DESC, seq FOR UPDATE SKIP LOCKED LIMIT 1) "
 	"RETURNING " PGQ_JOB_COLUMNS;
@@ -90,7 +93,7 @@ void pgq_claim(server_t *s, const char *model, size_t model_len, const claim_par
 	claim_call_t *c = xcalloc(1, sizeof(*c));
 	pg_stmt_t st = {.sql = sql_claim};
 	iq_id_t claim_id;
-	char id[ID_TEXT_LEN + 1], timeout[16];
+	char id[ID_TEXT_LEN + 1], timeout[16], history[16];
 
 	c->server = s;
 	c->req = req;
@@ -109,6 +112,8 @@ void pgq_claim(server_t *s, const char *model, size_t model_len, const claim_par
 		pgq_param_len(&st, 3, p->worker->data, p->worker->len);
 	else
 		pgq_param(&st, 3, NULL);
+	snprintf(history, sizeof(history), "%u", s->config.max_job_history);
+	pgq_param(&st, 4, history);
 	pgq_exec(s, &st, 1, on_claimed, c);
 }
 
@@ -158,6 +163,16 @@ void pgq_claim_route(server_t *s, http_request_t *req, const char *model, size_t
 	pgq_claim(s, model, model_len, &rc->params, req, warnings, route_claim_done, rc);
 }
 
+/* Marks the claiming worker seen in this node's workers view, as handle_claim does. */
+static void note_worker(server_t *s, const http_request_t *req, const buf_t *worker)
+{
+	size_t version_len = 0;
+	const char *version = http_request_header(req, "x-worker-version", &version_len);
+
+	workers_seen(s->workers, worker->data, worker->len, worker->data, worker->len, version,
+		     version_len, clock_wall_ms());
+}
+
 static const char *const claim_fields[] = {"model", "claim_timeout", "wait", "worker", "max_jobs",
 					   NULL};
 
@@ -192,6 +207,7 @@ void pg_handle_claim(server_t *s, http_request_t *req)
 		auth_respond_model_not_found(req, model.data, model.len);
 		goto out;
 	}
+	note_worker(s, req, &worker);
 	params.claim_timeout = (uint32_t)timeout;
 	if (has_worker)
 		params.worker = rbuf_new(worker.data ? worker.data : "", worker.len);

@@ -18,6 +18,7 @@
 #include "auth.h"
 #include "clock.h"
 #include "error.h"
+#include "history.h"
 #include "inferq_error.h"
 #include "log.h"
 #include "observe.h"
@@ -25,6 +26,7 @@
 #include "request.h"
 #include "routes.h"
 #include "status_cache.h"
+#include "workers.h"
 
 typedef struct pg_waiter {
 	struct pg_waiter *prev, *next;
@@ -135,6 +137,32 @@ void pgq_row_record(const PGresult *res, int row, job_record_t *rec)
 	rec->warnings = text_field(res, row, 17);
 }
 
+void pgq_row_record_history(const PGresult *res, int row, job_record_t *rec)
+{
+	pgq_row_record(res, row, rec);
+	rec->history = text_field(res, row, 18);
+}
+
+/* Counts a committed change in this node's totals and workers view, as the local store does. */
+static void count_committed(server_t *s, const job_record_t *rec, store_op_kind_t kind,
+			    int cause, job_state_t prev)
+{
+	queue_model_t *m = queue_model_get(s->queue, rec->model->data, rec->model->len, 1);
+	model_state_t *ms = server_model_state(m);
+	history_event_t event;
+
+	if (kind == STORE_OP_INSERT)
+		ms->submitted_total++;
+	else if (prev != rec->state && rec->state == JOB_DONE)
+		ms->completed_total++;
+	else if (prev != rec->state && rec->state == JOB_FAILED)
+		ms->failed_total++;
+	if (!s->workers || kind == STORE_OP_INSERT)
+		return;
+	event = cause == OBSERVE_CAUSE_EXPIRY ? HISTORY_EXPIRED : history_event_of(prev, rec->state);
+	workers_record(s->workers, event, rec, clock_wall_ms());
+}
+
 void pgq_observe(server_t *s, const job_record_t *rec, store_op_kind_t kind, int cause,
 		 job_state_t prev)
 {
@@ -146,6 +174,7 @@ void pgq_observe(server_t *s, const job_record_t *rec, store_op_kind_t kind, int
 	op.cause = (uint8_t)cause;
 	op.prev_state = prev;
 	observe_change_committed(s, &op);
+	count_committed(s, rec, kind, cause, prev);
 }
 
 /* ---- routes ---- */
@@ -166,9 +195,10 @@ route_handler_fn pgq_route(route_handler_fn local)
 		{handle_fail, pg_handle_fail},
 		{handle_release, pg_handle_release},
 		{handle_readyz, pg_handle_readyz},
-		{handle_admin_jobs, pg_handle_unsupported},
-		{handle_admin_job, pg_handle_unsupported},
-		{handle_admin_queues, pg_handle_unsupported},
+		{handle_admin_jobs, pg_handle_admin_jobs},
+		{handle_admin_job, pg_handle_admin_job},
+		{handle_admin_queues, pg_handle_admin_queues},
+		{handle_admin_workers, pg_handle_admin_workers},
 		{handle_storage_upload_request, pg_handle_unsupported},
 		{handle_storage_upload, pg_handle_unsupported},
 		{handle_storage_get, pg_handle_unsupported},
@@ -346,6 +376,12 @@ void pgq_wait(server_t *s, const char *model, size_t model_len, const claim_para
 		uv_timer_again(&q->poll_timer);
 }
 
+void pgq_waiters_each(server_t *s, void (*fn)(void *ctx, const char *model), void *ctx)
+{
+	for (pg_waiter_t *w = s->pg ? s->pg->head : NULL; w; w = w->next)
+		fn(ctx, w->model);
+}
+
 /* Wakes each model that has waiters once; stops polling when none wait. */
 static void on_poll_timer(uv_timer_t *timer)
 {
@@ -471,6 +507,7 @@ static void on_sweep_done(void *ctx, int rc, PGresult *const *results, int count
 		rec.state = pending ? JOB_PENDING : JOB_FAILED;
 		rec.claimed_at = strtoll(PQgetvalue(results[0], i, 5), NULL, 10);
 		rec.done_at = strtoll(PQgetvalue(results[0], i, 6), NULL, 10);
+		rec.worker = text_field(results[0], i, 7);
 		pgq_observe(s, &rec, STORE_OP_UPDATE, OBSERVE_CAUSE_EXPIRY, JOB_RUNNING);
 		job_record_clear(&rec);
 
@@ -491,7 +528,7 @@ static void on_sweep_timer(uv_timer_t *timer)
 {
 	server_t *s = timer->data;
 	pg_stmt_t st[3] = {{.sql = PG_SQL_EXPIRE}, {.sql = PG_SQL_PURGE}, {.sql = PG_SQL_GAUGES}};
-	char retries[16], retention[32], batch[16];
+	char retries[16], retention[32], batch[16], history[16];
 
 	if (!pg_pool_up(s->pg->pool))
 		return;
@@ -500,7 +537,9 @@ static void on_sweep_timer(uv_timer_t *timer)
 		return;
 	snprintf(retries, sizeof(retries), "%u", s->config.max_retries);
 	snprintf(retention, sizeof(retention), "%lld", (long long)s->config.retention_ms);
+	snprintf(history, sizeof(history), "%u", s->config.max_job_history);
 	pgq_param(&st[0], 0, retries);
+	pgq_param(&st[0], 1, history);
 	pgq_param(&st[1], 0, retention);
 	snprintf(batch, sizeof(batch), "%u", s->config.pg_retention_batch);
 	pgq_param(&st[1], 1, batch);

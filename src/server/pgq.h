@@ -26,6 +26,8 @@
 	"lease_expires_at, claim_timeout, claim_id, worker, payload, info, outputs, "    \
 	"error, warnings"
 #define PGQ_JOB_COLUMN_COUNT 18
+/* PGQ_JOB_COLUMNS and the history, for the admin views (pgq_row_record_history). */
+#define PGQ_VIEW_COLUMNS PGQ_JOB_COLUMNS ", history"
 
 typedef struct pgq pgq_t;
 typedef void (*route_handler_fn)(server_t *s, http_request_t *req);
@@ -83,6 +85,8 @@ void pgq_observe(server_t *s, const job_record_t *rec, store_op_kind_t kind, int
 
 /* Fills rec from row of a result with PGQ_JOB_COLUMNS; clear it with job_record_clear. */
 void pgq_row_record(const PGresult *res, int row, job_record_t *rec);
+/* The same for a result with PGQ_VIEW_COLUMNS, history included. */
+void pgq_row_record_history(const PGresult *res, int row, job_record_t *rec);
 
 /*
  * Sends the 503 for a failed task (rc and err from its callback), with
@@ -94,6 +98,9 @@ void pgq_respond_unavailable(server_t *s, http_request_t *req, int rc, const cha
 void pgq_param(pg_stmt_t *st, int i, const char *v);
 /* Sets param i of st to v[0..len). */
 void pgq_param_len(pg_stmt_t *st, int i, const char *v, size_t len);
+
+/* Calls fn with the model of each long-poll claim waiting on this node, oldest first. */
+void pgq_waiters_each(server_t *s, void (*fn)(void *ctx, const char *model), void *ctx);
 
 /* Parks req as a long-poll claim on model for wait_ms; the params' worker is copied. */
 void pgq_wait(server_t *s, const char *model, size_t model_len, const claim_params_t *p,
@@ -161,5 +168,11 @@ void pg_handle_heartbeat(server_t *s, http_request_t *req);
 void pg_handle_complete(server_t *s, http_request_t *req);
 void pg_handle_fail(server_t *s, http_request_t *req);
 void pg_handle_release(server_t *s, http_request_t *req);
+
+/* pg_views.c: the admin views of the postgres store. */
+void pg_handle_admin_jobs(server_t *s, http_request_t *req);
+void pg_handle_admin_job(server_t *s, http_request_t *req);
+void pg_handle_admin_queues(server_t *s, http_request_t *req);
+void pg_handle_admin_workers(server_t *s, http_request_t *req);
 
 #endif

@@ -266,6 +266,19 @@ void workers_restore_running(workers_t *w, const job_record_t *rec)
 	add_job(wk, rec);
 }
 
+void workers_set_running(workers_t *w, const job_record_t *running, size_t n)
+{
+	for (size_t i = 0; i < w->count; i++) {
+		worker_t *wk = w->all[i];
+
+		for (size_t j = 0; j < wk->job_count; j++)
+			rbuf_unref(wk->jobs[j].model);
+		wk->job_count = 0;
+	}
+	for (size_t i = 0; i < n; i++)
+		workers_restore_running(w, &running[i]);
+}
+
 static int by_last_seen(const void *a, const void *b)
 {
 	const worker_t *x = *(const worker_t *const *)a;

@@ -60,6 +60,14 @@ void workers_record(workers_t *w, history_event_t event, const job_record_t *rec
  */
 void workers_restore_running(workers_t *w, const job_record_t *rec);
 
+/*
+ * Replaces the current jobs of every tracked worker with the jobs of
+ * running[0..n) that name it, in that order, and adds each claimant not
+ * tracked yet as workers_restore_running does. The postgres store calls it
+ * with the running jobs of the whole cluster before each view.
+ */
+void workers_set_running(workers_t *w, const job_record_t *running, size_t n);
+
 /* Returns how many workers are tracked (forgotten ones may still count until the next view). */
 size_t workers_count(const workers_t *w);
 

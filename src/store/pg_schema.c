@@ -89,7 +89,44 @@ static const char migration_2[] =
 	");\n"
 	"CREATE INDEX inferq_api_keys_by_version ON inferq_api_keys (version);\n";
 
-static const char *const migrations[PG_SCHEMA_VERSION] = {migration_1, migration_2};
+/*
+ * The job history of GET /v1/admin/jobs/ID (src/queue/history.h has the
+ * event format), and an index that lets the listing filtered by model walk
+ * seq backwards without reading other models' rows. history is json, not
+ * jsonb, because json keeps the bytes written, so the events read the same
+ * as on the local store. inferq_history_add appends one event and keeps the
+ * newest max (none when max is 0); the statements that change a job call it
+ * in the same UPDATE. The detail is cut to 256 bytes (HISTORY_DETAIL_MAX)
+ * on a character boundary. Migration 3 is self-contained: nothing else
+ * depends on its number.
+ */
+static const char migration_3[] =
+	"ALTER TABLE inferq_jobs ADD COLUMN history json;\n"
+	"CREATE INDEX inferq_jobs_model_seq ON inferq_jobs (model, seq);\n"
+	"CREATE FUNCTION inferq_history_add(history json, at bigint, event text, worker text, "
+	"detail text, max integer) RETURNS json LANGUAGE plpgsql IMMUTABLE AS $$\n"
+	"DECLARE cut text := nullif(detail, ''); kept text; entry text; n integer := 0;\n"
+	"BEGIN\n"
+	"  IF max <= 0 THEN RETURN NULL; END IF;\n"
+	"  IF cut IS NOT NULL THEN\n"
+	"    cut := left(cut, 256);\n"
+	"    WHILE octet_length(cut) > 256 LOOP cut := left(cut, -1); END LOOP;\n"
+	"  END IF;\n"
+	"  entry := '{\"at\":\"' || inferq_rfc3339(at) || '\",\"event\":\"' || event || '\"' || "
+	"coalesce(',\"worker\":' || to_json(nullif(worker, ''))::text, '') || "
+	"coalesce(',\"detail\":' || to_json(cut)::text, '') || '}';\n"
+	"  IF json_typeof(history) = 'array' THEN n := json_array_length(history); END IF;\n"
+	/* Below the cap the array text only grows, so no element is parsed out. */
+	"  IF n > 0 AND n < max THEN\n"
+	"    RETURN (left(rtrim(history::text), -1) || ',' || entry || ']')::json;\n"
+	"  ELSIF n > 0 AND max > 1 THEN\n"
+	"    SELECT string_agg(e::text, ',' ORDER BY i) INTO kept "
+	"FROM json_array_elements(history) WITH ORDINALITY AS t(e, i) WHERE i > n - (max - 1);\n"
+	"  END IF;\n"
+	"  RETURN ('[' || coalesce(kept || ',', '') || entry || ']')::json;\n"
+	"END $$;\n";
+
+static const char *const migrations[PG_SCHEMA_VERSION] = {migration_1, migration_2, migration_3};
 
 /* Runs sql; returns 0 or INFERQ_EIO with the server's message in err. */
 static int run(PGconn *pg, const char *sql, PGresult **keep, char *err, size_t errlen)

@@ -13,7 +13,7 @@
 #include <stdint.h>
 #include <libpq-fe.h>
 
-#define PG_SCHEMA_VERSION 2
+#define PG_SCHEMA_VERSION 3
 #define PG_LOCK_MIGRATE 7236052001LL /* advisory lock held while migrating */
 #define PG_LOCK_SWEEP "7236052002"   /* advisory lock of the sweeping node, as SQL */
 
@@ -33,31 +33,40 @@ PGconn *pg_schema_connect(const char *conninfo, int64_t connect_timeout_s, char 
 int pg_schema_migrate(PGconn *pg, char *err, size_t errlen);
 
 /*
- * Sweep, part 1 ($1 = --max-retries): under the sweep lock, sends expired
- * leases back to pending (retries + 1) or fails them after the last retry,
- * appending to info.retry_history; returns one row per job (id, model,
- * new state, retries, the notify result, claimed_at, done_at) and
- * notifies the models (NOTIFY folds repeats).
+ * Sweep, part 1 ($1 = --max-retries, $2 = --max-job-history): under the
+ * sweep lock, sends expired leases back to pending (retries + 1) or fails
+ * them after the last retry, appending to info.retry_history and adding
+ * the history events "expired", then "retried" or "failed"; returns one
+ * row per job (id, model, new state, retries, the notify result,
+ * claimed_at, done_at, worker) and notifies the models (NOTIFY folds
+ * repeats).
  */
 #define PG_SQL_EXPIRE                                                                          \
 	"WITH lock AS (SELECT pg_try_advisory_xact_lock(" PG_LOCK_SWEEP ") AS held), "          \
-	"exp AS (SELECT id FROM inferq_jobs WHERE state = 1 AND lease_expires_at > 0 "          \
-	"AND lease_expires_at <= inferq_now_ms() AND (SELECT held FROM lock) "                  \
+	"exp AS (SELECT id, inferq_now_ms() AS now, retries < $1::int AS retry, "               \
+	"CASE WHEN retries < $1::int THEN NULL WHEN $1::int = 0 THEN "                           \
+	"'claim timed out and retries are off (1 delivery, max_retries 0)' ELSE "               \
+	"format('claim timed out after the last retry (%s deliveries, max_retries %s)', "       \
+	"retries + 1, $1::int) END AS error FROM inferq_jobs WHERE state = 1 "                  \
+	"AND lease_expires_at > 0 AND lease_expires_at <= inferq_now_ms() "                     \
+	"AND (SELECT held FROM lock) "                                                          \
 	"ORDER BY lease_expires_at LIMIT 1000 FOR UPDATE SKIP LOCKED), "                        \
 	"u AS (UPDATE inferq_jobs j SET "                                                       \
 	"info = inferq_add_retry(j.info, j.retries, j.worker, j.claimed_at), "                  \
 	"lease_expires_at = 0, "                                                                \
-	"state = CASE WHEN j.retries < $1::int THEN 0 ELSE 3 END, "                             \
-	"retries = CASE WHEN j.retries < $1::int THEN j.retries + 1 ELSE j.retries END, "       \
-	"done_at = CASE WHEN j.retries < $1::int THEN 0 ELSE inferq_now_ms() END, "             \
-	"error = CASE WHEN j.retries < $1::int THEN j.error WHEN $1::int = 0 THEN "             \
-	"'claim timed out and retries are off (1 delivery, max_retries 0)' ELSE "               \
-	"format('claim timed out after the last retry (%s deliveries, max_retries %s)', "       \
-	"j.retries + 1, $1::int) END "                                                          \
+	"state = CASE WHEN exp.retry THEN 0 ELSE 3 END, "                                       \
+	"retries = CASE WHEN exp.retry THEN j.retries + 1 ELSE j.retries END, "                 \
+	"done_at = CASE WHEN exp.retry THEN 0 ELSE exp.now END, "                               \
+	"error = coalesce(exp.error, j.error), "                                                \
+	"history = inferq_history_add(inferq_history_add(j.history, exp.now, 'expired', "       \
+	"j.worker, format('lease of %s s ran out', j.claim_timeout), $2::int), exp.now, "       \
+	"CASE WHEN exp.retry THEN 'retried' ELSE 'failed' END, j.worker, "                      \
+	"CASE WHEN exp.retry THEN format('retry %s of %s', j.retries + 1, $1::int) "            \
+	"ELSE exp.error END, $2::int) "                                                         \
 	"FROM exp WHERE j.id = exp.id RETURNING j.id, j.model, j.state, j.retries, "          \
-	"j.claimed_at, j.done_at) "                                                            \
+	"j.claimed_at, j.done_at, j.worker) "                                                  \
 	"SELECT id, model, state, retries, pg_notify('inferq_jobs', model), claimed_at, "       \
-	"done_at FROM u"
+	"done_at, worker FROM u"
 
 /*
  * Sweep, part 2: deletes up to $2 (--pg-retention-batch) finished jobs older

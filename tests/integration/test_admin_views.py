@@ -18,10 +18,6 @@ from cli_support import cli_env, run_cli, server_url
 from support import (INFERQ_BIN, TIME_RE, UNKNOWN_ID, Api, assert_error, parse_time,
                      wait_for)
 
-pytestmark = pytest.mark.local_store_only(
-    reason=("the admin job listing, job history, workers and queues views read the in-memory "
-            "queue and the SQLite store; they are not served from PostgreSQL yet"))
-
 JOBS = "/v1/admin/jobs"
 WORKERS = "/v1/admin/workers"
 QUEUES = "/v1/admin/queues"
@@ -318,6 +314,18 @@ def test_history_kept_to_the_flag(start_server):
     assert events(job_view(api, job_id)) == [("submitted", None)]
 
 
+def test_history_detail_cut_on_character(start_server):
+    server = start_server(max_retries=0)
+    api = server.api()
+    job_id = api.submit_ok("t/cut", {})
+    claim = api.claim_ok("t/cut", worker="wc")
+    error = "\u00e9" * 200  # 400 bytes of UTF-8
+    reply = api.worker_call("fail", "t/cut", job_id, claim["claim_id"], error=error)
+    assert reply.status == 200, reply
+    detail = job_view(api, job_id)["history"][-1]["detail"]
+    assert detail == "\u00e9" * 128, "the detail keeps whole characters within 256 bytes"
+
+
 def test_job_view_errors(start_server):
     server = start_server()
     api = server.api()
@@ -520,6 +528,7 @@ def make_v3_data_dir(data_dir):
     db.close()
 
 
+@pytest.mark.local_store_only(reason="it migrates a SQLite database of schema version 3")
 def test_v3_database_migrates(start_server, tmp_path):
     data_dir = tmp_path / "v3"
     make_v3_data_dir(data_dir)
@@ -652,3 +661,93 @@ def test_cli_workers(start_server, tmp_path):
 
     proc = run_admin_cli(server, tmp_path, "workers", "--json")
     assert json.loads(proc.stdout) == api.get(WORKERS).json
+
+
+# ---------------------------------------------------------------------------
+# The views on the postgres store: several nodes, and the schema migration
+
+
+def db_name(uri):
+    return uri.split("///", 1)[1].split("?", 1)[0]
+
+
+def test_views_across_two_nodes(start_server, pg_cluster):
+    """Jobs, history and queue counts come from the database, so every node shows the same.
+    The workers view shows every running job of the cluster but counts only this node's
+    requests. Long-poll claims are counted on the node where they wait."""
+    uri = pg_cluster.new_database()
+    a = start_server(store=uri, claim_timeout=60, max_retries=1)
+    b = start_server(store=uri, claim_timeout=60, max_retries=1)
+    api_a, api_b = a.api(), b.api()
+    ids = [api_a.submit_ok("t/two", {"i": i}) for i in range(3)]
+    ids.append(api_b.submit_ok("t/two", {"i": 3}))
+    done = api_a.claim_ok("t/two", worker="alpha")
+    complete(api_a, done)
+    running = api_a.claim_ok("t/two", worker="alpha")
+    # beta polls node A too, so both nodes track it and whichever sweeps counts its expiry.
+    assert api_a.claim("t/empty", worker="beta").status == 204
+    expiring = api_b.claim_ok("t/two", worker="beta", claim_timeout=1)
+    wait_for(lambda: api_a.status_ok(expiring["request_id"], "t/two")["retries"] == 1, 10,
+             "the lease to expire")
+
+    assert list_all(api_a) == list_all(api_b)
+    assert list_all(api_b)[0] == ids[::-1]
+    for job_id in ids:
+        assert job_view(api_a, job_id) == job_view(api_b, job_id)
+    assert events(job_view(api_b, done["request_id"])) == [
+        ("submitted", None), ("claimed", "alpha"), ("completed", "alpha")]
+    assert events(job_view(api_a, expiring["request_id"])) == [
+        ("submitted", None), ("claimed", "beta"), ("expired", "beta"), ("retried", "beta")]
+
+    waiter = threading.Thread(target=lambda: b.api().claim("t/idle", wait=5), daemon=True)
+    waiter.start()
+    rows_b, _ = wait_for(lambda: (lambda r: r if "t/idle" in r[0] else None)(queues(api_b)), 5,
+                         "the waiting claim to show on its node")
+    rows_a, _ = queues(api_a)
+    for rows in (rows_a, rows_b):
+        two = rows["t/two"]
+        assert (two["pending"], two["running"], two["done"], two["failed"]) == (2, 1, 1, 0)
+        assert two["oldest_pending_at"] == api_a.status_ok(ids[2], "t/two")["created_at"]
+    assert rows_b["t/idle"]["waiting_workers"] == 1
+    assert "t/idle" not in rows_a
+    assert rows_a["t/two"]["submitted_total"] == 3
+    assert rows_b["t/two"]["submitted_total"] == 1
+    waiter.join(10)
+
+    workers_a = {w["name"]: w for w in api_a.get(WORKERS).json["data"]}
+    workers_b = {w["name"]: w for w in api_b.get(WORKERS).json["data"]}
+    current = [{"request_id": running["request_id"], "model": "t/two"}]
+    assert workers_a["alpha"]["current_jobs"] == current
+    assert workers_b["alpha"]["current_jobs"] == current
+    assert workers_a["alpha"]["jobs_done"] == 1
+    assert workers_b["alpha"]["jobs_done"] == 0, "counters are per node"
+    assert workers_b["beta"]["current_jobs"] == []
+    expired = workers_a["beta"]["jobs_expired"] + workers_b["beta"]["jobs_expired"]
+    assert expired == 1, "only the node that swept the lease counts the expiry"
+
+    complete(api_a, running)
+    assert {w["name"]: w for w in api_b.get(WORKERS).json["data"]}["alpha"]["current_jobs"] == []
+
+
+def test_postgres_schema_2_migrates(start_server, pg_cluster):
+    uri = pg_cluster.new_database()
+    server = start_server(store=uri)
+    api = server.api()
+    done = api.submit_ok("t/pgold", {})
+    complete(api, api.claim_ok("t/pgold", worker="old"))
+    running = api.submit_ok("t/pgold", {})
+    claim = api.claim_ok("t/pgold", worker="old")
+    assert server.stop() == 0
+    # Back to schema version 2 as an earlier inferq left it: no history, no model index.
+    pg_cluster.psql("ALTER TABLE inferq_jobs DROP COLUMN history; "
+                    "DROP INDEX inferq_jobs_model_seq; DROP FUNCTION inferq_history_add; "
+                    "DELETE FROM inferq_schema WHERE version = 3", db_name(uri))
+
+    server.restart()
+    api = server.api()
+    versions = pg_cluster.psql("SELECT version FROM inferq_schema ORDER BY version", db_name(uri))
+    assert versions == [["1"], ["2"], ["3"]]
+    assert events(job_view(api, done)) == [("submitted", None)]
+    complete(api, claim)
+    assert events(job_view(api, running)) == [("submitted", None), ("completed", "old")]
+    assert list_all(api, model="t/pgold")[0] == [running, done]

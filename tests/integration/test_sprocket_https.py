@@ -97,7 +97,7 @@ def start(start_server):
 
 
 @pytest.mark.local_store_only(
-    reason="the storage routes and GET /v1/admin/queues answer 501 on the postgres store")
+    reason="the storage routes answer 501 on the postgres store")
 def test_job_done_with_file(start_server):
     server, admin, client, worker = start(start_server)
 
