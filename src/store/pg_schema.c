@@ -89,7 +89,30 @@ static const char migration_2[] =
 	");\n"
 	"CREATE INDEX inferq_api_keys_by_version ON inferq_api_keys (version);\n";
 
-static const char *const migrations[PG_SCHEMA_VERSION] = {migration_1, migration_2};
+/*
+ * Output files of Sprocket workers and settings every node shares. The
+ * bytes of a file live in the shared --storage-dir, and its row names the
+ * job that owns it. Deleting the job sets job_id to NULL (the foreign key's
+ * action, which also covers an upload racing the deletion), and the sweep
+ * then unlinks the file and deletes the row. inferq_settings contains the
+ * upload signing secret ("storage_secret", 64 hex digits) that the first
+ * node to start creates.
+ */
+static const char migration_3[] =
+	"CREATE TABLE inferq_settings (\n"
+	"  name text PRIMARY KEY,\n"
+	"  value text NOT NULL\n"
+	");\n"
+	"CREATE TABLE inferq_files (\n"
+	"  name text PRIMARY KEY,\n"
+	"  job_id uuid REFERENCES inferq_jobs (id) ON DELETE SET NULL,\n"
+	"  size bigint,\n"
+	"  created_at bigint NOT NULL\n"
+	");\n"
+	"CREATE INDEX inferq_files_job ON inferq_files (job_id);\n"
+	"CREATE INDEX inferq_files_orphaned ON inferq_files (name) WHERE job_id IS NULL;\n";
+
+static const char *const migrations[PG_SCHEMA_VERSION] = {migration_1, migration_2, migration_3};
 
 /* Runs sql; returns 0 or INFERQ_EIO with the server's message in err. */
 static int run(PGconn *pg, const char *sql, PGresult **keep, char *err, size_t errlen)
