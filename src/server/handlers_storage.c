@@ -54,6 +54,7 @@ typedef struct {
 	char err[256];
 	storage_read_t read;
 	buf_t warnings; /* of an upload request's body, for its response */
+	int on_pg;      /* started on the postgres store */
 } file_work_t;
 
 static file_work_t *file_work_new(server_t *s, http_request_t *req, const char *name,
@@ -69,6 +70,7 @@ static file_work_t *file_work_new(server_t *s, http_request_t *req, const char *
 	fw->name[name_len] = '\0';
 	fw->name_len = name_len;
 	fw->id = *id;
+	fw->on_pg = s->pg != NULL;
 	return fw;
 }
 
@@ -368,7 +370,13 @@ static void upload_done(uv_work_t *w, int status)
 			      "the file could not be stored (%s); retry the upload", fw->err);
 		goto out;
 	}
-	if (s->pg) {
+	if (fw->on_pg && s->pg == NULL) {
+		/* Only an orphaned request outlives the connections, and the node is stopping. */
+		respond_error(req, 503, "store_unavailable", NULL,
+			      "the server is stopping; retry the upload");
+		goto out;
+	}
+	if (fw->on_pg) {
 		pgq_file_stored(s, fw->name, req->body_len, on_upload_recorded, fw);
 		return;
 	}

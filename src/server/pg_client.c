@@ -506,7 +506,6 @@ void pg_handle_unsupported(server_t *s, http_request_t *req)
 
 	respond_error(req, 501, "not_implemented", NULL,
 		      "%s is not served with --store postgres yet; read jobs with "
-		      "GET /v1/queue/status, and keep Sprocket outputs in payload, or run "
-		      "this route on a node with the local store",
+		      "GET /v1/queue/status, or run this route on a node with the local store",
 		      excerpt(req->path, req->path_len, shown, sizeof(shown)));
 }

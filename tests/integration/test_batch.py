@@ -131,6 +131,27 @@ def test_submit_batch_order_and_ids(server):
     assert api.metrics_ok("batch/other")["messages_waiting"] == 1
 
 
+def test_submit_batch_keeps_awkward_bytes(server):
+    api = server.api()
+    # Quotes, backslashes, braces, commas, a "NULL" string, an escaped NUL and UTF-8: what an
+    # encoding of the batch into SQL arrays could garble.
+    raws = [
+        b'{"q": "say \\"hi\\"", "path": "C:\\\\x\\\\y", "b": "{a,b}"}',
+        b'{"n": "NULL", "z": "\\u0000", "u": "\xc3\xa9\xe2\x82\xac", "e": {}}',
+        b'{ "spaced" :\t[ 1 , 2 ] }',
+    ]
+    body = b'{"jobs": [' + b",".join(
+        b'{"model": "' + MODEL.encode() + b'", "payload": ' + raw + b', "info": ' + raw + b"}"
+        for raw in raws) + b"]}"
+    reply = api.post("/v1/queue/submit_batch", body)
+    assert reply.status == 200, reply
+    ids = [item["request_id"] for item in reply.json["data"]]
+    for job_id, raw in zip(ids, raws):
+        status = api.status(job_id, MODEL)
+        assert raw_member(status.raw, "inputs") == raw
+        assert raw_member(status.raw, "info") == raw
+
+
 def test_submit_batch_keeps_fifo_within_priority(server):
     api = server.api()
     first = submit_batch_ok(api, jobs_of(5, tag="a"))
@@ -650,6 +671,28 @@ def test_complete_batch_results_per_job(server):
     assert api.status_ok(e["request_id"], MODEL)["status"] == "running"
     assert api.metrics_ok(MODEL) == {"messages_waiting": 0, "messages_running": 2,
                                      "total_jobs": 2}
+
+
+def test_complete_batch_info_too_large(start_server):
+    server = start_server(max_info_bytes=64)
+    api = server.api()
+    submit_batch_ok(api, [{"model": MODEL, "payload": {}, "info": {"a": "x" * 30}}
+                          for _ in range(2)])
+    first, second = claim_many(api, MODEL, 2).json["data"]
+    reply = complete_batch(api, [
+        {"model": MODEL, "request_id": first["request_id"], "claim_id": first["claim_id"],
+         "outputs": {}, "info": {"b": "y" * 30}},
+        {"model": MODEL, "request_id": second["request_id"], "claim_id": second["claim_id"],
+         "outputs": {}, "info": {"a": None}},
+    ])
+    assert reply.status == 200, reply
+    data = reply.json["data"]
+    assert data[0]["error"]["code"] == "too_large", data[0]
+    assert data[0]["error"]["param"] == "jobs[0].info", data[0]
+    assert "status" not in data[0]["error"], data[0]
+    assert data[1] == {"request_id": second["request_id"], "status": "done"}, data[1]
+    assert api.status_ok(first["request_id"], MODEL)["status"] == "running"
+    assert api.status_ok(second["request_id"], MODEL)["info"] == {}
 
 
 def test_complete_batch_survives_kill(start_server):
