@@ -341,7 +341,7 @@ typedef struct {
 	size_t count;
 	size_t *round; /* indexes of the entries in the round */
 	size_t round_count;
-	int committed; /* a round's task has run, so some jobs may have changed */
+	int committed; /* a task succeeded, so some jobs may have changed */
 } complete_call_t;
 
 static void complete_free(complete_call_t *c)
@@ -416,7 +416,8 @@ static void respond_batch(complete_call_t *c)
 
 /*
  * Ends every entry of the round, and every waiting one, with the failure of
- * a task. Before any task ran nothing changed, so the request gets a 503.
+ * a task. When the first task failed, the request gets a 503 instead, as a
+ * single complete whose task failed does.
  */
 static void fail_remaining(complete_call_t *c, int rc, const char *err)
 {
