@@ -88,8 +88,9 @@ class Proc:
 
 
 class Inferq:
-    def __init__(self, binary, tmp, name, procs, port=0):
+    def __init__(self, binary, tmp, name, procs, port=0, flags=()):
         self.procs = procs  # every process started is added at once, so none is left running
+        self.flags = list(flags)  # more `inferq serve` flags, e.g. --store
         self.binary = binary
         self.dir = Path(tmp) / name
         self.name = name
@@ -103,7 +104,8 @@ class Inferq:
         offset = logfile.stat().st_size if logfile.exists() else 0
         t0 = time.monotonic()
         self.proc = Proc(self.name, [str(self.binary), "serve", "--listen", f"127.0.0.1:{self.port}",
-                                     "--data-dir", str(self.dir), "--max-connections", "12000"],
+                                     "--data-dir", str(self.dir), "--max-connections", "12000",
+                                     *self.flags],
                          logfile)
         self.procs.append(self.proc)
         deadline = t0 + 120
@@ -381,6 +383,26 @@ http {{
                    lambda: beanstalkd_default(n, a.seconds), "jobs/s")
         self.retire(srv)
 
+    def run_pg_batch_only(self):
+        """`--only pg-batch`: on one node of the postgres store, the lifecycle on the batch
+        routes (as lifecycle_batch) against the single-job lifecycle, same concurrency."""
+        a = self.args
+        n, batch = a.lifecycle_concurrency, 100
+        self.start_postgres()
+        sock = self.tmp / "pg" / "sock"
+        srv = Inferq(self.binary, self.tmp, "inferq-pg", self.procs,
+                     flags=["--store", f"postgres:///postgres?host={sock}&user=postgres"])
+        srv.start()
+        self.pairs("pg_lifecycle_batch_vs_single",
+                   lambda: self.inferq_bench(srv, "lifecycle", "-c", n, "--workers", n, "-d",
+                                             a.seconds, "--model", "pg-batch", "--batch",
+                                             batch, "--backlog", n * batch),
+                   lambda: self.inferq_bench(srv, "lifecycle", "-c", n, "--workers", n, "-d",
+                                             a.seconds, "--model", "pg-single", "--backlog",
+                                             n * batch), "jobs/s")
+        srv.stop()
+        return self.results
+
     def run_lifecycle_batch_only(self):
         """`--only lifecycle-batch`: the batch lifecycle against beanstalkd's default alone."""
         port = self.start_beanstalkd(False)
@@ -546,9 +568,10 @@ def main():
     ap.add_argument("--binary", default=str(ROOT / "build/inferq"))
     ap.add_argument("--peerbench", default=str(ROOT / "build/bench/peerbench"))
     ap.add_argument("--out", help="results directory (default bench/results/DATE)")
-    ap.add_argument("--only", choices=["lifecycle-batch"],
+    ap.add_argument("--only", choices=["lifecycle-batch", "pg-batch"],
                     help="run one comparison alone: lifecycle-batch is the lifecycle on the batch "
-                         "routes against beanstalkd's in-memory default")
+                         "routes against beanstalkd's in-memory default; pg-batch is, on the "
+                         "postgres store, the batch lifecycle against the single-job one")
     args = ap.parse_args()
     args.pairs, args.seconds, args.connections = 3, 5.0, 50
     args.lifecycle_concurrency, args.idle_workers, args.many = 64, 10000, 1000000
@@ -567,7 +590,12 @@ def main():
     res = {"date": stamp, "command": " ".join(sys.argv), "machine": machine(),
            "settings": {k: v for k, v in vars(args).items()}}
     try:
-        res.update(bench.run_lifecycle_batch_only() if args.only else bench.run())
+        if args.only == "pg-batch":
+            res.update(bench.run_pg_batch_only())
+        elif args.only:
+            res.update(bench.run_lifecycle_batch_only())
+        else:
+            res.update(bench.run())
     finally:
         bench.stop_all()
         shutil.rmtree(tmp, ignore_errors=True)
