@@ -19,6 +19,9 @@
  * job then succeeds or fails on its own, because claims fence single jobs,
  * and the 200 lists one result per job.
  *
+ * This file is the local store's side; batch_rules.c has the checks and
+ * response bodies it shares with the postgres store's pg_batch.c.
+ *
  * SPDX-License-Identifier: MIT
  */
 #include <stdio.h>
@@ -26,8 +29,8 @@
 #include <string.h>
 
 #include "alloc.h"
-#include "batch.h"
 #include "auth.h"
+#include "batch.h"
 #include "error.h"
 #include "inferq_error.h"
 #include "log.h"
