@@ -417,6 +417,26 @@ http {{
                    lambda: beanstalkd_default(n, a.seconds), "jobs/s")
         self.retire(srv)
 
+    def run_pg_batch_only(self):
+        """`--only pg-batch`: on one node of the postgres store, the lifecycle on the batch
+        routes (as lifecycle_batch) against the single-job lifecycle, same concurrency."""
+        a = self.args
+        n, batch = a.lifecycle_concurrency, 100
+        self.start_postgres()
+        sock = self.tmp / "pg" / "sock"
+        srv = Inferq(self.binary, self.tmp, "inferq-pg", self.procs,
+                     store=f"postgres:///postgres?host={sock}&user=postgres")
+        srv.start()
+        self.pairs("pg_lifecycle_batch_vs_single",
+                   lambda: self.inferq_bench(srv, "lifecycle", "-c", n, "--workers", n, "-d",
+                                             a.seconds, "--model", "pg-batch", "--batch",
+                                             batch, "--backlog", n * batch),
+                   lambda: self.inferq_bench(srv, "lifecycle", "-c", n, "--workers", n, "-d",
+                                             a.seconds, "--model", "pg-single", "--backlog",
+                                             n * batch), "jobs/s")
+        srv.stop()
+        return self.results
+
     def run_lifecycle_batch_only(self):
         """`--only lifecycle-batch`: the batch lifecycle against beanstalkd's default alone."""
         port = self.start_beanstalkd(False)
@@ -589,11 +609,12 @@ def main():
                          "planning times) into the PostgreSQL cluster, record the statements of "
                          "each phase and sample the wait events of its backends every 20 ms (adds "
                          "their overhead to every PostgreSQL figure)")
-    ap.add_argument("--only", choices=["lifecycle-batch", "pg-nodes"],
+    ap.add_argument("--only", choices=["lifecycle-batch", "pg-nodes", "pg-batch"],
                     help="run one comparison alone: lifecycle-batch is the lifecycle on the batch "
                          "routes against beanstalkd's in-memory default; pg-nodes is the postgres "
                          "store with 1, 2 and 3 nodes against the local store and the SKIP LOCKED "
-                         "peer")
+                         "peer; pg-batch is, on the postgres store, the batch lifecycle against "
+                         "the single-job one")
     args = ap.parse_args()
     args.pairs, args.seconds, args.connections = 3, 5.0, 50
     args.lifecycle_concurrency, args.idle_workers, args.many = 64, 10000, 1000000
@@ -613,7 +634,8 @@ def main():
            "settings": {k: v for k, v in vars(args).items()}}
     try:
         only = {"lifecycle-batch": bench.run_lifecycle_batch_only,
-                "pg-nodes": bench.run_pg_nodes_only}
+                "pg-nodes": bench.run_pg_nodes_only,
+                "pg-batch": bench.run_pg_batch_only}
         res.update(only[args.only]() if args.only else bench.run())
     finally:
         bench.stop_all()

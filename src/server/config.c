@@ -49,6 +49,7 @@ enum {
 	OPT_MAX_FILENAME,
 	OPT_UPLOAD_URL_TTL,
 	OPT_MAX_UPLOAD,
+	OPT_STORAGE_DIR,
 	OPT_LOG_FORMAT,
 	OPT_ACCESS_LOG,
 	OPT_METRICS_LISTEN,
@@ -99,6 +100,7 @@ static const struct option options[] = {
 	{"max-filename-length", required_argument, NULL, OPT_MAX_FILENAME},
 	{"upload-url-ttl", required_argument, NULL, OPT_UPLOAD_URL_TTL},
 	{"max-upload-bytes", required_argument, NULL, OPT_MAX_UPLOAD},
+	{"storage-dir", required_argument, NULL, OPT_STORAGE_DIR},
 	{"log-format", required_argument, NULL, OPT_LOG_FORMAT},
 	{"access-log", no_argument, NULL, OPT_ACCESS_LOG},
 	{"metrics-listen", required_argument, NULL, OPT_METRICS_LISTEN},
@@ -228,6 +230,9 @@ void config_usage(void)
 	       "                            (default 1h)\n"
 	       "  --max-upload-bytes BYTES  size limit of one uploaded file, which also bounds\n"
 	       "                            one file response; 1 to 16G (default 512M)\n"
+	       "  --storage-dir DIR         directory of uploaded output files; nodes over one\n"
+	       "                            PostgreSQL must share it, e.g. on NFS (default\n"
+	       "                            DATA_DIR/storage)\n"
 	       "  --log-format text|json    log lines as text or as one JSON object each\n"
 	       "                            (default text)\n"
 	       "  --access-log              log one line per HTTP request, whatever\n"
@@ -464,6 +469,10 @@ static int apply(serve_config_t *c, int opt, const char *v)
 		return copy_listen(c->listen, sizeof(c->listen), "listen", v);
 	case OPT_DATA_DIR:
 		return copy_string(c->data_dir, sizeof(c->data_dir), "data-dir", v);
+	case OPT_STORAGE_DIR:
+		if (v[0] == '\0')
+			return flag_error("storage-dir", v, "a directory path");
+		return copy_string(c->storage_dir, sizeof(c->storage_dir), "storage-dir", v);
 	case OPT_CLAIM_TIMEOUT:
 		if (parse_u64(v, 1, 86400, &n) != 0)
 			return flag_error("claim-timeout", v, "whole seconds from 1 to 86400");

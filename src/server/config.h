@@ -47,6 +47,7 @@ typedef struct {
 	size_t max_filename_length; /* bytes of a stored file's name, request id included */
 	int64_t upload_url_ttl_ms;  /* how long a signed upload URL stays valid */
 	uint64_t max_upload_bytes;  /* body of one upload, and of one file response */
+	char storage_dir[1024];     /* --storage-dir; "" = DATA_DIR/storage */
 	log_format_t log_format;
 	int access_log;               /* --access-log: one line per HTTP request */
 	char metrics_listen[256];     /* "host:port" of the unauthenticated /metrics, "" = none */

@@ -10,7 +10,8 @@
  * that does not cover the job's model gets 404, as for a missing file, and
  * a finished job takes no more uploads (409). Files are read and written on
  * libuv's thread pool; the request stays unanswered, and its body alive,
- * until the work is done.
+ * until the work is done. On the postgres store the job is looked up in
+ * the database (pg_storage.c) instead of the local store.
  *
  * SPDX-License-Identifier: MIT
  */
@@ -24,6 +25,8 @@
 #include "error.h"
 #include "inferq_error.h"
 #include "log.h"
+#include "pgq.h"
+#include "render.h"
 #include "request.h"
 #include "routes.h"
 #include "storage.h"
@@ -50,6 +53,8 @@ typedef struct {
 	int rc;
 	char err[256];
 	storage_read_t read;
+	buf_t warnings; /* of an upload request's body, for its response */
+	int on_pg;      /* started on the postgres store */
 } file_work_t;
 
 static file_work_t *file_work_new(server_t *s, http_request_t *req, const char *name,
@@ -65,6 +70,7 @@ static file_work_t *file_work_new(server_t *s, http_request_t *req, const char *
 	fw->name[name_len] = '\0';
 	fw->name_len = name_len;
 	fw->id = *id;
+	fw->on_pg = s->pg != NULL;
 	return fw;
 }
 
@@ -114,37 +120,21 @@ static void job_not_found(http_request_t *req, const char *name)
 }
 
 /*
- * Finds the job that owns file name. With check_key, a job whose model the
- * request's key does not cover counts as missing; with for_upload, a
- * finished job is a conflict. Returns 0, or a negative code after sending
- * 404, 409 or 503.
+ * Judges the job that owns file name, as a lookup found it: found 0 when
+ * there is none. With check_key, a job whose model the request's key does
+ * not cover counts as missing; with for_upload, a finished job is a
+ * conflict. Returns 0, or a negative code after sending 404 or 409.
  */
-static int find_file_job(server_t *s, http_request_t *req, const iq_id_t *id, const char *name,
-			 int check_key, int for_upload)
+static int judge_file_job(server_t *s, http_request_t *req, const char *name, int found,
+			  const char *model, size_t model_len, job_state_t state, int check_key,
+			  int for_upload)
 {
-	job_t *job = queue_find(s->queue, id);
-	job_record_t row;
-	job_state_t state;
-	int rc;
-
-	if (job && !job->uncommitted_insert) {
-		if (check_key && !auth_covers(s, req, job->rec.model->data, job->rec.model->len))
-			goto not_found;
-		state = job->rec.state;
-	} else {
-		rc = store_get(s->store, id, &row);
-		if (rc == INFERQ_EIO) {
-			respond_error(req, 503, "store_unavailable", NULL,
-				      "the store could not be read; retry later");
-			return rc;
-		}
-		if (rc != 0)
-			goto not_found;
-		state = row.state;
-		rc = check_key && !auth_covers(s, req, row.model->data, row.model->len);
-		job_record_clear(&row);
-		if (rc)
-			goto not_found;
+	if (!found || (check_key && !auth_covers(s, req, model, model_len))) {
+		if (for_upload)
+			job_not_found(req, name);
+		else
+			file_not_found(req, name);
+		return INFERQ_ENOTFOUND;
 	}
 	if (for_upload && job_state_is_terminal(state)) {
 		buf_t body = BUF_INIT;
@@ -157,12 +147,35 @@ static int find_file_job(server_t *s, http_request_t *req, const iq_id_t *id, co
 		return INFERQ_ECONFLICT;
 	}
 	return 0;
-not_found:
-	if (for_upload)
-		job_not_found(req, name);
-	else
-		file_not_found(req, name);
-	return INFERQ_ENOTFOUND;
+}
+
+/*
+ * Finds the job that owns file name in the local store and judges it
+ * (judge_file_job). Returns 0, or a negative code after sending 404, 409
+ * or 503.
+ */
+static int find_file_job(server_t *s, http_request_t *req, const iq_id_t *id, const char *name,
+			 int check_key, int for_upload)
+{
+	job_t *job = queue_find(s->queue, id);
+	job_record_t row;
+	int rc;
+
+	if (job && !job->uncommitted_insert)
+		return judge_file_job(s, req, name, 1, job->rec.model->data, job->rec.model->len,
+				      job->rec.state, check_key, for_upload);
+	rc = store_get(s->store, id, &row);
+	if (rc == INFERQ_EIO) {
+		respond_error(req, 503, "store_unavailable", NULL,
+			      "the store could not be read; retry later");
+		return rc;
+	}
+	if (rc != 0)
+		return judge_file_job(s, req, name, 0, NULL, 0, JOB_PENDING, check_key, for_upload);
+	rc = judge_file_job(s, req, name, 1, row.model->data, row.model->len, row.state, check_key,
+			    for_upload);
+	job_record_clear(&row);
+	return rc;
 }
 
 /* --- POST /v1/storage/upload-request -------------------------------------- */
@@ -186,15 +199,42 @@ static void render_upload_urls(buf_t *out, server_t *s, const char *name, int64_
 		   storage_content_type(name, strlen(name)), expires_at);
 }
 
+static void reply_upload_urls(server_t *s, http_request_t *req, const char *name,
+			      const buf_t *warnings)
+{
+	buf_t reply = BUF_INIT;
+	int64_t expires_s = (clock_wall_ms() + s->config.upload_url_ttl_ms) / 1000;
+
+	render_upload_urls(&reply, s, name, expires_s);
+	if (warnings->len)
+		render_add_raw_field(&reply, "warnings", warnings->data, warnings->len);
+	respond_json(req, 200, &reply);
+	log_debug("storage", "upload URL issued for %s, valid until %lld", name,
+		  (long long)expires_s);
+}
+
+static void on_upload_request_job(void *ctx, int rc, const char *model, size_t model_len,
+				  job_state_t state, const char *err)
+{
+	file_work_t *fw = ctx;
+
+	if (rc != 0 && rc != INFERQ_ENOTFOUND)
+		pgq_respond_unavailable(fw->s, fw->req, rc, err);
+	else if (judge_file_job(fw->s, fw->req, fw->name, rc == 0, model, model_len, state, 1,
+				1) == 0)
+		reply_upload_urls(fw->s, fw->req, fw->name, &fw->warnings);
+	buf_free(&fw->warnings);
+	free(fw);
+}
+
 void handle_storage_upload_request(server_t *s, http_request_t *req)
 {
 	input_error_t err;
 	body_t b;
 	buf_t name = BUF_INIT;
-	buf_t reply = BUF_INIT;
 	char reason[256], shown[64];
+	file_work_t *fw;
 	iq_id_t id;
-	int64_t expires_s;
 
 	if (body_parse(&s->config, req->body, req->body_len, upload_request_fields, &b, &err) != 0 ||
 	    read_string(&b, "filename", 1, 1024, &name, NULL, &err) != 0) {
@@ -207,15 +247,15 @@ void handle_storage_upload_request(server_t *s, http_request_t *req)
 			      excerpt(name.data, name.len, shown, sizeof(shown)), reason);
 		goto out;
 	}
+	if (s->pg) {
+		fw = file_work_new(s, req, name.data, name.len, &id);
+		buf_append(&fw->warnings, b.warnings.data, b.warnings.len);
+		pgq_file_job(s, &id, NULL, on_upload_request_job, fw);
+		goto out;
+	}
 	if (find_file_job(s, req, &id, name.data, 1, 1) != 0)
 		goto out;
-
-	expires_s = (clock_wall_ms() + s->config.upload_url_ttl_ms) / 1000;
-	render_upload_urls(&reply, s, name.data, expires_s);
-	body_add_warnings(&reply, &b);
-	respond_json(req, 200, &reply);
-	log_debug("storage", "upload URL issued for %s, valid until %lld", name.data,
-		  (long long)expires_s);
+	reply_upload_urls(s, req, name.data, &b.warnings);
 out:
 	body_free(&b);
 	buf_free(&name);
@@ -276,12 +316,49 @@ static void on_orphan_unlinked(uv_fs_t *fs)
 	free(fs);
 }
 
+static void reply_stored(file_work_t *fw)
+{
+	buf_t reply = BUF_INIT;
+	char id_text[ID_TEXT_LEN + 1];
+
+	id_format(&fw->id, id_text);
+	buf_printf(&reply, "{\"path\":\"%s" FILE_PREFIX "%s\",\"size\":%zu}",
+		   storage_public_url(fw->s->storage), fw->name, fw->req->body_len);
+	log_info("storage", "stored %s (%zu bytes) request_id=%s", fw->name, fw->req->body_len,
+		 id_text);
+	respond_json(fw->req, 200, &reply);
+}
+
+/* Deletes the file of fw, whose job retention deleted while the file was written. */
+static void unlink_orphan(file_work_t *fw)
+{
+	uv_fs_t *fs = xcalloc(1, sizeof(*fs));
+	char path[sizeof(fw->dir) + sizeof(fw->name) + 1];
+
+	snprintf(path, sizeof(path), "%s/%s", fw->dir, fw->name);
+	uv_fs_unlink(fw->s->loop, fs, path, on_orphan_unlinked);
+}
+
+static void on_upload_recorded(void *ctx, int rc, const char *err)
+{
+	file_work_t *fw = ctx;
+
+	if (rc == INFERQ_ENOTFOUND) {
+		unlink_orphan(fw);
+		file_not_found(fw->req, fw->name);
+	} else if (rc != 0) {
+		pgq_respond_unavailable(fw->s, fw->req, rc, err);
+	} else {
+		reply_stored(fw);
+	}
+	free(fw);
+}
+
 static void upload_done(uv_work_t *w, int status)
 {
 	file_work_t *fw = w->data;
 	server_t *s = fw->s;
 	http_request_t *req = fw->req;
-	buf_t reply = BUF_INIT;
 	char id_text[ID_TEXT_LEN + 1];
 
 	id_format(&fw->id, id_text);
@@ -293,21 +370,38 @@ static void upload_done(uv_work_t *w, int status)
 			      "the file could not be stored (%s); retry the upload", fw->err);
 		goto out;
 	}
-	/* Retention may have deleted the job meanwhile; its file must not outlive it. */
-	if (find_file_job(s, req, &fw->id, fw->name, 0, 0) != 0) {
-		uv_fs_t *fs = xcalloc(1, sizeof(*fs));
-		char path[sizeof(fw->dir) + sizeof(fw->name) + 1];
-
-		snprintf(path, sizeof(path), "%s/%s", fw->dir, fw->name);
-		uv_fs_unlink(s->loop, fs, path, on_orphan_unlinked);
+	if (fw->on_pg && s->pg == NULL) {
+		/* Only an orphaned request outlives the connections, and the node is stopping. */
+		respond_error(req, 503, "store_unavailable", NULL,
+			      "the server is stopping; retry the upload");
 		goto out;
 	}
-	buf_printf(&reply, "{\"path\":\"%s" FILE_PREFIX "%s\",\"size\":%zu}",
-		   storage_public_url(s->storage), fw->name, req->body_len);
-	log_info("storage", "stored %s (%zu bytes) request_id=%s", fw->name, req->body_len,
-		 id_text);
-	respond_json(req, 200, &reply);
+	if (fw->on_pg) {
+		pgq_file_stored(s, fw->name, req->body_len, on_upload_recorded, fw);
+		return;
+	}
+	/* Retention may have deleted the job meanwhile; its file must not outlive it. */
+	if (find_file_job(s, req, &fw->id, fw->name, 0, 0) != 0) {
+		unlink_orphan(fw);
+		goto out;
+	}
+	reply_stored(fw);
 out:
+	free(fw);
+}
+
+static void on_upload_job(void *ctx, int rc, const char *model, size_t model_len,
+			  job_state_t state, const char *err)
+{
+	file_work_t *fw = ctx;
+
+	if (rc != 0 && rc != INFERQ_ENOTFOUND)
+		pgq_respond_unavailable(fw->s, fw->req, rc, err);
+	else if (judge_file_job(fw->s, fw->req, fw->name, rc == 0, model, model_len, state, 0,
+				1) == 0) {
+		IQ_ASSERT(uv_queue_work(fw->s->loop, &fw->work, upload_work, upload_done) == 0);
+		return;
+	}
 	free(fw);
 }
 
@@ -344,9 +438,17 @@ void handle_storage_upload(server_t *s, http_request_t *req)
 			      name);
 		return;
 	}
-	if (find_file_job(s, req, &id, name, 0, 1) != 0)
-		return;
 	fw = file_work_new(s, req, name, name_len, &id);
+	if (s->pg) {
+		/* The file's row comes first, so a crash after the write leaves no file
+		 * that retention cannot find. */
+		pgq_file_job(s, &id, fw->name, on_upload_job, fw);
+		return;
+	}
+	if (find_file_job(s, req, &id, name, 0, 1) != 0) {
+		free(fw);
+		return;
+	}
 	IQ_ASSERT(uv_queue_work(s->loop, &fw->work, upload_work, upload_done) == 0);
 }
 
@@ -423,6 +525,21 @@ static void download_done(uv_work_t *w, int status)
 	free(fw);
 }
 
+static void on_download_job(void *ctx, int rc, const char *model, size_t model_len,
+			    job_state_t state, const char *err)
+{
+	file_work_t *fw = ctx;
+
+	if (rc != 0 && rc != INFERQ_ENOTFOUND)
+		pgq_respond_unavailable(fw->s, fw->req, rc, err);
+	else if (judge_file_job(fw->s, fw->req, fw->name, rc == 0, model, model_len, state, 1,
+				0) == 0) {
+		IQ_ASSERT(uv_queue_work(fw->s->loop, &fw->work, download_work, download_done) == 0);
+		return;
+	}
+	free(fw);
+}
+
 void handle_storage_get(server_t *s, http_request_t *req)
 {
 	size_t prefix = strlen(FILE_PREFIX);
@@ -438,7 +555,7 @@ void handle_storage_get(server_t *s, http_request_t *req)
 	/* Files stored under a larger --max-filename-length stay readable. */
 	if (read_path_name(req, prefix, STORAGE_NAME_MAX, name, &name_len, &id) != 0)
 		return;
-	if (find_file_job(s, req, &id, name, 1, 0) != 0)
+	if (!s->pg && find_file_job(s, req, &id, name, 1, 0) != 0)
 		return;
 
 	fw = file_work_new(s, req, name, name_len, &id);
@@ -449,6 +566,10 @@ void handle_storage_get(server_t *s, http_request_t *req)
 	if (range && fw->want_body && range_len <= MAX_RANGE_HEADER) {
 		memcpy(fw->range, range, range_len);
 		fw->has_range = 1;
+	}
+	if (s->pg) {
+		pgq_file_job(s, &id, NULL, on_download_job, fw);
+		return;
 	}
 	IQ_ASSERT(uv_queue_work(s->loop, &fw->work, download_work, download_done) == 0);
 }

@@ -561,14 +561,3 @@ void pg_handle_readyz(server_t *s, http_request_t *req)
 
 	pgq_exec(s, &st, 1, on_ready, call_new(s, req, &none, NULL));
 }
-
-void pg_handle_unsupported(server_t *s, http_request_t *req)
-{
-	char shown[64];
-
-	respond_error(req, 501, "not_implemented", NULL,
-		      "%s is not served with --store postgres yet; use the single-job "
-		      "routes, keep Sprocket outputs in the job's outputs, or run this route "
-		      "on a node with the local store",
-		      excerpt(req->path, req->path_len, shown, sizeof(shown)));
-}

@@ -1,9 +1,10 @@
 /*
  * Worker routes on the postgres store: claim (with long-poll), heartbeat,
- * complete, fail and release. A claim is one UPDATE over the row that
- * FOR UPDATE SKIP LOCKED picked, so two nodes never take the same job;
- * every later call is one statement that checks the claim id and the
- * state on the locked row, so the database is the only judge of fencing.
+ * complete, fail and release. A claim is one UPDATE over the rows that
+ * FOR UPDATE SKIP LOCKED picked (one, or up to max_jobs), so two nodes
+ * never take the same job; every later call is one statement that checks
+ * the claim id and the state on the locked row, so the database is the
+ * only judge of fencing.
  *
  * SPDX-License-Identifier: MIT
  */
@@ -38,6 +39,19 @@ static const char sql_claim[] =
 	"ORDER BY priority DESC, seq FOR UPDATE SKIP LOCKED LIMIT 1) "
 	"RETURNING " PGQ_JOB_COLUMNS;
 
+/*
+ * The same for up to $2 jobs (max_jobs), each under its own claim id, which
+ * the database makes. RETURNING has no order, so the node sorts the rows.
+ */
+static const char sql_claim_list[] =
+	"UPDATE inferq_jobs SET state = 1, claim_id = gen_random_uuid(), "
+	"claimed_at = inferq_now_ms(), claim_timeout = $3::int, lease_expires_at = CASE WHEN "
+	"$3::int > 0 THEN inferq_now_ms() + $3::int * 1000::bigint ELSE 0 END, worker = $4, "
+	"history = inferq_history_add(history, inferq_now_ms(), 'claimed', $4, NULL, $5::int) "
+	"WHERE id IN (SELECT id FROM inferq_jobs WHERE model = $1 AND state = 0 "
+	"ORDER BY priority DESC, seq FOR UPDATE SKIP LOCKED LIMIT $2::int) "
+	"RETURNING " PGQ_JOB_COLUMNS;
+
 typedef struct {
 	server_t *server;
 	http_request_t *req;
@@ -60,28 +74,53 @@ static void log_claimed(const job_record_t *rec)
 		   LOG_TEXT("worker", name ? name->data : "", name ? name->len : 0));
 }
 
+/* Orders claimed jobs as the claim took them: priority first, then FIFO. */
+static int compare_claimed(const void *a, const void *b)
+{
+	const job_record_t *x = a, *y = b;
+
+	if (x->priority != y->priority)
+		return x->priority > y->priority ? -1 : 1;
+	return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
 static void on_claimed(void *ctx, int rc, PGresult *const *results, int count, const char *err)
 {
 	claim_call_t *c = ctx;
-	job_record_t rec;
+	job_record_t *recs;
 	buf_t body = BUF_INIT;
-	int claimed = rc == 0 && PQntuples(results[0]) == 1;
+	int n = rc == 0 ? PQntuples(results[0]) : 0;
 
-	if (claimed) {
-		pgq_row_record(results[0], 0, &rec);
+	if (n > 0) {
+		recs = xcalloc((size_t)n, sizeof(*recs));
+		for (int i = 0; i < n; i++)
+			pgq_row_record(results[0], i, &recs[i]);
+		qsort(recs, (size_t)n, sizeof(*recs), compare_claimed);
 		if (c->format == CLAIM_FORMAT_SPROCKET)
 			buf_puts(&body, "{\"data\":");
-		render_claim(&body, &rec);
+		else if (c->format == CLAIM_FORMAT_LIST)
+			buf_puts(&body, "{\"data\":[");
+		for (int i = 0; i < n; i++) {
+			if (i > 0)
+				buf_putc(&body, ',');
+			render_claim(&body, &recs[i]);
+		}
+		if (c->format == CLAIM_FORMAT_LIST)
+			buf_puts(&body, "]}");
 		if (c->warnings.len)
 			render_add_raw_field(&body, "warnings", c->warnings.data, c->warnings.len);
 		if (c->format == CLAIM_FORMAT_SPROCKET)
 			buf_putc(&body, '}');
 		respond_json(c->req, 200, &body);
-		pgq_observe(c->server, &rec, STORE_OP_UPDATE, OBSERVE_CAUSE_CLAIM, JOB_PENDING);
-		log_claimed(&rec);
-		job_record_clear(&rec);
+		for (int i = 0; i < n; i++) {
+			pgq_observe(c->server, &recs[i], STORE_OP_UPDATE, OBSERVE_CAUSE_CLAIM,
+				    JOB_PENDING);
+			log_claimed(&recs[i]);
+			job_record_clear(&recs[i]);
+		}
+		free(recs);
 	}
-	c->done(c->ctx, claimed, claimed ? 0 : rc, err);
+	c->done(c->ctx, n > 0, n > 0 ? 0 : rc, err);
 	buf_free(&c->warnings);
 	free(c);
 }
@@ -93,7 +132,7 @@ void pgq_claim(server_t *s, const char *model, size_t model_len, const claim_par
 	claim_call_t *c = xcalloc(1, sizeof(*c));
 	pg_stmt_t st = {.sql = sql_claim};
 	iq_id_t claim_id;
-	char id[ID_TEXT_LEN + 1], timeout[16], history[16];
+	char id[ID_TEXT_LEN + 1], timeout[16], history[16], max_jobs[16];
 
 	c->server = s;
 	c->req = req;
@@ -114,6 +153,11 @@ void pgq_claim(server_t *s, const char *model, size_t model_len, const claim_par
 		pgq_param(&st, 3, NULL);
 	snprintf(history, sizeof(history), "%u", s->config.max_job_history);
 	pgq_param(&st, 4, history);
+	if (p->format == CLAIM_FORMAT_LIST) {
+		st.sql = sql_claim_list;
+		snprintf(max_jobs, sizeof(max_jobs), "%u", p->max_jobs);
+		pgq_param(&st, 1, max_jobs);
+	}
 	pgq_exec(s, &st, 1, on_claimed, c);
 }
 
@@ -176,6 +220,19 @@ static void note_worker(server_t *s, const http_request_t *req, const buf_t *wor
 static const char *const claim_fields[] = {"model", "claim_timeout", "wait", "worker", "max_jobs",
 					   NULL};
 
+/* max_jobs: an optional integer from 1 to --max-batch, checked as the local store does. */
+static int read_max_jobs(const serve_config_t *c, const body_t *b, int64_t *out,
+			 input_error_t *err)
+{
+	char message[sizeof(err->message)];
+
+	if (read_int(b, "max_jobs", 1, c->max_batch, out, err) == 0)
+		return 0;
+	snprintf(message, sizeof(message), "%s", err->message);
+	return input_fail(err, INFERQ_EINVAL, "invalid_field", "max_jobs",
+			  "%s; the maximum is set by --max-batch", message);
+}
+
 void pg_handle_claim(server_t *s, http_request_t *req)
 {
 	input_error_t err;
@@ -193,14 +250,8 @@ void pg_handle_claim(server_t *s, http_request_t *req)
 	    read_int(&b, "claim_timeout", 1, 86400, &timeout, &err) != 0 ||
 	    read_seconds(&b, "wait", 0, MAX_WAIT_S, &wait, &err) != 0 ||
 	    read_string(&b, "worker", 0, MAX_WORKER_NAME, &worker, &has_worker, &err) != 0 ||
-	    read_int(&b, "max_jobs", 1, s->config.max_batch, &max_jobs, &err) != 0) {
+	    read_max_jobs(&s->config, &b, &max_jobs, &err) != 0) {
 		respond_input_error(req, &err);
-		goto out;
-	}
-	if (max_jobs > 1) {
-		respond_error(req, 501, "not_implemented", "max_jobs",
-			      "max_jobs above 1 is not served with --store postgres yet; claim one job "
-			      "per request, or run batch claims on a node with the local store");
 		goto out;
 	}
 	if (!auth_covers(s, req, model.data, model.len)) {
@@ -209,6 +260,11 @@ void pg_handle_claim(server_t *s, http_request_t *req)
 	}
 	note_worker(s, req, &worker);
 	params.claim_timeout = (uint32_t)timeout;
+	if (max_jobs > 1) {
+		/* max_jobs 1, or none, keeps the single-job response shape. */
+		params.format = CLAIM_FORMAT_LIST;
+		params.max_jobs = (uint32_t)max_jobs;
+	}
 	if (has_worker)
 		params.worker = rbuf_new(worker.data ? worker.data : "", worker.len);
 	pgq_claim_route(s, req, model.data, model.len, &params,

@@ -48,6 +48,7 @@ struct pgq {
 	int open_timers; /* timers not closed yet; q is freed when the last one is */
 	int64_t key_version; /* highest inferq_api_keys.version merged */
 	int key_pulling;     /* a key pull is in flight */
+	int forgetting_files; /* files of deleted jobs are being unlinked */
 	pg_waiter_t *head, *tail;
 };
 
@@ -199,11 +200,8 @@ route_handler_fn pgq_route(route_handler_fn local)
 		{handle_admin_job, pg_handle_admin_job},
 		{handle_admin_queues, pg_handle_admin_queues},
 		{handle_admin_workers, pg_handle_admin_workers},
-		{handle_storage_upload_request, pg_handle_unsupported},
-		{handle_storage_upload, pg_handle_unsupported},
-		{handle_storage_get, pg_handle_unsupported},
-		{handle_submit_batch, pg_handle_unsupported},
-		{handle_complete_batch, pg_handle_unsupported},
+		{handle_submit_batch, pg_handle_submit_batch},
+		{handle_complete_batch, pg_handle_complete_batch},
 	};
 
 	for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++) {
@@ -494,9 +492,10 @@ static void on_sweep_done(void *ctx, int rc, PGresult *const *results, int count
 		log_warn("store", "lease and retention sweep failed: %s", err);
 		return;
 	}
-	if (rc != 0 || count < 3)
+	if (rc != 0 || count < 4)
 		return;
 	set_gauges(s, results[2]);
+	pgq_files_forget(s, results[3], &s->pg->forgetting_files);
 	for (int i = 0; i < PQntuples(results[0]); i++) {
 		int pending = atoi(PQgetvalue(results[0], i, 2)) == JOB_PENDING;
 		job_record_t rec = {0};
@@ -527,7 +526,10 @@ static void on_sweep_done(void *ctx, int rc, PGresult *const *results, int count
 static void on_sweep_timer(uv_timer_t *timer)
 {
 	server_t *s = timer->data;
-	pg_stmt_t st[3] = {{.sql = PG_SQL_EXPIRE}, {.sql = PG_SQL_PURGE}, {.sql = PG_SQL_GAUGES}};
+	pg_stmt_t st[4] = {{.sql = PG_SQL_EXPIRE},
+			   {.sql = PG_SQL_PURGE},
+			   {.sql = PG_SQL_GAUGES},
+			   {.sql = PG_SQL_ORPHAN_FILES}};
 	char retries[16], retention[32], batch[16], history[16];
 
 	if (!pg_pool_up(s->pg->pool))
@@ -544,14 +546,20 @@ static void on_sweep_timer(uv_timer_t *timer)
 	snprintf(batch, sizeof(batch), "%u", s->config.pg_retention_batch);
 	pgq_param(&st[1], 1, batch);
 	s->pg->sweeping = 1;
-	pgq_exec(s, st, 3, on_sweep_done, s);
+	pgq_exec(s, st, 4, on_sweep_done, s);
 }
 
 /* ---- open and close ---- */
 
 struct pgq_start {
 	PGconn *pg; /* holds the migration lock */
+	uint8_t storage_secret[STORAGE_SECRET_BYTES];
 };
+
+const uint8_t *pgq_start_storage_secret(const pgq_start_t *start)
+{
+	return start ? start->storage_secret : NULL;
+}
 
 int pgq_prepare(server_t *s, pgq_start_t **out)
 {
@@ -561,7 +569,8 @@ int pgq_prepare(server_t *s, pgq_start_t **out)
 
 	start->pg = pg_schema_connect(s->config.store, s->config.pg_connect_timeout_ms / 1000, err,
 				      sizeof(err));
-	if (start->pg == NULL || pg_schema_migrate(start->pg, err, sizeof(err)) != 0) {
+	if (start->pg == NULL || pg_schema_migrate(start->pg, err, sizeof(err)) != 0 ||
+	    pgq_storage_secret_load(start->pg, start->storage_secret, err, sizeof(err)) != 0) {
 		log_error("store", "cannot prepare the PostgreSQL database: %s", err);
 		pgq_start_abort(start);
 		return INFERQ_EIO;
@@ -579,6 +588,7 @@ void pgq_start_abort(pgq_start_t *start)
 		return;
 	if (start->pg)
 		PQfinish(start->pg);
+	explicit_bzero(start->storage_secret, sizeof(start->storage_secret));
 	free(start);
 }
 

@@ -17,6 +17,7 @@
 #include "json.h"
 #include "pg_pool.h"
 #include "server.h"
+#include "storage.h"
 
 #define PGQ_CHANNEL "inferq_jobs" /* NOTIFY channel; the payload is a model name */
 
@@ -155,6 +156,54 @@ void pgq_key_committed(server_t *s, const store_op_t *op);
 /* Merges the key changes after *version; *busy is 1 while a pull is in flight. */
 void pgq_keys_pull(server_t *s, int64_t *version, int *busy);
 
+/* pg_storage.c: output files on the postgres store (docs/scale-out.md). */
+
+/*
+ * Reads the upload signing secret from table inferq_settings over the
+ * start-up connection pg, creating it first when no node has. Returns 0,
+ * or INFERQ_EIO with the cause in err.
+ */
+int pgq_storage_secret_load(PGconn *pg, uint8_t secret[STORAGE_SECRET_BYTES], char *err,
+			    size_t errlen);
+
+/* Returns the upload signing secret pgq_prepare read, for storage_open. */
+const uint8_t *pgq_start_storage_secret(const pgq_start_t *start);
+
+/*
+ * Receives the job that owns a file: rc 0 with its model (borrowed) and
+ * state, INFERQ_ENOTFOUND when there is no such job, or a failure for
+ * pgq_respond_unavailable with err.
+ */
+typedef void (*pgq_file_job_cb)(void *ctx, int rc, const char *model, size_t model_len,
+				job_state_t state, const char *err);
+
+/*
+ * Looks up job id, the owner of a file. With register_name, and the job
+ * not finished, the same statement adds that file's row to inferq_files
+ * (kept when it exists), so the row exists before an upload writes bytes.
+ */
+void pgq_file_job(server_t *s, const iq_id_t *id, const char *register_name,
+		  pgq_file_job_cb cb, void *ctx);
+
+/*
+ * Records the size of the uploaded file name. cb gets rc 0, INFERQ_ENOTFOUND
+ * when its job was deleted meanwhile (the caller then unlinks the file),
+ * or a failure for pgq_respond_unavailable.
+ */
+void pgq_file_stored(server_t *s, const char *name, uint64_t size,
+		     void (*cb)(void *ctx, int rc, const char *err), void *ctx);
+
+/*
+ * Unlinks the files named in result names (one column, from
+ * PG_SQL_ORPHAN_FILES) on the thread pool, then deletes their rows. *busy
+ * is 1 until that is done; a call while busy does nothing.
+ */
+void pgq_files_forget(server_t *s, const PGresult *names, int *busy);
+
+/* pg_batch.c: the batch routes of the postgres store. */
+void pg_handle_submit_batch(server_t *s, http_request_t *req);
+void pg_handle_complete_batch(server_t *s, http_request_t *req);
+
 /* pg_client.c and pg_worker.c: the route handlers of the postgres store. */
 void pg_handle_submit(server_t *s, http_request_t *req);
 void pg_handle_status(server_t *s, http_request_t *req);
@@ -162,7 +211,6 @@ void pg_handle_cancel(server_t *s, http_request_t *req);
 void pg_handle_metrics(server_t *s, http_request_t *req);
 void pg_handle_clear(server_t *s, http_request_t *req);
 void pg_handle_readyz(server_t *s, http_request_t *req);
-void pg_handle_unsupported(server_t *s, http_request_t *req);
 void pg_handle_claim(server_t *s, http_request_t *req);
 void pg_handle_heartbeat(server_t *s, http_request_t *req);
 void pg_handle_complete(server_t *s, http_request_t *req);

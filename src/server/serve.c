@@ -330,14 +330,18 @@ static int start_accepting(server_t *s)
 
 /*
  * Opens the output file storage. Its default public URL names the HTTPS
- * listener when there is one, since Sprocket workers speak only HTTPS.
+ * listener when there is one, since Sprocket workers speak only HTTPS. On
+ * the postgres store (pg_start set) it signs with the cluster's secret.
  */
-static int open_storage(server_t *s)
+static int open_storage(server_t *s, const pgq_start_t *pg_start)
 {
+	const uint8_t *secret = pgq_start_storage_secret(pg_start);
+
 	if (s->https)
-		return storage_open(s, "https", s->config.tls_listen, http_server_port(s->https));
+		return storage_open(s, "https", s->config.tls_listen, http_server_port(s->https),
+				    secret);
 	return storage_open(s, s->tls ? "https" : "http", s->config.listen,
-			    http_server_port(s->http));
+			    http_server_port(s->http), secret);
 }
 
 static void log_config(const serve_config_t *c)
@@ -413,7 +417,7 @@ int serve_main(int argc, char **argv)
 	}
 	if (load_queue(s) != 0 ||
 	    (pgq_is_postgres(s->config.store) && pgq_prepare(s, &pg_start) != 0) ||
-	    auth_open(s) != 0 || open_storage(s) != 0) {
+	    auth_open(s) != 0 || open_storage(s, pg_start) != 0) {
 		pgq_start_abort(pg_start);
 		store_close(s->store);
 		stop_listening(s);

@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "alloc.h"
@@ -157,9 +158,15 @@ static int job_exists(server_t *s, const iq_id_t *id, int *read_failed)
  * Removes temp files of uploads a stop or crash interrupted, and files of
  * jobs deleted while their files were not (a crash between the purge's
  * commit and the file deletion). Files with other names are left alone.
+ *
+ * With shared set (the postgres store, whose nodes share the directory), a
+ * temp file may belong to an upload another node is writing, so only temp
+ * files older than STORAGE_TEMP_STALE_S go. Files of deleted jobs are then
+ * left to the database's file sweep (pg_storage.c).
  */
-static void sweep(server_t *s, storage_t *st)
+static void sweep(server_t *s, storage_t *st, int shared)
 {
+	time_t stale_before = time(NULL) - STORAGE_TEMP_STALE_S;
 	DIR *d = opendir(st->dir);
 	struct dirent *e;
 	size_t temps = 0, orphans = 0;
@@ -176,9 +183,15 @@ static void sweep(server_t *s, storage_t *st)
 		size_t len = strlen(e->d_name);
 
 		if (strncmp(e->d_name, STORAGE_TEMP_PREFIX, strlen(STORAGE_TEMP_PREFIX)) == 0) {
-			temps += unlinkat(dirfd(d), e->d_name, 0) == 0;
+			struct stat sb;
+
+			if (!shared || (fstatat(dirfd(d), e->d_name, &sb, AT_SYMLINK_NOFOLLOW) == 0 &&
+					sb.st_mtime < stale_before))
+				temps += unlinkat(dirfd(d), e->d_name, 0) == 0;
 			continue;
 		}
+		if (shared)
+			continue;
 		if (storage_filename_parse(e->d_name, len, STORAGE_NAME_MAX, &id, reason,
 					   sizeof(reason)) != 0)
 			continue;
@@ -196,25 +209,32 @@ static void sweep(server_t *s, storage_t *st)
 	}
 }
 
-int storage_open(server_t *s, const char *scheme, const char *listen, int port)
+int storage_open(server_t *s, const char *scheme, const char *listen, int port,
+		 const uint8_t *shared_secret)
 {
 	storage_t *st = xcalloc(1, sizeof(*st));
 	char host[256] = "";
 	int n;
 
-	n = snprintf(st->dir, sizeof(st->dir), "%s/%s", s->config.data_dir, STORAGE_DIR);
+	if (s->config.storage_dir[0])
+		n = snprintf(st->dir, sizeof(st->dir), "%s", s->config.storage_dir);
+	else
+		n = snprintf(st->dir, sizeof(st->dir), "%s/%s", s->config.data_dir, STORAGE_DIR);
 	if (n < 0 || (size_t)n >= sizeof(st->dir)) {
-		log_error("storage", "the data dir path %s is too long for its storage directory; "
-				     "use a shorter --data-dir",
-			  s->config.data_dir);
+		log_error("storage", "the storage directory path under %s is too long; use a "
+				     "shorter --data-dir or --storage-dir",
+			  s->config.storage_dir[0] ? s->config.storage_dir : s->config.data_dir);
 		goto fail;
 	}
 	if (mkdir(st->dir, 0700) != 0 && errno != EEXIST) {
-		log_error("storage", "cannot create %s: %s; check the data dir's permissions",
+		log_error("storage", "cannot create %s: %s; check the permissions of its parent "
+				     "directory, or set --storage-dir",
 			  st->dir, strerror(errno));
 		goto fail;
 	}
-	if (load_secret(st, s->config.data_dir) != 0)
+	if (shared_secret)
+		memcpy(st->secret, shared_secret, sizeof(st->secret));
+	else if (load_secret(st, s->config.data_dir) != 0)
 		goto fail;
 
 	if (s->config.public_url[0]) {
@@ -231,7 +251,7 @@ int storage_open(server_t *s, const char *scheme, const char *listen, int port)
 			goto fail;
 		}
 	}
-	sweep(s, st);
+	sweep(s, st, shared_secret != NULL);
 	s->storage = st;
 	log_info("storage", "output files in %s, served under %s/v1/storage/; max_upload_bytes=%llu "
 			    "upload_url_ttl=%llds max_filename_length=%zu",

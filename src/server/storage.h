@@ -4,11 +4,13 @@
  * key there), and puts the file's download URL in the job's outputs;
  * clients then GET the file with a key that covers the job's model.
  *
- * Files live in DATA_DIR/storage under their validated filename, which is
- * the only name ever joined to that directory, so no request can reach a
- * path outside it. A file belongs to the job whose id starts its name and
- * is deleted with that job when retention deletes it. Upload URLs carry an
- * HMAC-SHA256 signature made with the secret in DATA_DIR/storage.key.
+ * Files live in --storage-dir (default DATA_DIR/storage) under their
+ * validated filename, which is the only name ever joined to that directory,
+ * so no request can reach a path outside it. A file belongs to the job
+ * whose id starts its name and is deleted with that job when retention
+ * deletes it. Upload URLs carry an HMAC-SHA256 signature made with the
+ * secret in DATA_DIR/storage.key, or, on the postgres store, with the
+ * secret every node reads from the database (pg_storage.c).
  *
  * storage_rules.c has the pure parts (names, signatures, ranges, content
  * types, the public URL), safe on any thread; storage.c the directory, the
@@ -35,6 +37,7 @@ struct server;
 #define STORAGE_NAME_MAX 255             /* NAME_MAX of common file systems */
 #define STORAGE_URL_MAX 512              /* bytes of --public-url, without the NUL */
 #define STORAGE_TEMP_PREFIX ".upload-"   /* temp files; no valid filename starts with '.' */
+#define STORAGE_TEMP_STALE_S 3600        /* a shared directory's temp file this old is abandoned */
 
 /* --- Pure rules (storage_rules.c) ----------------------------------------- */
 
@@ -124,14 +127,19 @@ typedef struct storage storage_t;
 
 /*
  * Sets up storage for s once the store is loaded and the listener is bound:
- * creates DATA_DIR/storage (0700), loads or creates the signing secret
- * (0600, fsynced), settles the public base URL (--public-url, or scheme,
- * listen and the bound port), removes temp files left by
- * an interrupted upload and files whose job no longer exists (one store
- * read per file). Sets s->storage. Returns 0, or INFERQ_EIO / INFERQ_EINVAL
- * after logging the cause and the remedy. Loop thread, before serving.
+ * creates --storage-dir (default DATA_DIR/storage, mode 0700), settles the
+ * public base URL (--public-url, or scheme, listen and the bound port) and
+ * removes temp files left by an interrupted upload. With shared_secret NULL
+ * (the local store) it loads or creates the signing secret file (0600,
+ * fsynced) and removes files whose job no longer exists (one store read per
+ * file). With shared_secret (the postgres store's, from the database) it
+ * signs with that and removes only temp files older than
+ * STORAGE_TEMP_STALE_S, since other nodes share the directory. Sets
+ * s->storage. Returns 0, or INFERQ_EIO / INFERQ_EINVAL after logging the
+ * cause and the remedy. Loop thread, before serving.
  */
-int storage_open(struct server *s, const char *scheme, const char *listen, int port);
+int storage_open(struct server *s, const char *scheme, const char *listen, int port,
+		 const uint8_t *shared_secret);
 
 /* Frees s->storage; accepts NULL. Call after the loop stopped. */
 void storage_close(struct server *s);

@@ -97,8 +97,7 @@ static const char migration_2[] =
  * as on the local store. inferq_history_add appends one event and keeps the
  * newest max (none when max is 0); the statements that change a job call it
  * in the same UPDATE. The detail is cut to 256 bytes (HISTORY_DETAIL_MAX)
- * on a character boundary. Migration 3 is self-contained: nothing else
- * depends on its number.
+ * on a character boundary.
  */
 static const char migration_3[] =
 	"ALTER TABLE inferq_jobs ADD COLUMN history json;\n"
@@ -126,7 +125,31 @@ static const char migration_3[] =
 	"  RETURN ('[' || coalesce(kept || ',', '') || entry || ']')::json;\n"
 	"END $$;\n";
 
-static const char *const migrations[PG_SCHEMA_VERSION] = {migration_1, migration_2, migration_3};
+/*
+ * Output files of Sprocket workers and settings every node shares. The
+ * bytes of a file live in the shared --storage-dir, and its row names the
+ * job that owns it. Deleting the job sets job_id to NULL (the foreign key's
+ * action, which also covers an upload racing the deletion), and the sweep
+ * then unlinks the file and deletes the row. inferq_settings contains the
+ * upload signing secret ("storage_secret", 64 hex digits) that the first
+ * node to start creates.
+ */
+static const char migration_4[] =
+	"CREATE TABLE inferq_settings (\n"
+	"  name text PRIMARY KEY,\n"
+	"  value text NOT NULL\n"
+	");\n"
+	"CREATE TABLE inferq_files (\n"
+	"  name text PRIMARY KEY,\n"
+	"  job_id uuid REFERENCES inferq_jobs (id) ON DELETE SET NULL,\n"
+	"  size bigint,\n"
+	"  created_at bigint NOT NULL\n"
+	");\n"
+	"CREATE INDEX inferq_files_job ON inferq_files (job_id);\n"
+	"CREATE INDEX inferq_files_orphaned ON inferq_files (name) WHERE job_id IS NULL;\n";
+
+static const char *const migrations[PG_SCHEMA_VERSION] = {migration_1, migration_2, migration_3,
+								  migration_4};
 
 /* Runs sql; returns 0 or INFERQ_EIO with the server's message in err. */
 static int run(PGconn *pg, const char *sql, PGresult **keep, char *err, size_t errlen)

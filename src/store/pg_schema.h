@@ -13,7 +13,7 @@
 #include <stdint.h>
 #include <libpq-fe.h>
 
-#define PG_SCHEMA_VERSION 3
+#define PG_SCHEMA_VERSION 4
 #define PG_LOCK_MIGRATE 7236052001LL /* advisory lock held while migrating */
 #define PG_LOCK_SWEEP "7236052002"   /* advisory lock of the sweeping node, as SQL */
 
@@ -81,5 +81,13 @@ int pg_schema_migrate(PGconn *pg, char *err, size_t errlen);
 #define PG_SQL_GAUGES                                                                          \
 	"SELECT model, state, count(*) FROM inferq_jobs WHERE state IN (0, 1) "                 \
 	"GROUP BY model, state"
+
+/*
+ * Sweep, part 4: up to 1000 names of files whose job was deleted, for the
+ * sweeping node to unlink before it deletes their rows.
+ */
+#define PG_SQL_ORPHAN_FILES                                                                    \
+	"SELECT name FROM inferq_files WHERE job_id IS NULL AND (SELECT "                       \
+	"pg_try_advisory_xact_lock(" PG_LOCK_SWEEP ")) ORDER BY name LIMIT 1000"
 
 #endif

@@ -738,15 +738,17 @@ def test_postgres_schema_2_migrates(start_server, pg_cluster):
     running = api.submit_ok("t/pgold", {})
     claim = api.claim_ok("t/pgold", worker="old")
     assert server.stop() == 0
-    # Back to schema version 2 as an earlier inferq left it: no history, no model index.
-    pg_cluster.psql("ALTER TABLE inferq_jobs DROP COLUMN history; "
+    # Back to schema version 2 as an earlier inferq left it: no history, no model index, no
+    # tables of output files and settings.
+    pg_cluster.psql("DROP TABLE inferq_files; DROP TABLE inferq_settings; "
+                    "ALTER TABLE inferq_jobs DROP COLUMN history; "
                     "DROP INDEX inferq_jobs_model_seq; DROP FUNCTION inferq_history_add; "
-                    "DELETE FROM inferq_schema WHERE version = 3", db_name(uri))
+                    "DELETE FROM inferq_schema WHERE version IN (3, 4)", db_name(uri))
 
     server.restart()
     api = server.api()
     versions = pg_cluster.psql("SELECT version FROM inferq_schema ORDER BY version", db_name(uri))
-    assert versions == [["1"], ["2"], ["3"]]
+    assert versions == [["1"], ["2"], ["3"], ["4"]]
     assert events(job_view(api, done)) == [("submitted", None)]
     complete(api, claim)
     assert events(job_view(api, running)) == [("submitted", None), ("completed", "old")]

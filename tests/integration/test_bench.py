@@ -113,8 +113,6 @@ def test_lifecycle_leaves_no_job_running(start_server, tmp_path):
     assert metrics["messages_waiting"] <= 50, metrics
 
 
-@pytest.mark.local_store_only(
-    reason="the batch routes answer 501 on the postgres store")
 def test_submit_batch_counts_jobs(start_server, tmp_path):
     server = start_server()
     _, r = bench(server, tmp_path, "submit", "--batch", 50, "-n", 500, "-c", 2, model="sb")
@@ -127,8 +125,6 @@ def test_submit_batch_counts_jobs(start_server, tmp_path):
     assert server.api().metrics_ok("sb")["messages_waiting"] == 500
 
 
-@pytest.mark.local_store_only(
-    reason="the batch routes answer 501 on the postgres store")
 def test_lifecycle_batch_leaves_no_job_running(start_server, tmp_path):
     server = start_server()
     api = server.api()

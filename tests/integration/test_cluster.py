@@ -46,7 +46,7 @@ def test_nodes_started_at_once_share_one_schema(start_server, pg_cluster, tmp_pa
     assert len(servers) == 3
     # Each migration ran once although three nodes applied them at the same time.
     versions = pg_cluster.psql("SELECT version FROM inferq_schema ORDER BY version", uri_db(uri))
-    assert versions == [["1"], ["2"], ["3"]]
+    assert versions == [["1"], ["2"], ["3"], ["4"]]
     # Only the first node to take the lock made an admin key; it works on every node.
     makers = [s for s in servers if (s.data_dir / "admin.key").exists()]
     assert len(makers) == 1
@@ -365,16 +365,3 @@ def test_store_from_the_environment_and_pool_size(start_server, pg_cluster, tmp_
     finally:
         proc.terminate()
         assert proc.wait(10) == 0
-
-
-@pytest.mark.parametrize("method, path", [
-    ("POST", "/v1/storage/upload-request"),
-    ("POST", "/v1/queue/submit_batch"),
-])
-def test_routes_not_served_on_postgres_say_so(start_server, pg_cluster, method, path):
-    node = start_server(store=pg_cluster.new_database())
-    reply = node.api().request(method, path, {} if method == "POST" else None)
-    assert reply.status == 501, reply
-    assert reply.json["code"] == "not_implemented"
-    assert reply.json["type"] == "server_error"
-    assert "--store postgres" in reply.json["message"]

@@ -96,8 +96,6 @@ def start(start_server):
     return server, admin, client, Sprocket(base, worker_key, server.ca.context())
 
 
-@pytest.mark.local_store_only(
-    reason="the storage routes answer 501 on the postgres store")
 def test_job_done_with_file(start_server):
     server, admin, client, worker = start(start_server)
 

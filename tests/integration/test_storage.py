@@ -19,10 +19,6 @@ import pytest
 
 from support import INFERQ_BIN, UNKNOWN_ID, Api, Reply, Server, assert_error, wait_for
 
-pytestmark = pytest.mark.local_store_only(
-    reason=("Sprocket output files are checked against the in-memory queue and kept per node; "
-            "the postgres store answers these routes with 501"))
-
 
 MODEL = "test/storage"
 RETRIEVE = "/internal/v1/queue/retrieve"
@@ -468,11 +464,33 @@ def test_replace_and_empty_file(server, api):
     assert storage_files(server) == [filename], "a temp file was left behind"
 
 
-def test_restart_keeps_files_secret_and_urls(server, api):
+def on_postgres(server):
+    return (getattr(server, "store", None) or "local").startswith("postgres")
+
+
+def database_name(server):
+    return server.store.split("///", 1)[1].split("?", 1)[0]
+
+
+def signing_secret(request, server):
+    """Return the upload signing secret: DATA_DIR/storage.key on the local store, the
+    storage_secret row of table inferq_settings on the postgres store."""
+    if on_postgres(server):
+        assert not (server.data_dir / "storage.key").exists()
+        rows = request.getfixturevalue("pg_cluster").psql(
+            "SELECT value FROM inferq_settings WHERE name = 'storage_secret'",
+            database_name(server))
+        assert len(rows) == 1, rows
+        assert len(rows[0][0]) == 64, rows
+        return bytes.fromhex(rows[0][0])
     secret = server.data_dir / "storage.key"
     mode = stat.S_IMODE(os.stat(secret).st_mode)
     assert mode == 0o600, oct(mode)
-    secret_bytes = secret.read_bytes()
+    return secret.read_bytes()
+
+
+def test_restart_keeps_files_secret_and_urls(request, server, api):
+    secret_bytes = signing_secret(request, server)
     assert len(secret_bytes) == 32
 
     request_id = running_job(api)
@@ -482,8 +500,7 @@ def test_restart_keeps_files_secret_and_urls(server, api):
     assert server.stop() == 0
     server.restart()
     api = server.api()
-    assert secret.read_bytes() == secret_bytes
-    assert stat.S_IMODE(os.stat(secret).st_mode) == 0o600
+    assert signing_secret(request, server) == secret_bytes
     assert api.get(path).raw == b"first"
     reply = put(server, split(pending_url), b"after restart")
     assert reply.status == 200, reply
@@ -511,6 +528,16 @@ def test_start_removes_leftovers(server, api):
     (storage / ".upload-abc123").write_bytes(b"half an upload")
     (storage / f"{UNKNOWN_ID}-orphan.png").write_bytes(b"job gone")
     (storage / "README").write_bytes(b"not ours")
+    if on_postgres(server):
+        # Nodes share the directory, so a young temp file may be another node's upload in
+        # progress, and files of deleted jobs are found through table inferq_files instead.
+        two_hours_ago = time.time() - 7200
+        (storage / ".upload-old456").write_bytes(b"abandoned upload")
+        os.utime(storage / ".upload-old456", (two_hours_ago, two_hours_ago))
+        server.restart()
+        assert storage_files(server) == sorted([
+            ".upload-abc123", f"{UNKNOWN_ID}-orphan.png", "README", f"{request_id}-keep.png"])
+        return
     server.restart()
     assert storage_files(server) == sorted(["README", f"{request_id}-keep.png"])
 
@@ -542,6 +569,31 @@ def test_public_url_flag(start_server):
         f"https://queue.example.com/base/v1/storage/upload/{request_id}-x.png?expires=")
 
 
+def test_storage_dir_flag(start_server, tmp_path):
+    files = tmp_path / "elsewhere" / "files"
+    files.parent.mkdir()
+    server = start_server(storage_dir=files)
+    api = server.api()
+    request_id = running_job(api)
+    path = split(upload(server, api, f"{request_id}-a.png", b"moved"))
+    assert sorted(os.listdir(files)) == [f"{request_id}-a.png"]
+    assert stat.S_IMODE(os.stat(files).st_mode) == 0o700
+    assert not (server.data_dir / "storage").exists()
+    assert api.get(path).raw == b"moved"
+    assert any(str(files) in line for line in server.log), server.log_tail()
+
+
+def test_storage_dir_that_cannot_be_made_stops_start(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_bytes(b"")
+    server = Server(tmp_path / "d", ["--storage-dir", str(blocker / "files")])
+    with pytest.raises(pytest.fail.Exception):
+        server.start()
+    assert server.proc.returncode != 0
+    assert any("--storage-dir" in line and str(blocker) in line for line in server.log), \
+        server.log_tail()
+
+
 @pytest.mark.parametrize("flag,value", [
     ("--public-url", "ftp://x"),
     ("--public-url", "https://"),
@@ -554,6 +606,7 @@ def test_public_url_flag(start_server):
     ("--upload-url-ttl", "1500ms"),
     ("--max-upload-bytes", "0"),
     ("--max-upload-bytes", "17G"),
+    ("--storage-dir", ""),
 ])
 def test_bad_flags(tmp_path, flag, value):
     result = subprocess.run([str(INFERQ_BIN), "serve", "--listen", "127.0.0.1:0", "--data-dir",
