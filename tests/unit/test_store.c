@@ -273,13 +273,22 @@ static int64_t query_int(const char *db_path, const char *sql)
 	return v;
 }
 
-static void exec_sql(const char *db_path, const char *sql)
+/* Runs sql and returns its extended SQLite result code. */
+static int exec_sql_rc(const char *db_path, const char *sql)
 {
 	sqlite3 *db = NULL;
+	int rc;
 
 	assert_int_equal(sqlite3_open_v2(db_path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
-	assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_extended_result_codes(db, 1);
+	rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
 	sqlite3_close(db);
+	return rc;
+}
+
+static void exec_sql(const char *db_path, const char *sql)
+{
+	assert_int_equal(exec_sql_rc(db_path, sql), SQLITE_OK);
 }
 
 typedef struct {
@@ -322,6 +331,10 @@ static void open_creates_schema(void **state)
 	/* The writer keeps job_counts; no trigger runs per row. */
 	assert_int_equal(query_int(f->db_path, "SELECT count(*) FROM sqlite_master WHERE "
 	                                       "type = 'trigger'"),
+	                 0);
+	/* No IN list in the table's checks: SQLite builds a b-tree for each test of one. */
+	assert_int_equal(query_int(f->db_path, "SELECT instr(sql, ' IN (') FROM sqlite_master "
+	                                       "WHERE name = 'jobs'"),
 	                 0);
 	assert_int_equal(query_int(f->db_path, "SELECT count(*) FROM sqlite_master WHERE "
 	                                       "type = 'index' AND name IN "
@@ -761,7 +774,16 @@ static void migrates_counts_from_version_4(void **state)
 		 "CREATE TRIGGER jobs_count_insert AFTER INSERT ON jobs BEGIN SELECT 1; END;"
 		 "CREATE TRIGGER jobs_count_update AFTER UPDATE OF state ON jobs BEGIN SELECT 1; END;"
 		 "CREATE TRIGGER jobs_count_delete AFTER DELETE ON jobs BEGIN SELECT 1; END;"
+		 "PRAGMA writable_schema = ON;"
+		 "UPDATE sqlite_schema SET sql = replace(sql, 'CHECK (state = ''pending'' OR "
+		 "state = ''running'' OR state = ''done'' OR state = ''failed'' OR state = "
+		 "''canceled'')', 'CHECK (state IN (''pending'', ''running'', ''done'', ''failed'', "
+		 "''canceled''))') WHERE name = 'jobs';"
+		 "PRAGMA writable_schema = OFF;"
 		 "PRAGMA user_version = 4");
+	assert_int_equal(query_int(f->db_path, "SELECT instr(sql, 'state IN (') > 0 FROM "
+					       "sqlite_master WHERE name = 'jobs'"),
+			 1);
 
 	open_main(f);
 	assert_int_equal(count_of(f->store, "org/model-a/pending"), 1);
@@ -776,6 +798,18 @@ static void migrates_counts_from_version_4(void **state)
 	assert_int_equal(query_int(f->db_path, "SELECT count(*) FROM sqlite_master WHERE "
 					       "type = 'trigger'"),
 			 0);
+	/* The state check is a chain of comparisons now, and still rejects an unknown state. */
+	assert_int_equal(query_int(f->db_path, "SELECT instr(sql, 'state IN (') FROM "
+					       "sqlite_master WHERE name = 'jobs'"),
+			 0);
+	assert_int_equal(query_int(f->db_path, "SELECT instr(sql, 'OR state = ') > 0 FROM "
+					       "sqlite_master WHERE name = 'jobs'"),
+			 1);
+	assert_int_equal(query_int(f->db_path, "SELECT count(*) FROM pragma_integrity_check "
+					       "WHERE integrity_check <> 'ok'"),
+			 0);
+	assert_int_equal(exec_sql_rc(f->db_path, "UPDATE jobs SET state = 'lost'"),
+			 SQLITE_CONSTRAINT_CHECK);
 
 	job_record_clear(&job);
 	store_batch_free(&b);
