@@ -430,35 +430,46 @@ int bench_main(int argc, char **argv)
 
 	opterr = 0;
 	optind = 0;
-	while ((opt = getopt_long(argc, argv, "c:P:d:n:", long_options, NULL)) != -1) {
+	rc = 0;
+	while (rc == 0 && (opt = getopt_long(argc, argv, "c:P:d:n:", long_options, NULL)) != -1) {
 		if (opt == OPT_HELP) {
 			fputs(help, stdout);
-			return CLI_EXIT_OK;
+			goto out;
 		}
 		if (opt == '?')
-			return bad_option(argv[optind - 1]);
-		if ((rc = take_option(&o, opt, optarg, given)) != 0)
-			return rc;
+			rc = bad_option(argv[optind - 1]);
+		else
+			rc = take_option(&o, opt, optarg, given);
 	}
-	if (optind >= argc)
-		return usage("missing the scenario: submit, status, claim-complete, lifecycle, "
-		             "handoff, get URL or post URL");
+	if (rc != 0)
+		goto out;
+	if (optind >= argc) {
+		rc = usage("missing the scenario: submit, status, claim-complete, lifecycle, "
+		           "handoff, get URL or post URL");
+		goto out;
+	}
 	o.scenario = argv[optind++];
-	if (!is_scenario(o.scenario))
-		return usage("unknown scenario \"%s\": use submit, status, claim-complete, "
-		             "lifecycle, handoff, get or post",
-		             o.scenario);
+	if (!is_scenario(o.scenario)) {
+		rc = usage("unknown scenario \"%s\": use submit, status, claim-complete, "
+		           "lifecycle, handoff, get or post",
+		           o.scenario);
+		goto out;
+	}
 	if (optind < argc)
 		o.url = argv[optind++];
-	if (optind < argc)
-		return usage("unexpected argument \"%s\"", argv[optind]);
+	if (optind < argc) {
+		rc = usage("unexpected argument \"%s\"", argv[optind]);
+		goto out;
+	}
 	if ((rc = check_options(&o, given[1], given[2], given[0])) != 0)
-		return rc;
+		goto out;
 	if (!o.key)
 		o.key = default_key();
 
 	if ((rc = parse_targets(&o, &targets)) == 0)
 		rc = bench_scenario_main(&o, &targets);
+out:
+	/* Every exit frees the --server lists, which the options took before any check. */
 	if (targets.workers != targets.load)
 		free(targets.workers);
 	free(targets.load);
