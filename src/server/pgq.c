@@ -41,9 +41,9 @@ typedef struct pg_waiter {
 } pg_waiter_t;
 
 /*
- * The count of a wake that says "some jobs" without how many (a NOTIFY,
- * which stands for every job of its model that a node committed in a few
- * milliseconds, or the poll): claims go on until one finds no job.
+ * The job count of a wake that does not tell how many jobs are pending: a
+ * NOTIFY (one for every job of its model that a node committed within a
+ * few milliseconds) or the poll. Claims then go on until one finds no job.
  */
 #define WAKE_UNKNOWN INT32_MAX
 
@@ -241,9 +241,9 @@ static int64_t add_wakes(int64_t a, int64_t b)
 /*
  * The claim task of w ended. With a job (already sent): forget w, and
  * claim for the next waiter only when more jobs are thought pending, so
- * that one job costs one claim. Without one: w waits on, but when a wake
- * came meanwhile, its job may have committed after the claim looked, so
- * claim again.
+ * that one job costs one claim. Without one, w waits on. But when a wake
+ * came meanwhile, its job may have committed after the claim looked, so w
+ * claims again.
  */
 static void waiter_claim_done(void *ctx, int claimed, int rc, const char *err)
 {
@@ -256,26 +256,29 @@ static void waiter_claim_done(void *ctx, int claimed, int rc, const char *err)
 	w->more = w->signals = 0;
 	if (!s->pg)
 		return;
-	if (!claimed) {
-		if (w->expired || s->stopping)
-			waiter_done(s->pg, w, 1);
-		else if (signals > 0 && rc == 0)
-			wake_model(s, w->model, signals);
+	if (!claimed && (w->expired || s->stopping)) {
+		waiter_done(s->pg, w, 1);
 		return;
 	}
-	model = xstrdup(w->model);
-	waiter_done(s->pg, w, 0);
-	if (more > 0)
-		wake_model(s, model, more);
+	if (!claimed && (signals == 0 || rc != 0))
+		return;
+	if (claimed && more == 0) {
+		waiter_done(s->pg, w, 0);
+		return;
+	}
+	model = xstrdup(w->model); /* wake_model may free w */
+	if (claimed)
+		waiter_done(s->pg, w, 0);
+	wake_model(s, model, claimed ? more : signals);
 	free(model);
 }
 
 static void waiter_start_claim(server_t *s, pg_waiter_t *w);
 
 /*
- * Tries a claim for the oldest idle waiter of model for jobs new pending
- * jobs (or WAKE_UNKNOWN), unless one of its claims is in flight: then
- * that claim learns of them when it returns.
+ * Starts a claim for the oldest idle waiter of model, which has jobs newly
+ * pending jobs (or WAKE_UNKNOWN). While a claim of the model is in flight,
+ * that claim gets the count instead, when it returns.
  */
 static void wake_model(server_t *s, const char *model, int64_t jobs)
 {
