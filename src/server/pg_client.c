@@ -93,10 +93,9 @@ static void not_found(http_request_t *req, const iq_id_t *id, const char *model)
 	"INSERT INTO inferq_jobs (id, model, priority, created_at, payload, info, warnings, "   \
 	"idempotency_key, body_hash) "
 
-static const char sql_submit[] =
-	"WITH ins AS (" SUBMIT_INSERT "VALUES ($1::uuid, $2, $3::int, inferq_now_ms(), $4, "
-	"$5, $6, NULL, NULL) RETURNING model) "
-	"SELECT pg_notify('" PGQ_CHANNEL "', model) FROM ins";
+/* The waiters hear of the job after the commit (pgq_job_added), not by a NOTIFY in here. */
+static const char sql_submit[] = SUBMIT_INSERT "VALUES ($1::uuid, $2, $3::int, "
+				 "inferq_now_ms(), $4, $5, $6, NULL, NULL)";
 
 static const char sql_idempotency_lock[] =
 	"SELECT pg_advisory_xact_lock(hashtextextended($1 || ' ' || $2, 0))";
@@ -108,7 +107,7 @@ static const char sql_submit_keyed[] =
 	"ins AS (" SUBMIT_INSERT "SELECT $1::uuid, $2, $3::int, inferq_now_ms(), $4, $5, "
 	"$6, $7, $8 WHERE NOT EXISTS (SELECT 1 FROM prev) RETURNING model) "
 	"SELECT (SELECT id FROM prev), (SELECT body_hash FROM prev), "
-	"(SELECT count(pg_notify('" PGQ_CHANNEL "', model)) FROM ins)";
+	"(SELECT count(*) FROM ins)";
 
 static void reply_request_id(call_t *c, const iq_id_t *id)
 {
@@ -143,6 +142,7 @@ static void on_submitted(void *ctx, int rc, PGresult *const *results, int count,
 	} else {
 		reply_request_id(c, &c->id);
 		observe_one(c, JOB_PENDING, STORE_OP_INSERT, JOB_PENDING);
+		pgq_job_added(c->server, c->model.data);
 		if (log_enabled(LOG_DEBUG)) {
 			char text[ID_TEXT_LEN + 1];
 

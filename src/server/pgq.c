@@ -38,7 +38,16 @@ typedef struct pg_waiter {
 	uv_timer_t timer;
 	int busy;    /* a claim task for it is in flight */
 	int expired; /* its wait ended while busy: answer "no job" when the task returns */
+	int64_t more;    /* jobs thought pending beyond the one its claim is for */
+	int64_t signals; /* wakes of its model that came while its claim was in flight */
 } pg_waiter_t;
+
+/*
+ * The job count of a wake that does not tell how many jobs are pending: a
+ * NOTIFY (one for every job of its model that a node committed within a
+ * few milliseconds) or the poll. Claims then go on until one finds no job.
+ */
+#define WAKE_UNKNOWN INT32_MAX
 
 struct pgq {
 	pg_pool_t *pool;
@@ -250,36 +259,56 @@ static void waiter_done(pgq_t *q, pg_waiter_t *w, int answer)
 	uv_close((uv_handle_t *)&w->timer, free_waiter);
 }
 
-static void wake_model(server_t *s, const char *model);
+static void wake_model(server_t *s, const char *model, int64_t jobs);
+
+static int64_t add_wakes(int64_t a, int64_t b)
+{
+	return a + b > WAKE_UNKNOWN ? WAKE_UNKNOWN : a + b;
+}
 
 /*
- * The claim task of w ended: with a job (already sent), forget w and try
- * the next waiter, since more jobs may be pending; without one, w waits on.
+ * The claim task of w ended. With a job (already sent): forget w, and
+ * claim for the next waiter only when more jobs are thought pending, so
+ * that one job costs one claim. Without one, w waits on. But when a wake
+ * came meanwhile, its job may have committed after the claim looked, so w
+ * claims again.
  */
 static void waiter_claim_done(void *ctx, int claimed, int rc, const char *err)
 {
 	pg_waiter_t *w = ctx;
 	server_t *s = w->server;
+	int64_t more = add_wakes(w->more, w->signals), signals = w->signals;
 	char *model;
 
 	w->busy = 0;
+	w->more = w->signals = 0;
 	if (!s->pg)
 		return;
-	if (!claimed) {
-		if (w->expired || s->stopping)
-			waiter_done(s->pg, w, 1);
+	if (!claimed && (w->expired || s->stopping)) {
+		waiter_done(s->pg, w, 1);
 		return;
 	}
-	model = xstrdup(w->model);
-	waiter_done(s->pg, w, 0);
-	wake_model(s, model);
+	if (!claimed && (signals == 0 || rc != 0))
+		return;
+	if (claimed && more == 0) {
+		waiter_done(s->pg, w, 0);
+		return;
+	}
+	model = xstrdup(w->model); /* wake_model may free w */
+	if (claimed)
+		waiter_done(s->pg, w, 0);
+	wake_model(s, model, claimed ? more : signals);
 	free(model);
 }
 
 static void waiter_start_claim(server_t *s, pg_waiter_t *w);
 
-/* Tries a claim for the oldest idle waiter of model, unless one of its claims is in flight. */
-static void wake_model(server_t *s, const char *model)
+/*
+ * Starts a claim for the oldest idle waiter of model, which has jobs newly
+ * pending jobs (or WAKE_UNKNOWN). While a claim of the model is in flight,
+ * that claim gets the count instead, when it returns.
+ */
+static void wake_model(server_t *s, const char *model, int64_t jobs)
 {
 	pgq_t *q = s->pg;
 	pg_waiter_t *w, *next;
@@ -288,8 +317,10 @@ static void wake_model(server_t *s, const char *model)
 		next = w->next;
 		if (strcmp(w->model, model) != 0)
 			continue;
-		if (w->busy)
+		if (w->busy) {
+			w->signals = add_wakes(w->signals, jobs);
 			return;
+		}
 		if (http_request_is_orphaned(w->req)) {
 			waiter_done(q, w, 1);
 			continue;
@@ -299,6 +330,7 @@ static void wake_model(server_t *s, const char *model)
 			waiter_done(q, w, 0);
 			continue;
 		}
+		w->more = jobs - 1;
 		waiter_start_claim(s, w);
 		return;
 	}
@@ -406,7 +438,7 @@ static void on_poll_timer(uv_timer_t *timer)
 		models[n++] = xstrdup(w->model);
 	}
 	for (size_t i = 0; i < n; i++) {
-		wake_model(s, models[i]);
+		wake_model(s, models[i], WAKE_UNKNOWN);
 		free(models[i]);
 	}
 	free(models);
@@ -417,7 +449,7 @@ static void on_notify(void *ctx, const char *channel, const char *payload)
 	server_t *s = ctx;
 
 	if (s->pg && payload)
-		wake_model(s, payload);
+		wake_model(s, payload, WAKE_UNKNOWN);
 }
 
 void pgq_flush_waiters(server_t *s)
@@ -434,6 +466,14 @@ void pgq_flush_waiters(server_t *s)
 		else
 			waiter_done(q, w, 1);
 	}
+}
+
+void pgq_job_added(server_t *s, const char *model)
+{
+	if (!s->pg)
+		return;
+	wake_model(s, model, 1);
+	pg_pool_hint(s->pg->pool, model);
 }
 
 static void waiter_start_claim(server_t *s, pg_waiter_t *w)

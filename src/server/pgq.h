@@ -59,6 +59,13 @@ int pgq_open(server_t *s, pgq_start_t *start);
 /* Releases a start that pgq_open will not get. Accepts NULL. */
 void pgq_start_abort(pgq_start_t *start);
 
+/*
+ * Tells the waiters that a committed change made a job of model pending:
+ * this node's waiters at once, the other nodes' through a NOTIFY hint sent
+ * after the commit (pg_pool_hint), never inside the change's transaction.
+ */
+void pgq_job_added(server_t *s, const char *model);
+
 /* Sends "no job" to every long-poll claim waiting on this node (at stop). */
 void pgq_flush_waiters(server_t *s);
 

@@ -25,6 +25,15 @@
 #define CONNECT_TIMEOUT_MS 5000 /* when the config sets none */
 #define SQLSTATE_QUERY_CANCELED "57014" /* statement_timeout, or a cancel request */
 #define MAX_PIPELINED 256 /* ordered tasks in flight on one connection */
+/*
+ * Statement texts the pool prepares, at most: texts past it run unprepared,
+ * so texts built per request cannot fill memory here or in the backends.
+ */
+#define PREPARED_MAX 128
+#define PREPARED_NAME "iq_%u"
+#define HINT_DELAY_MS 2 /* how long hints gather before one NOTIFY per payload goes out */
+#define ECHO_TTL_MS 5000 /* a hint's own notification not back by then is not awaited */
+#define ECHO_MAX 1024    /* hints awaited back at most; past it their echoes are delivered */
 
 enum { CONN_DOWN, CONN_CONNECTING, CONN_UP };
 
@@ -39,6 +48,11 @@ typedef struct task {
 	int nresults;
 	int failed;
 	int ordered; /* PG_TASK_ORDERED */
+	int plain;   /* set-up statements of the pool: never prepared */
+	int16_t slot[PG_TASK_MAX_STMTS];    /* prepared statement of each statement, or -1 */
+	int16_t prepares[PG_TASK_MAX_STMTS]; /* slots this task prepares, sent first */
+	int nprepares;
+	int nseen; /* results read so far, prepares included */
 	char err[384];
 	struct pg_pool *counted; /* the pool whose outstanding count includes this task, or NULL */
 } task_t;
@@ -56,13 +70,21 @@ typedef struct conn {
 	uint32_t inflight;
 	uv_timer_t timer; /* retry backoff while DOWN, connect deadline while CONNECTING */
 	int64_t backoff_ms;
+	uint8_t prepared[PREPARED_MAX]; /* 1: slot i is prepared (or its prepare is sent) here */
 } conn_t;
+
+/* One statement text that connections prepare under the name of its slot. */
+typedef struct {
+	char *sql;
+	uint32_t hash;
+} prepared_t;
 
 struct pg_pool {
 	uv_loop_t *loop;
 	char *conninfo;
 	char host[128];
 	char listen_sql[128];
+	char channel[64]; /* the LISTEN channel, which hints notify */
 	pg_notify_cb notify;
 	void *ctx;
 	conn_t *conns; /* size task connections, then the listener when there is one */
@@ -77,6 +99,21 @@ struct pg_pool {
 	int closing;
 	uint32_t handles; /* open uv handles; the pool is freed when it drops to 0 after close */
 	char last_error[192];
+	prepared_t prepared[PREPARED_MAX]; /* the statement table, shared by the connections */
+	uint32_t nprepared;
+	char **hints; /* distinct payloads to notify when hint_timer fires */
+	uint32_t nhints, hints_cap;
+	uv_timer_t hint_timer;
+	/*
+	 * Hints sent whose notification has not come back to the listener yet.
+	 * The caller of pg_pool_hint already told its own waiters, so the echo
+	 * is dropped instead of waking them a second time.
+	 */
+	struct echo {
+		char *payload;
+		uint64_t sent_ms;
+	} *echoes;
+	uint32_t nechoes;
 };
 
 static void conn_connect(conn_t *c);
@@ -167,6 +204,14 @@ static void on_handle_closed(uv_handle_t *h)
 	if (h->type == UV_POLL)
 		free(h);
 	if (--p->handles == 0 && p->closing) {
+		for (uint32_t i = 0; i < p->nprepared; i++)
+			free(p->prepared[i].sql);
+		for (uint32_t i = 0; i < p->nhints; i++)
+			free(p->hints[i]);
+		free(p->hints);
+		for (uint32_t i = 0; i < p->nechoes; i++)
+			free(p->echoes[i].payload);
+		free(p->echoes);
 		free(p->conns);
 		free(p->conninfo);
 		free(p);
@@ -187,6 +232,8 @@ static void conn_drop(conn_t *c)
 	c->pg = NULL;
 	c->fd = -1;
 	c->events = 0;
+	/* The next connection is a new backend: it has no prepared statement. */
+	memset(c->prepared, 0, sizeof(c->prepared));
 }
 
 /* Fails every task in flight on c, oldest first. */
@@ -296,14 +343,72 @@ static void conn_connect(conn_t *c)
 	uv_timer_start(&c->timer, on_connect_deadline, (uint64_t)c->pool->connect_timeout_ms, 0);
 }
 
-/* Sends the statements of t in one pipeline with one sync. */
+static uint32_t text_hash(const char *s)
+{
+	uint32_t h = 2166136261u;
+
+	for (; *s; s++)
+		h = (h ^ (uint8_t)*s) * 16777619u;
+	return h;
+}
+
+/*
+ * Returns the slot of statement text sql in the pool's table, adding it
+ * when new, or -1 when the table is full. Texts are compared, not
+ * pointers, since a caller may build one in a buffer it reuses.
+ */
+static int prepared_slot(pg_pool_t *p, const char *sql)
+{
+	uint32_t h = text_hash(sql);
+
+	for (uint32_t i = 0; i < p->nprepared; i++) {
+		if (p->prepared[i].hash == h && strcmp(p->prepared[i].sql, sql) == 0)
+			return (int)i;
+	}
+	if (p->nprepared == PREPARED_MAX)
+		return -1;
+	p->prepared[p->nprepared].sql = xstrdup(sql);
+	p->prepared[p->nprepared].hash = h;
+	return (int)p->nprepared++;
+}
+
+/*
+ * Sends the statements of t in one pipeline with one sync. A text this
+ * connection has not prepared yet is prepared first, ahead of the task's
+ * statements, so no failure of a statement can abort the prepare; the
+ * prepared statement outlives the transaction. From then on the
+ * connection runs it by name and PostgreSQL plans it no more each time.
+ */
 static int send_task(conn_t *c, task_t *t)
 {
+	char name[16];
+
+	t->nprepares = 0;
+	for (int i = 0; i < t->count; i++) {
+		int slot = t->plain ? -1 : prepared_slot(c->pool, t->stmts[i].sql);
+
+		t->slot[i] = (int16_t)slot;
+		if (slot < 0 || c->prepared[slot])
+			continue;
+		snprintf(name, sizeof(name), PREPARED_NAME, (unsigned)slot);
+		if (!PQsendPrepare(c->pg, name, t->stmts[i].sql, 0, NULL))
+			return INFERQ_EIO;
+		c->prepared[slot] = 1;
+		t->prepares[t->nprepares++] = (int16_t)slot;
+	}
 	for (int i = 0; i < t->count; i++) {
 		const pg_stmt_t *st = &t->stmts[i];
+		int ok;
 
-		if (!PQsendQueryParams(c->pg, st->sql, st->nparams, NULL, st->values, st->lengths,
-				       NULL, 0))
+		if (t->slot[i] >= 0) {
+			snprintf(name, sizeof(name), PREPARED_NAME, (unsigned)t->slot[i]);
+			ok = PQsendQueryPrepared(c->pg, name, st->nparams, st->values, st->lengths,
+						 NULL, 0);
+		} else {
+			ok = PQsendQueryParams(c->pg, st->sql, st->nparams, NULL, st->values,
+					       st->lengths, NULL, 0);
+		}
+		if (!ok)
 			return INFERQ_EIO;
 	}
 	if (!PQpipelineSync(c->pg))
@@ -430,6 +535,7 @@ static void conn_ready(conn_t *c)
 		task_t *t = xcalloc(1, sizeof(*t));
 
 		t->count = 1;
+		t->plain = 1;
 		t->stmts[0].sql = p->listen_sql;
 		t->cb = listen_done;
 		conn_start_task(c, t);
@@ -440,6 +546,7 @@ static void conn_ready(conn_t *c)
 		task_t *t = xcalloc(1, sizeof(*t));
 
 		t->count = 1;
+		t->plain = 1;
 		t->stmts[0].sql = p->settings_sql;
 		t->cb = settings_done;
 		t->ctx = p;
@@ -483,6 +590,17 @@ static void read_results(conn_t *c)
 		}
 		nulls = 0;
 		st = PQresultStatus(r);
+		if (st != PGRES_PIPELINE_SYNC && t->nseen++ < t->nprepares) {
+			/* The result of a prepare: a failed one fails the task, as its statement would. */
+			if (st != PGRES_COMMAND_OK)
+				c->prepared[t->prepares[t->nseen - 1]] = 0;
+			if (st == PGRES_FATAL_ERROR && !t->failed) {
+				t->failed = 1;
+				task_error(c->pool, t, r);
+			}
+			PQclear(r);
+			continue;
+		}
 		if (st == PGRES_PIPELINE_SYNC) {
 			PQclear(r);
 			c->task = t->next;
@@ -504,12 +622,52 @@ static void read_results(conn_t *c)
 	}
 }
 
+/* Returns 1 when pid is the backend of one of p's task connections. */
+static int own_backend(const pg_pool_t *p, int pid)
+{
+	for (uint32_t i = 0; i < p->size; i++) {
+		if (p->conns[i].state == CONN_UP && PQbackendPID(p->conns[i].pg) == pid)
+			return 1;
+	}
+	return 0;
+}
+
+/* Forgets the echoes older than ECHO_TTL_MS (their hint failed, or the listener was down). */
+static void expire_echoes(pg_pool_t *p)
+{
+	uint64_t now = uv_now(p->loop);
+	uint32_t kept = 0;
+
+	for (uint32_t i = 0; i < p->nechoes; i++) {
+		if (now - p->echoes[i].sent_ms > ECHO_TTL_MS)
+			free(p->echoes[i].payload);
+		else
+			p->echoes[kept++] = p->echoes[i];
+	}
+	p->nechoes = kept;
+}
+
+/* Returns 1 and forgets the echo when n is the notification of a hint this pool sent. */
+static int take_echo(pg_pool_t *p, const PGnotify *n)
+{
+	if (!p->nechoes || strcmp(n->relname, p->channel) != 0 || !own_backend(p, n->be_pid))
+		return 0;
+	for (uint32_t i = 0; i < p->nechoes; i++) {
+		if (strcmp(p->echoes[i].payload, n->extra) == 0) {
+			free(p->echoes[i].payload);
+			p->echoes[i] = p->echoes[--p->nechoes];
+			return 1;
+		}
+	}
+	return 0;
+}
+
 static void drain_notifies(conn_t *c)
 {
 	PGnotify *n;
 
 	while ((n = PQnotifies(c->pg)) != NULL) {
-		if (c->pool->notify)
+		if (c->pool->notify && !take_echo(c->pool, n))
 			c->pool->notify(c->pool->ctx, n->relname, n->extra);
 		PQfreemem(n);
 	}
@@ -626,6 +784,10 @@ int pg_pool_open(uv_loop_t *loop, const pg_pool_config_t *config, pg_pool_t **ou
 			 (long long)config->statement_timeout_ms);
 	if (config->listen)
 		snprintf(p->listen_sql, sizeof(p->listen_sql), "LISTEN %s", config->listen);
+	snprintf(p->channel, sizeof(p->channel), "%s", config->listen ? config->listen : "");
+	uv_timer_init(loop, &p->hint_timer);
+	p->hint_timer.data = p;
+	p->handles++;
 	p->conns = xcalloc(p->total, sizeof(conn_t));
 	for (uint32_t i = 0; i < p->total; i++) {
 		conn_t *c = &p->conns[i];
@@ -710,11 +872,74 @@ void pg_pool_exec(pg_pool_t *p, const pg_stmt_t *stmts, int count, int flags, pg
 	dispatch(p);
 }
 
+static void hint_done(void *ctx, int rc, PGresult *const *results, int count, const char *err)
+{
+	if (rc != 0)
+		log_debug("store", "a NOTIFY hint was not sent: %s; other nodes find the job by "
+				   "polling",
+			  err);
+}
+
+/* Sends one NOTIFY per gathered payload, PG_TASK_MAX_STMTS to a task. */
+static void on_hint_timer(uv_timer_t *timer)
+{
+	static const char sql[] = "SELECT pg_notify($1, $2)";
+	pg_pool_t *p = timer->data;
+	pg_stmt_t st[PG_TASK_MAX_STMTS];
+	uint32_t i = 0;
+
+	while (i < p->nhints) {
+		int n = 0;
+
+		memset(st, 0, sizeof(st));
+		for (; i < p->nhints && n < PG_TASK_MAX_STMTS; i++, n++) {
+			st[n].sql = sql;
+			st[n].nparams = 2;
+			st[n].values[0] = p->channel;
+			st[n].lengths[0] = (int)strlen(p->channel);
+			st[n].values[1] = p->hints[i];
+			st[n].lengths[1] = (int)strlen(p->hints[i]);
+		}
+		pg_pool_exec(p, st, n, 0, hint_done, NULL); /* copies the values */
+	}
+	expire_echoes(p);
+	if (!p->echoes)
+		p->echoes = xmalloc(ECHO_MAX * sizeof(*p->echoes));
+	for (i = 0; i < p->nhints; i++) {
+		if (p->nechoes < ECHO_MAX) {
+			p->echoes[p->nechoes].payload = p->hints[i];
+			p->echoes[p->nechoes++].sent_ms = uv_now(p->loop);
+		} else {
+			free(p->hints[i]);
+		}
+	}
+	p->nhints = 0;
+}
+
+void pg_pool_hint(pg_pool_t *p, const char *payload)
+{
+	if (p->closing || !p->channel[0])
+		return;
+	for (uint32_t i = 0; i < p->nhints; i++) {
+		if (strcmp(p->hints[i], payload) == 0)
+			return;
+	}
+	if (p->nhints == p->hints_cap) {
+		p->hints_cap = p->hints_cap ? p->hints_cap * 2 : 8;
+		p->hints = xrealloc(p->hints, p->hints_cap * sizeof(*p->hints));
+	}
+	p->hints[p->nhints++] = xstrdup(payload);
+	if (p->nhints == 1)
+		uv_timer_start(&p->hint_timer, on_hint_timer, HINT_DELAY_MS, 0);
+}
+
 void pg_pool_close(pg_pool_t *p)
 {
 	if (!p)
 		return;
 	p->closing = 1;
+	uv_timer_stop(&p->hint_timer);
+	uv_close((uv_handle_t *)&p->hint_timer, on_handle_closed);
 	fail_waiting(p, INFERQ_EIO, "the server is stopping");
 	for (uint32_t i = 0; i < p->total; i++) {
 		conn_t *c = &p->conns[i];

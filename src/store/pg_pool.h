@@ -5,6 +5,10 @@
  * trip, and its callback runs once the sync came back, after the commit.
  * Tasks wait in FIFO order for a free connection; broken connections come
  * back with a backoff. One extra connection only LISTENs, when asked to.
+ * Each connection prepares a statement text the first time it runs it and
+ * runs it by name afterwards (up to 128 texts per pool; more run
+ * unprepared), so callers pass SQL text and PostgreSQL plans it once per
+ * connection instead of once per call.
  *
  * Everything runs on the loop thread.
  *
@@ -79,6 +83,18 @@ int pg_pool_open(uv_loop_t *loop, const pg_pool_config_t *config, pg_pool_t **ou
  */
 void pg_pool_exec(pg_pool_t *pool, const pg_stmt_t *stmts, int count, int flags, pg_task_cb cb,
 		  void *ctx);
+
+/*
+ * Notifies the LISTEN channel with payload, as a hint outside any task's
+ * transaction: a NOTIFY in a transaction holds a lock of the whole
+ * database cluster through its commit, so commits that notify run one at
+ * a time. Hints given within a few milliseconds are sent together, one
+ * NOTIFY per distinct payload. A hint may be lost (the database is down);
+ * listeners must poll too. Its notification, back on this pool's own
+ * listener, is dropped there: the caller tells this node's waiters itself.
+ * Does nothing when the pool listens on no channel.
+ */
+void pg_pool_hint(pg_pool_t *pool, const char *payload);
 
 /* Returns 1 when at least one task connection is up. */
 int pg_pool_up(const pg_pool_t *pool);
