@@ -79,7 +79,8 @@ static const char sql_key_lock[] =
  * $1..$7 arrays of id, model, priority, payload, info, warnings and stored
  * key; $8 body hash; $9 --idempotency-ttl in ms. Returns one row per job in
  * batch order: its index, and the id and body hash of the job an earlier
- * batch stored under its key, if any, and the notify count.
+ * batch stored under its key, if any. The waiters hear of the jobs after
+ * the commit (pgq_job_added), not by a NOTIFY in here.
  */
 static const char sql_submit_batch[] =
 	"WITH input AS (SELECT * FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], "
@@ -92,10 +93,8 @@ static const char sql_submit_batch[] =
 	"ins AS (INSERT INTO inferq_jobs (id, model, priority, created_at, payload, info, "
 	"warnings, idempotency_key, body_hash) SELECT id, model, priority, inferq_now_ms(), "
 	"payload, info, warnings, key, $8 FROM input "
-	"WHERE NOT EXISTS (SELECT 1 FROM prev WHERE prev.ord = 1) ORDER BY ord RETURNING model), "
-	"notified AS (SELECT count(pg_notify('" PGQ_CHANNEL "', m.model)) AS n "
-	"FROM (SELECT DISTINCT model FROM ins) m) "
-	"SELECT i.ord, p.id, p.body_hash, (SELECT n FROM notified) FROM input i "
+	"WHERE NOT EXISTS (SELECT 1 FROM prev WHERE prev.ord = 1) ORDER BY ord RETURNING model) "
+	"SELECT i.ord, p.id, p.body_hash FROM input i "
 	"LEFT JOIN prev p ON p.ord = i.ord ORDER BY i.ord";
 
 typedef struct {
@@ -161,6 +160,11 @@ static void on_batch_submitted(void *ctx, int rc, PGresult *const *results, int 
 		rec.model = rbuf_new(b->items[i].model.data, b->items[i].model.len);
 		pgq_observe(c->server, &rec, STORE_OP_INSERT, OBSERVE_CAUSE_REQUEST, JOB_PENDING);
 		job_record_clear(&rec);
+		/* Once per run of jobs of one model: the hints of a model coalesce anyway. */
+		if (i == 0 || b->items[i].model.len != b->items[i - 1].model.len ||
+		    memcmp(b->items[i].model.data, b->items[i - 1].model.data,
+			   b->items[i].model.len) != 0)
+			pgq_job_added(c->server, b->items[i].model.data);
 	}
 	id_format(&c->ids[0], first);
 	log_fields(LOG_DEBUG, "queue", "submitted a batch", LOG_STR("request_id", first),

@@ -10,6 +10,8 @@ import re
 import threading
 import time
 
+import pytest
+
 from support import wait_for
 
 MODEL = "statements/m"
@@ -79,11 +81,21 @@ def test_statements_are_prepared_once_per_connection(start_server, pg_cluster):
         [line for line in lines if "does not exist" in line]
 
 
-def test_notify_leaves_the_submit_transaction(start_server, pg_cluster):
+def submit_one(api, payload, batch):
+    """Submit one job, alone or as a batch of one; return its request id."""
+    if not batch:
+        return api.submit_ok(MODEL, payload)
+    reply = api.post("/v1/queue/submit_batch", {"jobs": [{"model": MODEL, "payload": payload}]})
+    assert reply.status == 200, reply
+    return reply.json["data"][0]["request_id"]
+
+
+@pytest.mark.parametrize("batch", [False, True], ids=["submit", "submit_batch"])
+def test_notify_leaves_the_submit_transaction(start_server, pg_cluster, batch):
     uri = logged_database(pg_cluster)
     node = start_server(store=uri)
     start = log_size(pg_cluster)
-    node.api().submit_ok(MODEL, {"n": 1})
+    submit_one(node.api(), {"n": 1}, batch)
     wait_for(lambda: stage_lines(log_since(pg_cluster, start), "execute", "pg_notify"), 10,
              "the NOTIFY hint in the log")
     lines = log_since(pg_cluster, start)
@@ -105,7 +117,8 @@ def claim_in_thread(api, wait):
     return thread, result
 
 
-def test_hint_wakes_waiters_on_both_nodes_without_polling(start_server, pg_cluster):
+@pytest.mark.parametrize("batch", [False, True], ids=["submit", "submit_batch"])
+def test_hint_wakes_waiters_on_both_nodes_without_polling(start_server, pg_cluster, batch):
     # With a 1-minute poll, only the direct wake (same node) or the NOTIFY hint (other node)
     # can answer these waits within seconds.
     uri = pg_cluster.new_database()
@@ -114,7 +127,7 @@ def test_hint_wakes_waiters_on_both_nodes_without_polling(start_server, pg_clust
     for waiter_node in (a, b):
         thread, result = claim_in_thread(waiter_node.api(), 30)
         time.sleep(0.5)  # let the claim park before the job exists
-        job = a.api().submit_ok(MODEL, {"to": waiter_node.port})
+        job = submit_one(a.api(), {"to": waiter_node.port}, batch)
         thread.join(40)
         assert result["reply"].status == 200, result["reply"]
         assert result["reply"].json["request_id"] == job
