@@ -227,6 +227,13 @@ static int run_revoke(const keys_opts_t *opts, inferq_client_t *c, const char *n
 {
 	int rc = inferq_keys_revoke(c, name, NULL);
 
+	/* The server's message points to its HTTP route; a CLI user lists keys with the CLI. */
+	if (rc == INFERQ_ENOTFOUND && !opts->common.json) {
+		fprintf(stderr, "inferq keys revoke: no API key named \"%s\"; list the keys with "
+		                "`inferq keys list`\n",
+		        name);
+		return CLI_EXIT_NOTFOUND;
+	}
 	if (rc != 0)
 		return cli_report(&opts->common, c, rc);
 	if (opts->common.json)

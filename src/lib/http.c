@@ -307,6 +307,19 @@ int inferq__call(inferq_client_t *c, const inferq__call_t *call)
 		rc = inferq__fail(c, INFERQ_ENOMEM, "out of memory");
 		goto out;
 	}
+	/* A key from the environment is not checked when it is read, since no client exists yet. */
+	for (const char *p = c->api_key; p && *p; p++) {
+		if ((unsigned char)*p < 0x20 || *p == 0x7f) {
+			rc = inferq__fail(c, INFERQ_EINVAL,
+			                  "invalid API key%s: it contains a control character "
+			                  "(byte 0x%02x at offset %zu), such as a newline copied "
+			                  "with it; remove it",
+			                  c->key_from_env ? " in $INFERQ_API_KEY or $TOGETHER_API_KEY"
+			                                  : "",
+			                  (unsigned)(unsigned char)*p, (size_t)(p - c->api_key));
+			goto out;
+		}
+	}
 	for (n = 1;; n++) {
 		a = attempt(c, call, url.data);
 		if (a.code == 0 && c->http_status >= 200 && c->http_status < 300) {

@@ -645,7 +645,10 @@ def test_cli_keys_commands(auth_start, tmp_path):
     assert proc.returncode == 0, describe(proc)
     assert proc.stdout == "revoked web\n", describe(proc)
     assert auth.call("GET", "/v1/queue/metrics?model=c/x", key=key).status == 401
-    assert cli("keys", "revoke", "nobody").returncode == 4
+    unknown = cli("keys", "revoke", "nobody")
+    assert unknown.returncode == 4
+    assert 'no API key named "nobody"' in unknown.stderr
+    assert "inferq keys list" in unknown.stderr
     assert cli("keys", "revoke", "admin").returncode == 5
 
     # Without the admin key the commands fail with the server's message.

@@ -362,6 +362,17 @@ def test_key_file_missing(recorder, tmp_path):
     assert str(missing) in proc.stderr
 
 
+def test_key_env_with_newline_rejected(recorder, tmp_path):
+    # A key pasted with its line end: nothing is sent, and the error names the variable.
+    before = len(recorder.authorizations)
+    proc = run_cli(["metrics", "--model", MODEL], tmp_path,
+                   env=cli_env(recorder.url, INFERQ_API_KEY="iq_pasted\n"))
+    assert proc.returncode == 2, describe(proc)
+    assert "$INFERQ_API_KEY" in proc.stderr
+    assert "newline" in proc.stderr
+    assert len(recorder.authorizations) == before
+
+
 def test_server_admin_key_accepted(server, tmp_path):
     write_key(tmp_path / "inferq-data" / "admin.key", server.key)
     proc = run_cli(["submit", "--model", MODEL], tmp_path, url=server_url(server))
