@@ -313,6 +313,20 @@ static int collect(void *arg, job_record_t *rec)
 	return 0;
 }
 
+/* Checks what schema version 5 leaves: no triggers, and no IN list in the jobs table's checks. */
+static void assert_schema_5(const char *db_path)
+{
+	assert_int_equal(query_int(db_path, "PRAGMA user_version"), 5);
+	/* The writer keeps job_counts; no trigger runs per row. */
+	assert_int_equal(query_int(db_path, "SELECT count(*) FROM sqlite_master WHERE "
+	                                    "type = 'trigger'"),
+	                 0);
+	/* SQLite builds a b-tree for each test of an IN list of more than two values. */
+	assert_int_equal(query_int(db_path, "SELECT instr(sql, ' IN (') FROM sqlite_master "
+	                                    "WHERE name = 'jobs'"),
+	                 0);
+}
+
 static void open_creates_schema(void **state)
 {
 	fixture_t *f = *state;
@@ -324,18 +338,10 @@ static void open_creates_schema(void **state)
 	assert_int_equal(store_check(f->store, f->err, sizeof(f->err)), 0);
 	close_main(f);
 
-	assert_int_equal(query_int(f->db_path, "PRAGMA user_version"), 5);
+	assert_schema_5(f->db_path);
 	assert_int_equal(query_int(f->db_path, "SELECT count(*) FROM sqlite_master WHERE "
 	                                       "type = 'table' AND name = 'jobs'"),
 	                 1);
-	/* The writer keeps job_counts; no trigger runs per row. */
-	assert_int_equal(query_int(f->db_path, "SELECT count(*) FROM sqlite_master WHERE "
-	                                       "type = 'trigger'"),
-	                 0);
-	/* No IN list in the table's checks: SQLite builds a b-tree for each test of one. */
-	assert_int_equal(query_int(f->db_path, "SELECT instr(sql, ' IN (') FROM sqlite_master "
-	                                       "WHERE name = 'jobs'"),
-	                 0);
 	assert_int_equal(query_int(f->db_path, "SELECT count(*) FROM sqlite_master WHERE "
 	                                       "type = 'index' AND name IN "
 	                                       "('jobs_active', 'jobs_done_at')"),
@@ -794,14 +800,8 @@ static void migrates_counts_from_version_4(void **state)
 	assert_int_equal(count_of(f->store, "org/model-a/pending"), 0);
 	assert_int_equal(count_of(f->store, "org/model-a/running"), 1);
 	close_main(f);
-	assert_int_equal(query_int(f->db_path, "PRAGMA user_version"), 5);
-	assert_int_equal(query_int(f->db_path, "SELECT count(*) FROM sqlite_master WHERE "
-					       "type = 'trigger'"),
-			 0);
+	assert_schema_5(f->db_path);
 	/* The state check is a chain of comparisons now, and still rejects an unknown state. */
-	assert_int_equal(query_int(f->db_path, "SELECT instr(sql, 'state IN (') FROM "
-					       "sqlite_master WHERE name = 'jobs'"),
-			 0);
 	assert_int_equal(query_int(f->db_path, "SELECT instr(sql, 'OR state = ') > 0 FROM "
 					       "sqlite_master WHERE name = 'jobs'"),
 			 1);
