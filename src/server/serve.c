@@ -84,6 +84,17 @@ static void free_model_state(queue_model_t *m, void *ctx)
 	m->user = NULL;
 }
 
+/* Frees what serve_main makes before the store opens, on every failed start. */
+static void free_start_state(server_t *s)
+{
+	queue_model_each(s->queue, free_model_state, NULL);
+	queue_free(s->queue);
+	idempotency_free(s->idempotency);
+	workers_free(s->workers);
+	observe_free(s);
+	tls_context_free(s->tls);
+}
+
 static void on_drain_timer(uv_timer_t *timer)
 {
 	server_t *s = timer->data;
@@ -396,11 +407,7 @@ int serve_main(int argc, char **argv)
 	/* Bind first, so a bad --listen, a busy port or a bad certificate fails before the
 	 * data dir is touched. */
 	if (load_tls(s) != 0 || start_listening(s) != 0) {
-		tls_context_free(s->tls);
-		queue_free(s->queue);
-		idempotency_free(s->idempotency);
-		workers_free(s->workers);
-		observe_free(s);
+		free_start_state(s);
 		return 1;
 	}
 	sc.loop = s->loop;
@@ -408,11 +415,7 @@ int serve_main(int argc, char **argv)
 	if (store_open(&sc, &s->store, err, sizeof(err)) != 0) {
 		log_error("store", "cannot open the store: %s", err);
 		stop_listening(s);
-		tls_context_free(s->tls);
-		queue_free(s->queue);
-		idempotency_free(s->idempotency);
-		workers_free(s->workers);
-		observe_free(s);
+		free_start_state(s);
 		return 1;
 	}
 	if (load_queue(s) != 0 ||
@@ -422,12 +425,7 @@ int serve_main(int argc, char **argv)
 		store_close(s->store);
 		stop_listening(s);
 		auth_close(s);
-		queue_model_each(s->queue, free_model_state, NULL);
-		queue_free(s->queue);
-		idempotency_free(s->idempotency);
-		workers_free(s->workers);
-		observe_free(s);
-		tls_context_free(s->tls);
+		free_start_state(s);
 		return 1;
 	}
 	observe_load_finished(s);
@@ -440,12 +438,7 @@ int serve_main(int argc, char **argv)
 		stop_listening(s);
 		auth_close(s);
 		storage_close(s);
-		queue_model_each(s->queue, free_model_state, NULL);
-		queue_free(s->queue);
-		idempotency_free(s->idempotency);
-		workers_free(s->workers);
-		observe_free(s);
-		tls_context_free(s->tls);
+		free_start_state(s);
 		return 1;
 	}
 
