@@ -172,7 +172,7 @@ static void conn_check(bench_conn_t *c)
 		conn_close(c);
 }
 
-/* 1 when an open worker connection holds a claimed job that it has not sent the complete of. */
+/* Returns 1 when an open worker connection has a claimed job it has not completed yet. */
 static int job_held(const bench_run_t *run)
 {
 	for (unsigned i = 0; i < run->n_conns; i++) {
@@ -184,7 +184,7 @@ static int job_held(const bench_run_t *run)
 
 /*
  * Ends the run when it is stopping and nothing is in flight. A worker that
- * holds a job keeps the run going: the response that stopped the run may
+ * has a job keeps the run going: the response that stopped the run may
  * be the claim of the last hand-off, read just before that worker sends
  * its complete.
  */

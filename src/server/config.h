@@ -63,7 +63,7 @@ typedef struct {
 	uint32_t pg_retention_batch;  /* finished jobs one sweep deletes at most */
 	int64_t pg_connect_timeout_ms;   /* one connection attempt, whole seconds */
 	int64_t pg_statement_timeout_ms; /* one database task of a request; 0 = no limit */
-	int64_t pg_status_cache_ttl_ms;  /* longest life of a status cache entry; 0 = none kept */
+	int64_t pg_status_cache_ttl_ms;  /* maximum age of a status cache entry; 0 = none kept */
 } serve_config_t;
 
 /* Fills c with the defaults. */

@@ -106,7 +106,7 @@ struct pg_pool {
 	uv_timer_t hint_timer;
 	/*
 	 * Hints sent whose notification has not come back to the listener yet.
-	 * The caller of pg_pool_hint already told its own waiters, so the echo
+	 * The caller of pg_pool_hint already woke its own waiters, so the echo
 	 * is dropped instead of waking them a second time.
 	 */
 	struct echo {
@@ -647,7 +647,7 @@ static void expire_echoes(pg_pool_t *p)
 	p->nechoes = kept;
 }
 
-/* Returns 1 and forgets the echo when n is the notification of a hint this pool sent. */
+/* Returns 1 and removes the echo when n is the notification of a hint this pool sent. */
 static int take_echo(pg_pool_t *p, const PGnotify *n)
 {
 	if (!p->nechoes || strcmp(n->relname, p->channel) != 0 || !own_backend(p, n->be_pid))

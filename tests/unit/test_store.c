@@ -186,7 +186,7 @@ static void add_op(store_batch_t *b, store_op_kind_t kind, const job_record_t *r
 	job_record_copy(&op->rec, r);
 }
 
-/* Adds an update of r, which the store holds in state prev. */
+/* Adds an update of r, whose stored state is prev. */
 static void add_update(store_batch_t *b, const job_record_t *r, job_state_t prev)
 {
 	store_op_t *op = store_batch_add(b, STORE_OP_UPDATE);
