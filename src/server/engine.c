@@ -1,17 +1,23 @@
 /*
  * The commit pipeline: group commit of queue changes to the store.
  *
- * Two batches alternate. The collecting batch gathers the store operations
- * and the pending responses of one loop pass. A uv_check hook hands it to the
- * store when no batch is in flight. The store's callback sends its responses
- * and hands over the next batch at once, so one fsync covers every request
- * that arrived while the previous commit was on disk.
+ * The collecting batch gathers the store operations and the pending
+ * responses of one loop pass. A uv_check hook hands it to the store at the
+ * end of the pass, and after each request it goes at once when the store's
+ * writer waits for work, so the writer commits the first requests of a burst
+ * while the loop parses the rest. Up to STORE_MAX_IN_FLIGHT batches are in
+ * flight. The writer commits all those that waited for it in one
+ * transaction, so one fsync covers every request that arrived while the
+ * previous commit was on disk. The commit callback hands over the next batch
+ * before it sends the responses, so the disk works while they go out.
  *
  * Undo: before its first uncommitted change a job keeps a copy of its
  * committed record (job->committed). When a commit fails, every change not
- * yet committed (the failed batch and the collecting one) is rolled back
- * from those copies, newest first, and the requests get 503. Status reads
- * use the same copies, so they never show an uncommitted change.
+ * yet committed is rolled back from those copies, newest first: the
+ * collecting batch, the batches in flight after the failed one (the store
+ * rejects them without running them), then the failed one. Their requests
+ * get 503. Status reads use the same copies, so they never show an
+ * uncommitted change.
  *
  * SPDX-License-Identifier: MIT
  */
@@ -73,7 +79,7 @@ static int batch_empty(const pending_batch_t *pb)
 
 int engine_busy(const server_t *s)
 {
-	return s->inflight != NULL || !batch_empty(s->collecting);
+	return s->n_inflight > 0 || !batch_empty(s->collecting);
 }
 
 int engine_overloaded(server_t *s)
@@ -81,8 +87,8 @@ int engine_overloaded(server_t *s)
 	size_t waiting = s->collecting->batch.count;
 	int64_t now;
 
-	if (s->inflight)
-		waiting += s->inflight->batch.count;
+	for (size_t i = 0; i < s->n_inflight; i++)
+		waiting += s->inflight[i]->batch.count;
 	if (waiting < s->config.max_pending_changes)
 		return 0;
 	now = clock_mono_ms();
@@ -139,7 +145,7 @@ static void on_idle(uv_idle_t *handle)
  */
 static void wake_flush(server_t *s)
 {
-	if (!s->inflight)
+	if (s->n_inflight < STORE_MAX_IN_FLIGHT)
 		uv_idle_start(&s->flush_idle, on_idle);
 }
 
@@ -228,11 +234,9 @@ void engine_reply_after_commit(server_t *s, http_request_t *req, int status, buf
 	wake_flush(s);
 }
 
-/* Sends each reply of pb, or 503 to each when failed is set. */
-static void send_replies(pending_batch_t *pb, const char *failure)
+/* Sends each reply of the list r and frees it, or sends 503 to each when failure is set. */
+static void send_reply_list(reply_t *r, const char *failure)
 {
-	reply_t *r = pb->replies_head;
-
 	while (r) {
 		reply_t *next = r->next;
 
@@ -260,7 +264,20 @@ static void send_replies(pending_batch_t *pb, const char *failure)
 		free(r);
 		r = next;
 	}
+}
+
+/* Takes the replies of pb out of it. */
+static reply_t *take_replies(pending_batch_t *pb)
+{
+	reply_t *r = pb->replies_head;
+
 	pb->replies_head = pb->replies_tail = NULL;
+	return r;
+}
+
+static void send_replies(pending_batch_t *pb, const char *failure)
+{
+	send_reply_list(take_replies(pb), failure);
 }
 
 static void count_committed(server_t *s, job_t *job, const store_op_t *op, int64_t now_ms)
@@ -294,7 +311,7 @@ static void clear_committed(job_t *job)
 
 static void schedule_purge(server_t *s);
 
-static void commit_succeeded(server_t *s, pending_batch_t *pb)
+static reply_t *commit_succeeded(server_t *s, pending_batch_t *pb)
 {
 	store_batch_t *b = &pb->batch;
 	int64_t now_ms = clock_wall_ms();
@@ -358,8 +375,8 @@ static void commit_succeeded(server_t *s, pending_batch_t *pb)
 		if (op->owner && job_state_is_terminal(op->rec.state))
 			queue_drop(s->queue, op->owner);
 	}
-	send_replies(pb, NULL);
 	store_batch_reset(b);
+	return take_replies(pb);
 }
 
 /* Rolls back the changes of pb, newest first. */
@@ -405,12 +422,22 @@ static void commit_failed(server_t *s, pending_batch_t *pb)
 {
 	queue_time_t now = server_now();
 	pending_batch_t *next = s->collecting;
+	size_t later = next->batch.count;
 
+	for (size_t i = 0; i < s->n_inflight; i++)
+		later += s->inflight[i]->batch.count;
 	log_warn("store", "commit of %zu changes failed, %zu more rolled back: %s",
-		 pb->batch.count, next->batch.count, pb->batch.error);
+		 pb->batch.count, later, pb->batch.error);
+	/* Newest first: the collecting batch, the ones in flight after pb, then pb. */
 	undo_batch(s, next, now);
+	for (size_t i = s->n_inflight; i-- > 0;)
+		undo_batch(s, s->inflight[i], now);
 	undo_batch(s, pb, now);
 	send_replies(pb, pb->batch.error);
+	for (size_t i = 0; i < s->n_inflight; i++) {
+		send_replies(s->inflight[i], pb->batch.error);
+		s->inflight[i]->abandoned = 1; /* reset at its callback: the store holds it */
+	}
 	send_replies(next, pb->batch.error);
 	store_batch_reset(&pb->batch);
 	store_batch_reset(&next->batch);
@@ -423,16 +450,45 @@ static void commit_failed(server_t *s, pending_batch_t *pb)
 static void on_commit(store_batch_t *batch, void *ctx)
 {
 	server_t *s = ctx;
-	pending_batch_t *pb = s->inflight;
+	pending_batch_t *pb = s->inflight[0];
+	reply_t *replies;
 
-	IQ_ASSERT(pb != NULL && &pb->batch == batch);
-	s->inflight = NULL;
-	observe_commit_done(s, batch);
-	if (batch->result == 0)
-		commit_succeeded(s, pb);
-	else
+	IQ_ASSERT(s->n_inflight > 0 && &pb->batch == batch);
+	s->n_inflight--;
+	memmove(&s->inflight[0], &s->inflight[1], s->n_inflight * sizeof(s->inflight[0]));
+	if (pb->abandoned) {
+		/* Rejected by the store after an earlier failure, which answered its requests. */
+		pb->abandoned = 0;
+		store_batch_reset(&pb->batch);
+		flush(s);
+		return;
+	}
+	observe_commit_done(s, batch, pb->handed_ns);
+	if (batch->result != 0) {
 		commit_failed(s, pb);
+		flush(s);
+		return;
+	}
+	/* The next batch goes to the store first, so the disk works while the replies go out. */
+	replies = commit_succeeded(s, pb);
 	flush(s);
+	send_reply_list(replies, NULL);
+}
+
+/* A batch neither collecting nor in flight. */
+static pending_batch_t *free_batch(server_t *s)
+{
+	for (size_t i = 0; i < STORE_MAX_IN_FLIGHT + 1; i++) {
+		pending_batch_t *pb = &s->batches[i];
+		size_t k = 0;
+
+		while (k < s->n_inflight && s->inflight[k] != pb)
+			k++;
+		if (pb != s->collecting && k == s->n_inflight)
+			return pb;
+	}
+	IQ_ASSERT(!"no free batch");
+	return NULL;
 }
 
 static void flush(server_t *s)
@@ -440,21 +496,30 @@ static void flush(server_t *s)
 	pending_batch_t *pb = s->collecting;
 	int rc;
 
-	/* The commit callback calls flush again, so no idle spin while one is in flight. */
+	/* The commit callback calls flush again, so no idle spin while the store is full. */
 	uv_idle_stop(&s->flush_idle);
-	if (s->inflight || batch_empty(pb))
+	if (batch_empty(pb))
 		return;
 	if (pb->batch.count == 0) {
-		/* Replies that wait only for earlier commits, all done now. */
-		send_replies(pb, NULL);
+		/* Replies that wait only for earlier commits: sent once those are done. */
+		if (s->n_inflight == 0)
+			send_replies(pb, NULL);
 		return;
 	}
-	s->inflight = pb;
-	s->collecting = pb == &s->batches[0] ? &s->batches[1] : &s->batches[0];
-	s->collecting->batch.id = s->next_batch_id++;
-	observe_commit_started(s);
+	if (s->n_inflight == STORE_MAX_IN_FLIGHT)
+		return;
+	pb->handed_ns = uv_hrtime();
 	rc = store_commit(s->store, &pb->batch, on_commit, s);
 	IQ_ASSERT(rc == 0);
+	s->inflight[s->n_inflight++] = pb;
+	s->collecting = free_batch(s);
+	s->collecting->batch.id = s->next_batch_id++;
+}
+
+void engine_request_done(server_t *s)
+{
+	if (s->collecting->batch.count > 0 && store_writer_idle(s->store))
+		flush(s);
 }
 
 static void on_check(uv_check_t *handle)
@@ -565,13 +630,13 @@ void engine_init(server_t *s)
 		period = 60000;
 
 	s->next_batch_id = 1;
-	for (int i = 0; i < 2; i++) {
+	for (size_t i = 0; i < STORE_MAX_IN_FLIGHT + 1; i++) {
 		memset(&s->batches[i], 0, sizeof(s->batches[i]));
 		store_batch_init(&s->batches[i].batch);
 	}
 	s->collecting = &s->batches[0];
 	s->collecting->batch.id = s->next_batch_id++;
-	s->inflight = NULL;
+	s->n_inflight = 0;
 
 	uv_check_init(s->loop, &s->flush_check);
 	s->flush_check.data = s;
@@ -594,6 +659,6 @@ void engine_close(server_t *s)
 	uv_close((uv_handle_t *)&s->flush_idle, NULL);
 	uv_close((uv_handle_t *)&s->lease_timer, NULL);
 	uv_close((uv_handle_t *)&s->retention_timer, NULL);
-	for (int i = 0; i < 2; i++)
+	for (size_t i = 0; i < STORE_MAX_IN_FLIGHT + 1; i++)
 		store_batch_free(&s->batches[i].batch);
 }

@@ -522,16 +522,16 @@ static void render_http(const metrics_t *m, buf_t *out)
 static void render_store(const metrics_t *m, buf_t *out)
 {
 	put_family(out, "inferq_store_commit_batch_size", "histogram",
-		   "Changes written by one store commit (one transaction, one fsync).");
+		   "Changes of one batch handed to the store; batches waiting together share a transaction.");
 	metrics_histogram_render(out, "inferq_store_commit_batch_size", "", &m->commit_size);
 	put_family(out, "inferq_store_commit_duration_seconds", "histogram",
 		   "Time from handing a batch to the store to its commit callback.");
 	metrics_histogram_render(out, "inferq_store_commit_duration_seconds", "",
 				 &m->commit_seconds);
-	put_family(out, "inferq_store_commits_total", "counter", "Store commits that succeeded.");
+	put_family(out, "inferq_store_commits_total", "counter", "Batches of changes the store committed.");
 	buf_printf(out, "inferq_store_commits_total %llu\n", (unsigned long long)m->commits);
 	put_family(out, "inferq_store_commit_failures_total", "counter",
-		   "Store commits that failed; their requests got 503.");
+		   "Batches whose commit failed; their requests got 503.");
 	buf_printf(out, "inferq_store_commit_failures_total %llu\n",
 		   (unsigned long long)m->commit_failures);
 }

@@ -25,7 +25,6 @@
 struct observe {
 	metrics_t *metrics;
 	http_server_t *http;        /* the --metrics-listen listener, or NULL */
-	uint64_t commit_started_ns; /* uv_hrtime() when the batch in flight was handed over */
 };
 
 void observe_open(server_t *s)
@@ -162,14 +161,9 @@ void observe_purge_committed(server_t *s, const store_op_t *op)
 				     -(int64_t)op->purged_by[i].count);
 }
 
-void observe_commit_started(server_t *s)
+void observe_commit_done(server_t *s, const store_batch_t *batch, uint64_t handed_ns)
 {
-	s->observe->commit_started_ns = uv_hrtime();
-}
-
-void observe_commit_done(server_t *s, const store_batch_t *batch)
-{
-	double seconds = (double)(uv_hrtime() - s->observe->commit_started_ns) / 1e9;
+	double seconds = (double)(uv_hrtime() - handed_ns) / 1e9;
 
 	metrics_store_commit(s->observe->metrics, batch->count, seconds, batch->result == 0);
 }

@@ -74,10 +74,11 @@ void observe_load_finished(server_t *s);
 /* Subtracts the finished jobs that the committed purge op deleted. */
 void observe_purge_committed(server_t *s, const store_op_t *op);
 
-/* Marks the start of a store commit; one batch is in flight at a time. */
-void observe_commit_started(server_t *s);
-/* Records the end of the commit of batch: its size, latency and result. */
-void observe_commit_done(server_t *s, const store_batch_t *batch);
+/*
+ * Records the end of the commit of batch: its size, its latency from
+ * handed_ns (uv_hrtime() when it was handed to the store) and its result.
+ */
+void observe_commit_done(server_t *s, const store_batch_t *batch, uint64_t handed_ns);
 
 /* GET /metrics on the main listener (admin key): the Prometheus exposition. */
 void handle_prometheus(server_t *s, http_request_t *req);

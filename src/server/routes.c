@@ -132,6 +132,7 @@ void routes_dispatch(void *ctx, http_request_t *req)
 			return;
 		}
 		r->handler(s, req);
+		engine_request_done(s);
 		return;
 	}
 	if (allowed) {

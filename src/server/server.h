@@ -50,6 +50,12 @@ typedef struct {
 	store_batch_t batch;
 	reply_t *replies_head;
 	reply_t *replies_tail;
+	uint64_t handed_ns; /* uv_hrtime() when it was handed to the store */
+	/*
+	 * In flight, but an earlier batch failed: its changes are rolled back
+	 * and its requests answered already, and the store will not run it.
+	 */
+	int abandoned;
 } pending_batch_t;
 
 typedef struct server {
@@ -72,12 +78,14 @@ typedef struct server {
 
 	uint64_t next_seq;      /* seq of the next submitted job */
 	uint64_t next_batch_id; /* id of the next collecting batch; starts at 1 */
-	pending_batch_t batches[2];
+	pending_batch_t batches[STORE_MAX_IN_FLIGHT + 1];
 	pending_batch_t *collecting; /* changes of this loop pass */
-	pending_batch_t *inflight;   /* handed to the store, or NULL */
+	/* Handed to the store, oldest first; the store commits them in this order. */
+	pending_batch_t *inflight[STORE_MAX_IN_FLIGHT];
+	size_t n_inflight;
 
 	uv_check_t flush_check;
-	uv_idle_t flush_idle; /* active while changes wait and no batch is in flight */
+	uv_idle_t flush_idle; /* active while changes wait and the store takes a batch */
 	uv_timer_t lease_timer;
 	uv_timer_t retention_timer;
 	uv_signal_t sigint, sigterm;
@@ -119,6 +127,14 @@ void engine_record_claim(server_t *s, job_t *job);
  * is committed; if the commit fails, sends 503 instead.
  */
 void engine_reply_after_commit(server_t *s, http_request_t *req, int status, buf_t *body);
+
+/*
+ * Called after each request's handler: when the store's writer waits for
+ * work, hands it the changes recorded so far at once instead of at the end
+ * of the loop pass, so it commits the first requests of a burst while the
+ * loop parses the rest.
+ */
+void engine_request_done(server_t *s);
 
 /* Returns the committed record of job, or NULL when its insert is not committed. */
 const job_record_t *engine_committed_record(const job_t *job);

@@ -9,9 +9,12 @@
  * This file has the data dir, the lock, the read connection and the
  * loop-thread side; sqlite_writer.c has the schema and the writer thread.
  *
- * Invariants: at most one batch is between store_commit and its callback.
- * While the writer thread runs, only it touches the write connection. The
- * mutex guards only the hand-over fields (queued, finished, stop).
+ * Invariants: at most STORE_MAX_IN_FLIGHT batches are between store_commit
+ * and their callbacks, and the writer runs them in the order they came, so
+ * it starts the next one as soon as it commits one, without waiting for the
+ * loop. While the writer thread runs, only it touches the write connection.
+ * The mutex guards only the hand-over fields (queued, finished, rejection,
+ * stop).
  *
  * SPDX-License-Identifier: MIT
  */
@@ -281,34 +284,47 @@ int local_read_row(sqlite3_stmt *st, job_record_t *r)
 	return 0;
 }
 
+/* Runs the callback of the oldest batch in flight, b. */
 static void deliver(local_store_t *s, store_batch_t *b)
 {
-	store_commit_cb cb = s->cb;
-	void *ctx = s->cb_ctx;
+	struct local_in_flight f = s->in_flight[0];
 
-	IQ_ASSERT(b == s->in_flight);
-	s->in_flight = NULL;
-	s->cb = NULL;
-	s->cb_ctx = NULL;
-	uv_unref((uv_handle_t *)&s->async);
+	IQ_ASSERT(s->n_in_flight > 0 && b == f.batch);
+	s->n_in_flight--;
+	memmove(&s->in_flight[0], &s->in_flight[1], s->n_in_flight * sizeof(s->in_flight[0]));
+	if (s->n_in_flight == 0)
+		uv_unref((uv_handle_t *)&s->async);
+	/* The first failure of an era ends it; the batches rejected after it belong to it. */
+	if (b->result != 0 && f.era == s->era)
+		s->era++;
 	if (b->count > 0) {
 		s->last_result = b->result;
 		memcpy(s->last_error, b->error, sizeof(s->last_error));
 	}
-	cb(b, ctx);
+	f.cb(b, f.cb_ctx);
+}
+
+/* Takes the finished batches, oldest first, into out; returns how many. */
+static size_t take_finished(local_store_t *s, store_batch_t **out)
+{
+	size_t n;
+
+	pthread_mutex_lock(&s->mu);
+	n = s->n_finished;
+	memcpy(out, s->finished, n * sizeof(out[0]));
+	s->n_finished = 0;
+	pthread_mutex_unlock(&s->mu);
+	return n;
 }
 
 static void on_async(uv_async_t *handle)
 {
 	local_store_t *s = handle->data;
-	store_batch_t *b;
+	store_batch_t *done[STORE_MAX_IN_FLIGHT];
+	size_t n = take_finished(s, done);
 
-	pthread_mutex_lock(&s->mu);
-	b = s->finished;
-	s->finished = NULL;
-	pthread_mutex_unlock(&s->mu);
-	if (b)
-		deliver(s, b);
+	for (size_t i = 0; i < n; i++)
+		deliver(s, done[i]);
 }
 
 static int start_writer(local_store_t *s, char *err, size_t errlen)
@@ -441,17 +457,19 @@ static int local_open(const store_config_t *config, void **out, char *err, size_
 static void local_close(void *state)
 {
 	local_store_t *s = state;
-	store_batch_t *b;
 
 	/* A callback may commit the next batch, so wait until none is in flight. */
-	while (s->in_flight) {
+	while (s->n_in_flight > 0) {
+		store_batch_t *done[STORE_MAX_IN_FLIGHT];
+		size_t n;
+
 		pthread_mutex_lock(&s->mu);
-		while (!s->finished)
+		while (s->n_finished == 0)
 			pthread_cond_wait(&s->done, &s->mu);
-		b = s->finished;
-		s->finished = NULL;
 		pthread_mutex_unlock(&s->mu);
-		deliver(s, b);
+		n = take_finished(s, done);
+		for (size_t i = 0; i < n; i++)
+			deliver(s, done[i]);
 	}
 	shut_down(s);
 	uv_close((uv_handle_t *)&s->async, on_async_closed);
@@ -460,19 +478,33 @@ static void local_close(void *state)
 static int local_commit(void *state, store_batch_t *batch, store_commit_cb cb, void *ctx)
 {
 	local_store_t *s = state;
+	struct local_in_flight *f;
 
-	if (s->in_flight)
+	if (s->n_in_flight == STORE_MAX_IN_FLIGHT)
 		return INFERQ_EBUSY;
-	s->in_flight = batch;
-	s->cb = cb;
-	s->cb_ctx = ctx;
+	f = &s->in_flight[s->n_in_flight++];
+	f->batch = batch;
+	f->cb = cb;
+	f->cb_ctx = ctx;
+	f->era = s->era;
 	uv_ref((uv_handle_t *)&s->async);
 
 	pthread_mutex_lock(&s->mu);
-	s->queued = batch;
+	IQ_ASSERT(s->n_queued < STORE_MAX_IN_FLIGHT);
+	atomic_store_explicit(&s->writer_waits, 0, memory_order_relaxed);
+	s->queued[s->n_queued] = batch;
+	s->queued_era[s->n_queued] = f->era;
+	s->n_queued++;
 	pthread_cond_signal(&s->wake);
 	pthread_mutex_unlock(&s->mu);
 	return 0;
+}
+
+static int local_writer_idle(void *state)
+{
+	local_store_t *s = state;
+
+	return atomic_load_explicit(&s->writer_waits, memory_order_relaxed);
 }
 
 static int local_get(void *state, const iq_id_t *id, job_record_t *out)
@@ -667,6 +699,7 @@ const store_backend_t store_backend_local = {
     .count_finished = local_count_finished,
     .find_idempotency = local_find_idempotency,
     .commit = local_commit,
+    .writer_idle = local_writer_idle,
     .get = local_get,
     .check = local_check,
     .list_jobs = local_list_jobs,

@@ -9,6 +9,7 @@
 #define INFERQ_SQLITE_STORE_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <sqlite3.h>
 #include <stdint.h>
 #include <uv.h>
@@ -108,15 +109,38 @@ typedef struct {
 	pthread_mutex_t mu;
 	pthread_cond_t wake;     /* to the writer: a batch was queued, or stop */
 	pthread_cond_t done;     /* to the loop thread: a batch finished */
-	store_batch_t *queued;   /* mu: handed over, not yet taken by the writer */
-	store_batch_t *finished; /* mu: executed, callback not yet run */
+	/* mu: batches handed over and not yet taken by the writer, oldest first, and their eras */
+	store_batch_t *queued[STORE_MAX_IN_FLIGHT];
+	uint64_t queued_era[STORE_MAX_IN_FLIGHT];
+	size_t n_queued;
+	/* mu: batches executed or rejected, oldest first, callbacks not yet run */
+	store_batch_t *finished[STORE_MAX_IN_FLIGHT];
+	size_t n_finished;
+	/*
+	 * mu: batches of an era below this are rejected, not run. A failed batch
+	 * sets it past its own era, because every batch handed over after it, up
+	 * to its callback, holds changes that the failure rolls back.
+	 */
+	uint64_t reject_below;
+	char reject_error[sizeof(((store_batch_t *)0)->error)]; /* mu: why, for rejected batches */
 	int stop;                /* mu: the writer exits once nothing is queued */
-	uv_async_t async;        /* writer to loop: finished is set */
+	/*
+	 * 1 while the writer waits with nothing queued. Written under mu, by
+	 * the writer before it waits and by store_commit; read without it.
+	 */
+	atomic_int writer_waits;
+	uv_async_t async;        /* writer to loop: a batch was added to finished */
 
 	/* Loop thread only. */
-	store_batch_t *in_flight;
-	store_commit_cb cb;
-	void *cb_ctx;
+	struct local_in_flight {
+		store_batch_t *batch;
+		store_commit_cb cb;
+		void *cb_ctx;
+		uint64_t era;
+	} in_flight[STORE_MAX_IN_FLIGHT]; /* handed over, oldest first */
+	size_t n_in_flight;
+	/* Starts at 0 and grows by one at the callback of each batch that failed. */
+	uint64_t era;
 	int last_result; /* result of the last non-empty batch */
 	char last_error[sizeof(((store_batch_t *)0)->error)];
 } local_store_t;

@@ -15,6 +15,7 @@
 
 #include "alloc.h"
 #include "inferq_error.h"
+#include "log.h"
 #include "sqlite_store.h"
 
 #define WRITER_BUSY_TIMEOUT_MS 5000
@@ -717,30 +718,39 @@ static void rollback(writer_t *w)
 
 static const char counts_step[] = "update of the job counts per model and state";
 
-/* Runs the whole batch as one transaction, or leaves nothing of it behind. */
-static void run_batch(local_store_t *s, store_batch_t *b)
+/*
+ * Runs the n batches b[0..n) as one transaction, in order, or leaves nothing
+ * of them behind: they commit together or all fail with the same error.
+ */
+static void run_group(local_store_t *s, store_batch_t **b, size_t n)
 {
 	writer_t *w = &s->w;
 	const store_op_t *failed = NULL;
 	const char *step = "begin";
 	char failed_step[128];
+	size_t ops = 0;
 	int rc;
 
-	b->result = 0;
-	b->error[0] = '\0';
-	if (b->count == 0)
+	for (size_t k = 0; k < n; k++) {
+		b[k]->result = 0;
+		b[k]->error[0] = '\0';
+		ops += b[k]->count;
+	}
+	if (ops == 0)
 		return;
 
 	/* A transaction may be left open by a ROLLBACK that failed last time. */
 	rollback(w);
 	rc = run_statement(w->begin);
 	count_deltas_reset(&w->counts);
-	for (size_t i = 0; rc == SQLITE_OK && i < b->count; i++) {
-		rc = exec_op(w, &b->ops[i]);
-		if (rc != SQLITE_OK)
-			failed = &b->ops[i];
-		else
-			count_deltas_op(&w->counts, &b->ops[i]);
+	for (size_t k = 0; rc == SQLITE_OK && k < n; k++) {
+		for (size_t i = 0; rc == SQLITE_OK && i < b[k]->count; i++) {
+			rc = exec_op(w, &b[k]->ops[i]);
+			if (rc != SQLITE_OK)
+				failed = &b[k]->ops[i];
+			else
+				count_deltas_op(&w->counts, &b[k]->ops[i]);
+		}
 	}
 	if (rc == SQLITE_OK) {
 		step = counts_step;
@@ -758,30 +768,62 @@ static void run_batch(local_store_t *s, store_batch_t *b)
 	else if (step == counts_step)
 		snprintf(failed_step, sizeof(failed_step), "%s", step);
 	else
-		snprintf(failed_step, sizeof(failed_step), "%s of %zu operations", step, b->count);
-	fail_batch(s, b, rc, failed, failed_step);
+		snprintf(failed_step, sizeof(failed_step), "%s of %zu operations", step, ops);
+	fail_batch(s, b[0], rc, failed, failed_step);
+	for (size_t k = 1; k < n; k++) {
+		b[k]->result = b[0]->result;
+		memcpy(b[k]->error, b[0]->error, sizeof(b[k]->error));
+	}
 	rollback(w);
+}
+
+/* Fails b without running it: it was handed over after a batch that failed. */
+static void reject_batch(local_store_t *s, store_batch_t *b)
+{
+	int n;
+
+	b->result = INFERQ_EIO;
+	n = snprintf(b->error, sizeof(b->error), "not run, because the commit before it failed: %s",
+	             s->reject_error);
+	if (n < 0 || (size_t)n >= sizeof(b->error))
+		b->error[sizeof(b->error) - 1] = '\0';
 }
 
 void *local_writer_main(void *arg)
 {
 	local_store_t *s = arg;
-	store_batch_t *b;
+	store_batch_t *group[STORE_MAX_IN_FLIGHT];
+	uint64_t era[STORE_MAX_IN_FLIGHT];
+	size_t n, first;
 
 	pthread_mutex_lock(&s->mu);
 	for (;;) {
-		while (!s->queued && !s->stop)
+		while (s->n_queued == 0 && !s->stop) {
+			atomic_store_explicit(&s->writer_waits, 1, memory_order_relaxed);
 			pthread_cond_wait(&s->wake, &s->mu);
-		if (!s->queued)
+		}
+		if (s->n_queued == 0)
 			break;
-		b = s->queued;
-		s->queued = NULL;
+		/* Every batch waiting goes into one transaction, so one fsync covers them all. */
+		n = s->n_queued;
+		memcpy(group, s->queued, n * sizeof(group[0]));
+		memcpy(era, s->queued_era, n * sizeof(era[0]));
+		s->n_queued = 0;
+		/* Those from before a failure's callback come first, and are rejected. */
+		for (first = 0; first < n && era[first] < s->reject_below; first++)
+			reject_batch(s, group[first]);
 		pthread_mutex_unlock(&s->mu);
 
-		run_batch(s, b);
+		run_group(s, group + first, n - first);
 
 		pthread_mutex_lock(&s->mu);
-		s->finished = b;
+		if (first < n && group[first]->result != 0) {
+			s->reject_below = era[n - 1] + 1;
+			memcpy(s->reject_error, group[first]->error, sizeof(s->reject_error));
+		}
+		IQ_ASSERT(s->n_finished + n <= STORE_MAX_IN_FLIGHT);
+		memcpy(s->finished + s->n_finished, group, n * sizeof(group[0]));
+		s->n_finished += n;
 		pthread_cond_signal(&s->done);
 		pthread_mutex_unlock(&s->mu);
 		uv_async_send(&s->async);

@@ -77,6 +77,11 @@ int store_commit(store_t *s, store_batch_t *batch, store_commit_cb cb, void *ctx
 	return s->backend->commit(s->state, batch, cb, ctx);
 }
 
+int store_writer_idle(store_t *s)
+{
+	return s->backend->writer_idle(s->state);
+}
+
 int store_get(store_t *s, const iq_id_t *id, job_record_t *out)
 {
 	return s->backend->get(s->state, id, out);

@@ -93,6 +93,13 @@ typedef struct store_batch {
 
 typedef void (*store_commit_cb)(store_batch_t *batch, void *ctx);
 
+/*
+ * Batches between store_commit and their callbacks at most. Those handed
+ * over while the writer is busy wait, and it commits all of them as one
+ * transaction as soon as it is free, without waiting for the loop thread.
+ */
+#define STORE_MAX_IN_FLIGHT 8
+
 typedef struct {
 	uv_loop_t *loop;      /* the loop that receives commit callbacks */
 	const char *data_dir; /* local store: directory of inferq.db; created 0700 if missing */
@@ -105,8 +112,8 @@ typedef struct {
 int store_open(const store_config_t *config, store_t **out, char *err, size_t errlen);
 
 /*
- * Waits for the batch in flight and runs its callback from inside
- * store_close (a batch that callback commits is waited for too), stops the
+ * Waits for the batches in flight and runs their callbacks from inside
+ * store_close (a batch a callback commits is waited for too), stops the
  * writer, checkpoints and closes. The loop is not run meanwhile. The store's
  * uv_async_t handle is closed with uv_close(), so the caller must run the
  * loop afterwards (uv_run) to finish closing it; the store's memory is freed
@@ -145,10 +152,21 @@ int store_find_idempotency(store_t *s, const char *model, size_t model_len, cons
  * Hands batch to the writer. cb(batch, ctx) runs on the loop thread when
  * the transaction committed (batch->result 0) or failed (negative, nothing
  * of the batch applied, batch->error says why). The caller keeps ownership
- * of batch and must not touch it until cb. Returns 0, or INFERQ_EBUSY when
- * a batch is already in flight.
+ * of batch and must not touch it until cb. Batches commit in the order they
+ * were handed over, and their callbacks run in that order; batches that
+ * waited for the writer together commit in one transaction, so they succeed
+ * or fail together. A batch handed over after one that fails, before that
+ * one's callback has run, is not run and fails too, because its changes may
+ * build on the failed ones.
+ * Returns 0, or INFERQ_EBUSY when STORE_MAX_IN_FLIGHT batches are in flight.
  */
 int store_commit(store_t *s, store_batch_t *batch, store_commit_cb cb, void *ctx);
+
+/*
+ * Returns 1 when the writer waits for work, so a batch handed over now
+ * starts at once, else 0. Loop thread; a hint, read without waiting.
+ */
+int store_writer_idle(store_t *s);
 
 /*
  * Counts the finished (done, failed, canceled) jobs kept in the store, per
@@ -247,6 +265,7 @@ typedef struct store_backend {
 	int (*find_idempotency)(void *state, const char *model, size_t model_len, const char *key,
 				size_t key_len, int64_t since_ms, iq_id_t *id, char body_hash[65]);
 	int (*commit)(void *state, store_batch_t *batch, store_commit_cb cb, void *ctx);
+	int (*writer_idle)(void *state);
 	int (*get)(void *state, const iq_id_t *id, job_record_t *out);
 	int (*check)(void *state, char *err, size_t errlen);
 	int (*list_jobs)(void *state, const store_list_t *query, store_list_cb fn, void *ctx,

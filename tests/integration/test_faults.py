@@ -228,6 +228,53 @@ def test_failed_fsync_retry_with_key_runs_once(fault_server):
     assert sorted(markers_of(claim_all(api, MODEL))) == ["ok-0", "retried-0"]
 
 
+def test_batch_behind_failed_commit_is_not_run(fault_server):
+    """A request that arrives while a commit is on disk waits in the next batch, which the
+    writer takes as soon as that commit ends. When the commit fails, the waiting batch may
+    build on its changes, so it is rejected without running: both requests get 503, nothing of
+    the second reaches the disk, and the next request after the failure commits as usual."""
+    server, control = fault_server()
+    api = server.api()
+    kept = api.submit_ok(MODEL, {"marker": "kept"})
+
+    # The next fdatasync waits 400 ms, then fails; later ones pass.
+    control.set("fsync=eio", "fsync_count=1", "fsync_delay_ms=400")
+    replies = {}
+
+    def submit(marker):
+        replies[marker] = server.api().submit(MODEL, {"marker": marker})
+
+    first = threading.Thread(target=submit, args=("first",))
+    first.start()
+    # The second submit arrives while the first one's commit waits in fdatasync.
+    time.sleep(0.15)
+    second = threading.Thread(target=submit, args=("second",))
+    second.start()
+    first.join(10)
+    second.join(10)
+    control.set("off")
+
+    check_store_unavailable(replies["first"], "disk i/o error")
+    check_store_unavailable(replies["second"], "disk i/o error")
+    line = log_has(server, "commit of 1 changes failed, 1 more rolled back")
+    assert line, f"the second submit was not in flight behind the first:\n{server.log_tail()}"
+    ready = readyz(api)
+    assert ready.status == 503, ready
+    assert "not run, because the commit before it failed" in ready.json["message"], ready.json
+
+    # The era of the failure is over: the next batch runs and commits.
+    after = api.submit_ok(MODEL, {"marker": "after"})
+    assert readyz(api).status == 200
+    server.kill()
+    server.restart()
+    api = server.api()
+    assert api.status_ok(kept, MODEL)["status"] == "pending"
+    assert api.status_ok(after, MODEL)["status"] == "pending"
+    markers = markers_of(claim_all(api, MODEL))
+    assert "second" not in markers, f"the rejected batch reached the disk: {markers}"
+    assert {"kept", "after"} <= set(markers), markers
+
+
 def test_failed_commit_undoes_worker_calls(fault_server):
     """Complete, fail, heartbeat, release and cancel that get 503 change nothing."""
     server, control = fault_server()

@@ -1177,37 +1177,121 @@ static void read_only_data_dir_rejected(void **state)
 	assert_int_equal(WEXITSTATUS(status), 0);
 }
 
+/* Callbacks in the order they ran: which batch, and its result. */
+typedef struct {
+	int calls;
+	store_batch_t *batch[STORE_MAX_IN_FLIGHT + 1];
+	int result[STORE_MAX_IN_FLIGHT + 1];
+} order_ctx_t;
+
+static void on_commit_ordered(store_batch_t *batch, void *arg)
+{
+	order_ctx_t *c = arg;
+
+	assert_true(c->calls < STORE_MAX_IN_FLIGHT + 1);
+	c->batch[c->calls] = batch;
+	c->result[c->calls] = batch->result;
+	c->calls++;
+}
+
+static void wait_ordered(fixture_t *f, order_ctx_t *c, int want)
+{
+	f->timed_out = 0;
+	uv_timer_start(&f->watchdog, on_watchdog, WATCHDOG_MS, 0);
+	while (c->calls < want && !f->timed_out)
+		uv_run(&f->loop, UV_RUN_ONCE);
+	uv_timer_stop(&f->watchdog);
+	assert_false(f->timed_out);
+	assert_int_equal(c->calls, want);
+}
+
+/*
+ * The store takes STORE_MAX_IN_FLIGHT batches before their callbacks and
+ * rejects one more; they commit and call back in the order they came.
+ */
 static void commit_while_busy(void **state)
 {
 	fixture_t *f = *state;
-	store_batch_t first, second;
-	job_record_t a, b;
-	commit_ctx_t c = {0};
+	enum { N = STORE_MAX_IN_FLIGHT + 1 };
+	store_batch_t b[N];
+	job_record_t r[N];
+	order_ctx_t c = {0};
 
 	open_main(f);
-	store_batch_init(&first);
-	store_batch_init(&second);
-	make_job(&a, 1, JOB_PENDING);
-	make_job(&b, 2, JOB_PENDING);
-	add_op(&first, STORE_OP_INSERT, &a);
-	add_op(&second, STORE_OP_INSERT, &b);
+	for (int i = 0; i < N; i++) {
+		store_batch_init(&b[i]);
+		make_job(&r[i], (uint64_t)i + 1, JOB_PENDING);
+		add_op(&b[i], STORE_OP_INSERT, &r[i]);
+	}
+	for (int i = 0; i < N - 1; i++)
+		assert_int_equal(store_commit(f->store, &b[i], on_commit_ordered, &c), 0);
+	assert_int_equal(store_commit(f->store, &b[N - 1], on_commit_ordered, &c), INFERQ_EBUSY);
+	wait_ordered(f, &c, N - 1);
+	for (int i = 0; i < N - 1; i++) {
+		assert_ptr_equal(c.batch[i], &b[i]);
+		assert_int_equal(c.result[i], 0);
+		assert_stored(f, &r[i]);
+	}
+	assert_absent(f, &r[N - 1].id);
 
-	assert_int_equal(store_commit(f->store, &first, on_commit, &c), 0);
-	assert_int_equal(store_commit(f->store, &second, on_commit, &c), INFERQ_EBUSY);
-	wait_calls(f, &c, 1);
-	assert_int_equal(c.result, 0);
-	assert_stored(f, &a);
-	assert_absent(f, &b.id);
+	assert_int_equal(store_commit(f->store, &b[N - 1], on_commit_ordered, &c), 0);
+	wait_ordered(f, &c, N);
+	assert_int_equal(c.result[N - 1], 0);
+	assert_stored(f, &r[N - 1]);
 
-	assert_int_equal(store_commit(f->store, &second, on_commit, &c), 0);
-	wait_calls(f, &c, 2);
-	assert_int_equal(c.result, 0);
-	assert_stored(f, &b);
+	for (int i = 0; i < N; i++) {
+		job_record_clear(&r[i]);
+		store_batch_free(&b[i]);
+	}
+}
 
-	job_record_clear(&a);
-	job_record_clear(&b);
-	store_batch_free(&first);
-	store_batch_free(&second);
+/*
+ * A batch handed over behind one that fails, before that one's callback,
+ * fails without running, since its changes may build on the failed ones;
+ * the first batch handed over after that callback runs as usual.
+ */
+static void batches_behind_failure_not_run(void **state)
+{
+	fixture_t *f = *state;
+	store_batch_t bad, behind, after;
+	job_record_t missing, queued, later;
+	order_ctx_t c = {0};
+
+	open_main(f);
+	store_batch_init(&bad);
+	store_batch_init(&behind);
+	store_batch_init(&after);
+	make_job(&missing, 1, JOB_RUNNING); /* an update of a job the database lacks */
+	make_job(&queued, 2, JOB_PENDING);
+	make_job(&later, 3, JOB_PENDING);
+	add_op(&bad, STORE_OP_UPDATE, &missing);
+	add_op(&behind, STORE_OP_INSERT, &queued);
+	add_op(&after, STORE_OP_INSERT, &later);
+
+	assert_int_equal(store_commit(f->store, &bad, on_commit_ordered, &c), 0);
+	assert_int_equal(store_commit(f->store, &behind, on_commit_ordered, &c), 0);
+	wait_ordered(f, &c, 2);
+	assert_ptr_equal(c.batch[0], &bad);
+	assert_int_equal(c.result[0], INFERQ_EIO);
+	assert_non_null(strstr(bad.error, "no such job in the database"));
+	assert_ptr_equal(c.batch[1], &behind);
+	assert_int_equal(c.result[1], INFERQ_EIO);
+	/* Run in one transaction with bad, or rejected after it: either way it names the cause. */
+	assert_non_null(strstr(behind.error, "no such job in the database"));
+	assert_absent(f, &queued.id);
+
+	assert_int_equal(store_commit(f->store, &after, on_commit_ordered, &c), 0);
+	wait_ordered(f, &c, 3);
+	assert_int_equal(c.result[2], 0);
+	assert_stored(f, &later);
+	assert_absent(f, &queued.id);
+
+	job_record_clear(&missing);
+	job_record_clear(&queued);
+	job_record_clear(&later);
+	store_batch_free(&bad);
+	store_batch_free(&behind);
+	store_batch_free(&after);
 }
 
 static void empty_batch_commits(void **state)
@@ -1470,6 +1554,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(empty_data_dir_rejected, setup, teardown),
 	    cmocka_unit_test_setup_teardown(read_only_data_dir_rejected, setup, teardown),
 	    cmocka_unit_test_setup_teardown(commit_while_busy, setup, teardown),
+	    cmocka_unit_test_setup_teardown(batches_behind_failure_not_run, setup, teardown),
 	    cmocka_unit_test_setup_teardown(empty_batch_commits, setup, teardown),
 	    cmocka_unit_test_setup_teardown(ten_thousand_inserts, setup, teardown),
 	    cmocka_unit_test_setup_teardown(close_with_nothing_in_flight, setup, teardown),
