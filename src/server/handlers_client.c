@@ -53,8 +53,14 @@ static void reply_request_id(server_t *s, http_request_t *req, const iq_id_t *id
 	buf_t reply = BUF_INIT;
 	char text[ID_TEXT_LEN + 1];
 
+	/* In pieces: buf_printf runs vsnprintf twice, a visible cost per submit in a profile. */
 	id_format(id, text);
-	buf_printf(&reply, "{\"requestId\":\"%s\",\"request_id\":\"%s\"}", text, text);
+	buf_reserve(&reply, 80);
+	buf_puts(&reply, "{\"requestId\":\"");
+	buf_append(&reply, text, ID_TEXT_LEN);
+	buf_puts(&reply, "\",\"request_id\":\"");
+	buf_append(&reply, text, ID_TEXT_LEN);
+	buf_puts(&reply, "\"}");
 	body_add_warnings(&reply, b);
 	/* Sent after the commit, so an uncommitted first submit is never revealed. */
 	engine_reply_after_commit(s, req, 200, &reply);
