@@ -463,7 +463,8 @@ static void on_commit(store_batch_t *batch, void *ctx)
 		flush(s);
 		return;
 	}
-	observe_commit_done(s, batch, pb->handed_ns);
+	if (batch->count > 0)
+		observe_commit_done(s, batch, pb->handed_ns);
 	if (batch->result != 0) {
 		commit_failed(s, pb);
 		flush(s);
@@ -500,12 +501,15 @@ static void flush(server_t *s)
 	uv_idle_stop(&s->flush_idle);
 	if (batch_empty(pb))
 		return;
-	if (pb->batch.count == 0) {
-		/* Replies that wait only for earlier commits: sent once those are done. */
-		if (s->n_inflight == 0)
-			send_replies(pb, NULL);
+	if (pb->batch.count == 0 && s->n_inflight == 0) {
+		/* Replies that wait only for earlier commits, all done now. */
+		send_replies(pb, NULL);
 		return;
 	}
+	/*
+	 * With no changes, the batch still goes to the store, whose callback
+	 * comes after those of the earlier commits its replies wait for.
+	 */
 	if (s->n_inflight == STORE_MAX_IN_FLIGHT)
 		return;
 	pb->handed_ns = uv_hrtime();

@@ -720,7 +720,9 @@ static const char counts_step[] = "update of the job counts per model and state"
 
 /*
  * Runs the n batches b[0..n) as one transaction, in order, or leaves nothing
- * of them behind: they commit together or all fail with the same error.
+ * of them behind: they commit together or fail with the same error. Empty
+ * batches before the first one with changes depend only on earlier
+ * transactions, so they succeed even when the transaction fails.
  */
 static void run_group(local_store_t *s, store_batch_t **b, size_t n)
 {
@@ -728,7 +730,7 @@ static void run_group(local_store_t *s, store_batch_t **b, size_t n)
 	const store_op_t *failed = NULL;
 	const char *step = "begin";
 	char failed_step[128];
-	size_t ops = 0;
+	size_t ops = 0, first;
 	int rc;
 
 	for (size_t k = 0; k < n; k++) {
@@ -769,10 +771,13 @@ static void run_group(local_store_t *s, store_batch_t **b, size_t n)
 		snprintf(failed_step, sizeof(failed_step), "%s", step);
 	else
 		snprintf(failed_step, sizeof(failed_step), "%s of %zu operations", step, ops);
-	fail_batch(s, b[0], rc, failed, failed_step);
-	for (size_t k = 1; k < n; k++) {
-		b[k]->result = b[0]->result;
-		memcpy(b[k]->error, b[0]->error, sizeof(b[k]->error));
+	first = 0;
+	while (b[first]->count == 0)
+		first++;
+	fail_batch(s, b[first], rc, failed, failed_step);
+	for (size_t k = first + 1; k < n; k++) {
+		b[k]->result = b[first]->result;
+		memcpy(b[k]->error, b[first]->error, sizeof(b[k]->error));
 	}
 	rollback(w);
 }
@@ -817,9 +822,9 @@ void *local_writer_main(void *arg)
 		run_group(s, group + first, n - first);
 
 		pthread_mutex_lock(&s->mu);
-		if (first < n && group[first]->result != 0) {
+		if (first < n && group[n - 1]->result != 0) {
 			s->reject_below = era[n - 1] + 1;
-			memcpy(s->reject_error, group[first]->error, sizeof(s->reject_error));
+			memcpy(s->reject_error, group[n - 1]->error, sizeof(s->reject_error));
 		}
 		IQ_ASSERT(s->n_finished + n <= STORE_MAX_IN_FLIGHT);
 		memcpy(s->finished + s->n_finished, group, n * sizeof(group[0]));

@@ -1294,6 +1294,64 @@ static void batches_behind_failure_not_run(void **state)
 	store_batch_free(&after);
 }
 
+/* An empty batch calls back after the batch handed over before it. */
+static void empty_batch_keeps_order(void **state)
+{
+	fixture_t *f = *state;
+	store_batch_t full, empty;
+	job_record_t r;
+	order_ctx_t c = {0};
+
+	open_main(f);
+	store_batch_init(&full);
+	store_batch_init(&empty);
+	make_job(&r, 1, JOB_PENDING);
+	add_op(&full, STORE_OP_INSERT, &r);
+
+	assert_int_equal(store_commit(f->store, &full, on_commit_ordered, &c), 0);
+	assert_int_equal(store_commit(f->store, &empty, on_commit_ordered, &c), 0);
+	wait_ordered(f, &c, 2);
+	assert_ptr_equal(c.batch[0], &full);
+	assert_ptr_equal(c.batch[1], &empty);
+	assert_int_equal(c.result[0], 0);
+	assert_int_equal(c.result[1], 0);
+	assert_stored(f, &r);
+
+	job_record_clear(&r);
+	store_batch_free(&full);
+	store_batch_free(&empty);
+}
+
+/*
+ * An empty batch ahead of a failing one depends only on earlier commits, so
+ * it succeeds, also when the writer runs both in one transaction.
+ */
+static void empty_batch_before_failure_succeeds(void **state)
+{
+	fixture_t *f = *state;
+	store_batch_t empty, bad;
+	job_record_t missing;
+	order_ctx_t c = {0};
+
+	open_main(f);
+	store_batch_init(&empty);
+	store_batch_init(&bad);
+	make_job(&missing, 1, JOB_RUNNING);
+	add_op(&bad, STORE_OP_UPDATE, &missing);
+
+	assert_int_equal(store_commit(f->store, &empty, on_commit_ordered, &c), 0);
+	assert_int_equal(store_commit(f->store, &bad, on_commit_ordered, &c), 0);
+	wait_ordered(f, &c, 2);
+	assert_ptr_equal(c.batch[0], &empty);
+	assert_int_equal(c.result[0], 0);
+	assert_ptr_equal(c.batch[1], &bad);
+	assert_int_equal(c.result[1], INFERQ_EIO);
+
+	job_record_clear(&missing);
+	store_batch_free(&empty);
+	store_batch_free(&bad);
+}
+
 static void empty_batch_commits(void **state)
 {
 	fixture_t *f = *state;
@@ -1555,6 +1613,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(read_only_data_dir_rejected, setup, teardown),
 	    cmocka_unit_test_setup_teardown(commit_while_busy, setup, teardown),
 	    cmocka_unit_test_setup_teardown(batches_behind_failure_not_run, setup, teardown),
+	    cmocka_unit_test_setup_teardown(empty_batch_keeps_order, setup, teardown),
+	    cmocka_unit_test_setup_teardown(empty_batch_before_failure_succeeds, setup, teardown),
 	    cmocka_unit_test_setup_teardown(empty_batch_commits, setup, teardown),
 	    cmocka_unit_test_setup_teardown(ten_thousand_inserts, setup, teardown),
 	    cmocka_unit_test_setup_teardown(close_with_nothing_in_flight, setup, teardown),
