@@ -17,6 +17,7 @@ SPDX-License-Identifier: MIT
 import argparse
 import json
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -72,8 +73,8 @@ def main():
 
     cluster = PgCluster()
     procs = []
+    tmp = Path(tempfile.mkdtemp(prefix="inferq-pgcache-"))
     try:
-        tmp = Path(tempfile.mkdtemp(prefix="inferq-pgcache-"))
         a = start_node(args.binary, tmp / "a", cluster.new_database())
         b = start_node(args.binary, tmp / "b", cluster.new_database(), "--status-cache-bytes", "0")
         procs = [a[0], b[0]]
@@ -93,6 +94,7 @@ def main():
             proc.terminate()
             proc.wait(30)
         cluster.destroy()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
