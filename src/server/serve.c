@@ -73,8 +73,10 @@ static int load_queue(server_t *s)
 		return rc;
 	}
 	s->next_seq = max_seq + 1;
-	log_info("store", "loaded %llu pending and running jobs in %lld ms",
-		 (unsigned long long)lc.jobs, (long long)(clock_mono_ms() - started));
+	/* On the postgres store the jobs live in the database, and the local file contains none. */
+	if (!pgq_is_postgres(s->config.store))
+		log_info("store", "loaded %llu pending and running jobs in %lld ms",
+			 (unsigned long long)lc.jobs, (long long)(clock_mono_ms() - started));
 	return 0;
 }
 

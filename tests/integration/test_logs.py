@@ -108,6 +108,21 @@ def test_text_lines_default(start_server):
     assert not any(" access: " in text for text in server.log)
 
 
+def test_start_line_counts_local_jobs(start_server):
+    """The local store logs how many jobs it loaded at start. A postgres node keeps its jobs in
+    the database and reads none from the local file, so it logs no such count."""
+    server = start_server()
+    api = server.api()
+    api.submit_ok(MODEL, {"n": 1})
+    server.kill()
+    server.restart()
+    loaded = [text for text in server.log if "pending and running jobs" in text]
+    if os.environ.get("INFERQ_TEST_STORE") != "postgres":
+        assert any("loaded 1 pending and running jobs" in text for text in loaded), loaded
+    else:
+        assert loaded == [], loaded
+
+
 def test_access_log_lines(start_server):
     server = start_server(log_format="json", access_log=True)
     key = server.key
