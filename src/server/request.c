@@ -69,8 +69,10 @@ static void add_warning(body_t *b, const json_span_t *key)
 	char shown[64];
 
 	json_string_decode(*key, &name);
-	buf_printf(&text, "unknown field \"%s\" ignored",
-		   excerpt(name.data ? name.data : "", name.len, shown, sizeof(shown)));
+	excerpt(name.data ? name.data : "", name.len, shown, sizeof(shown));
+	if (b->unknown[0] == '\0')
+		snprintf(b->unknown, sizeof(b->unknown), "%s", shown);
+	buf_printf(&text, "unknown field \"%s\" ignored", shown);
 	buf_putc(&b->warnings, b->warnings.len ? ',' : '[');
 	json_write_string(&b->warnings, text.data, text.len);
 	buf_free(&text);
@@ -160,6 +162,22 @@ void body_add_warnings(buf_t *out, const body_t *b)
 		render_add_raw_field(out, "warnings", b->warnings.data, b->warnings.len);
 }
 
+/*
+ * Fails with "field NAME is required; REMEDY", and names the body's first
+ * unknown field, since a misspelt field name is the usual cause.
+ */
+static int fail_missing(const body_t *b, input_error_t *err, const char *name,
+			const char *remedy)
+{
+	if (b->unknown[0])
+		return input_fail(err, INFERQ_EINVAL, "missing_field", name,
+			    "field \"%s\" is required; %s (the body has an unknown field \"%s\": "
+			    "check its spelling)",
+			    name, remedy, b->unknown);
+	return input_fail(err, INFERQ_EINVAL, "missing_field", name,
+		    "field \"%s\" is required; %s", name, remedy);
+}
+
 static int model_char_ok(unsigned char ch)
 {
 	return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
@@ -193,8 +211,7 @@ int read_model(const serve_config_t *c, const body_t *b, buf_t *out, input_error
 	const json_span_t *v = body_field(b, "model");
 
 	if (v == NULL)
-		return input_fail(err, INFERQ_EINVAL, "missing_field", "model",
-			    "field \"model\" is required; send the model name as a string");
+		return fail_missing(b, err, "model", "send the model name as a string");
 	if (v->type != JSON_TYPE_STRING)
 		return input_fail(err, INFERQ_EINVAL, "invalid_field", "model",
 			    "model must be a string, not %s", type_name(v->type));
@@ -254,8 +271,7 @@ int read_id(const body_t *b, const char *name, iq_id_t *out, input_error_t *err)
 	int rc;
 
 	if (v == NULL)
-		return input_fail(err, INFERQ_EINVAL, "missing_field", name,
-			    "field \"%s\" is required", name);
+		return fail_missing(b, err, name, "send the id the server returned, as a string");
 	if (v->type != JSON_TYPE_STRING)
 		return input_fail(err, INFERQ_EINVAL, "invalid_field", name,
 			    "%s must be a string, not %s", name, type_name(v->type));
@@ -288,8 +304,7 @@ int read_object(const body_t *b, const char *name, int required, json_span_t *ou
 	if (v == NULL) {
 		if (!required)
 			return 0;
-		return input_fail(err, INFERQ_EINVAL, "missing_field", name,
-			    "field \"%s\" is required; send a JSON object", name);
+		return fail_missing(b, err, name, "send a JSON object");
 	}
 	if (v->type != JSON_TYPE_OBJECT)
 		return input_fail(err, INFERQ_EINVAL, "invalid_field", name,
@@ -369,8 +384,7 @@ int read_string(const body_t *b, const char *name, int required, size_t max_len,
 	if (v == NULL) {
 		if (!required)
 			return 0;
-		return input_fail(err, INFERQ_EINVAL, "missing_field", name,
-			    "field \"%s\" is required; send a string", name);
+		return fail_missing(b, err, name, "send a string");
 	}
 	if (v->type != JSON_TYPE_STRING)
 		return input_fail(err, INFERQ_EINVAL, "invalid_field", name,

@@ -42,6 +42,7 @@ typedef struct {
 	json_span_t fields[BODY_MAX_FIELDS]; /* value of each known field */
 	int present[BODY_MAX_FIELDS];        /* 1 when the field was sent */
 	buf_t warnings;                      /* JSON array of warning strings, or empty */
+	char unknown[64]; /* name of the first unknown field, shown by missing-field errors */
 } body_t;
 
 /*

@@ -96,6 +96,13 @@ def test_submit_rejected(api, body, code, param):
     assert_nothing_queued(api)
 
 
+def test_missing_field_names_misspelling(api):
+    reply = api.post("/v1/queue/submit", b'{"modle": "test/bad", "payload": {}}')
+    body = assert_error(reply, 400, "missing_field", param="model")
+    assert 'unknown field "modle"' in body["message"], body["message"]
+    assert_nothing_queued(api)
+
+
 def test_invalid_json_names_offset(api):
     reply = api.post("/v1/queue/submit", b'{"model": x}')
     body = assert_error(reply, 400, "invalid_json")

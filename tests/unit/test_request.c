@@ -425,6 +425,28 @@ static void test_model_missing(void **state)
 	buf_free(&model);
 }
 
+/* A missing field's error names the first unknown field, the likely misspelling. */
+static void test_missing_names_unknown(void **state)
+{
+	serve_config_t c = defaults();
+	buf_t model = BUF_INIT;
+	input_error_t err;
+	body_t b;
+
+	parse_ok("{\"modle\":\"m\",\"extra\":1}", &b);
+	assert_int_equal(read_model(&c, &b, &model, &err), INFERQ_EINVAL);
+	check_error(&err, "missing_field", "model", "\"model\" is required");
+	assert_non_null(strstr(err.message, "unknown field \"modle\""));
+	assert_null(strstr(err.message, "extra"));
+	body_free(&b);
+
+	parse_ok("{\"priority\":1}", &b);
+	assert_int_equal(read_model(&c, &b, &model, &err), INFERQ_EINVAL);
+	assert_null(strstr(err.message, "unknown field"));
+	body_free(&b);
+	buf_free(&model);
+}
+
 static void test_model_not_string(void **state)
 {
 	static const struct {
@@ -1421,6 +1443,7 @@ int main(void)
 	    cmocka_unit_test(test_body_at_most_16_warnings),
 	    cmocka_unit_test(test_body_escaped_known_key),
 	    cmocka_unit_test(test_model_missing),
+	    cmocka_unit_test(test_missing_names_unknown),
 	    cmocka_unit_test(test_model_not_string),
 	    cmocka_unit_test(test_model_empty),
 	    cmocka_unit_test(test_model_length_limit),
