@@ -34,6 +34,8 @@ static void usage(FILE *out)
 
 int main(int argc, char **argv)
 {
+	const char *near;
+
 	if (argc < 2) {
 		usage(stderr);
 		return 2;
@@ -51,12 +53,21 @@ int main(int argc, char **argv)
 		usage(stdout);
 		return 0;
 	}
-	if (argv[1][0] == '-')
+	if (argv[1][0] == '-') {
 		fprintf(stderr, "inferq: unknown option \"%s\": options go after the command, as in "
 				"inferq submit --model M\n",
 			argv[1]);
-	else
-		fprintf(stderr, "inferq: unknown command \"%s\"\n", argv[1]);
+		usage(stderr);
+		return 2;
+	}
+	near = cli_suggest_command(argv[1]);
+	if (near) {
+		fprintf(stderr, "inferq: unknown command \"%s\"; did you mean \"%s\"? "
+				"(inferq help lists the commands)\n",
+			argv[1], near);
+		return 2;
+	}
+	fprintf(stderr, "inferq: unknown command \"%s\"\n", argv[1]);
 	usage(stderr);
 	return 2;
 }

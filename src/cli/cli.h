@@ -42,6 +42,12 @@ int admin_main(int argc, char **argv);
 /* bench.c: `inferq bench SCENARIO`; argv[0] is "bench". Returns the exit code. */
 int bench_main(int argc, char **argv);
 
+/*
+ * Returns the command name (client or not) nearest to name within two
+ * edits, for a "did you mean" hint, or NULL when none is that close.
+ */
+const char *cli_suggest_command(const char *name);
+
 /* Prints the list of client subcommands for `inferq --help`. */
 void cli_print_commands(FILE *out);
 

@@ -260,6 +260,10 @@ def test_wait_progress_bar_on_terminal(server, cli, tmp_path):
     (["submit", "--model", MODEL, "--payload", "@/nonexistent/payload.json"],
      "/nonexistent/payload.json"),
     (["submit", "--model", MODEL, "--server", "localhost:8080"], "http://"),
+    (["sumbit", "--model", MODEL], 'unknown command "sumbit"; did you mean "submit"?'),
+    (["wrker"], 'did you mean "worker"?'),
+    (["serv"], 'did you mean "serve"?'),
+    (["frobnicate"], 'unknown command "frobnicate"\nusage: inferq COMMAND'),
 ])
 def test_usage_errors_exit_2(cli, args, message):
     proc = cli(*args)
