@@ -328,6 +328,24 @@ static void on_connect_deadline(uv_timer_t *timer)
 		conn_fail(c, "connecting timed out");
 }
 
+/*
+ * Logs what PostgreSQL sends outside a result: a NOTICE or WARNING, or the
+ * FATAL of a connection the server ends. libpq's default prints it raw to
+ * stderr, outside the log's format. arg is the pool's host text.
+ */
+static void on_notice(void *arg, const PGresult *res)
+{
+	const char *severity = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
+	char text[256];
+
+	copy_message(text, sizeof(text), PQresultErrorMessage(res));
+	if (severity && (strcmp(severity, "NOTICE") == 0 || strcmp(severity, "INFO") == 0 ||
+			 strcmp(severity, "LOG") == 0 || strcmp(severity, "DEBUG") == 0))
+		log_info("store", "database at %s: %s", (const char *)arg, text);
+	else
+		log_warn("store", "database at %s: %s", (const char *)arg, text);
+}
+
 static void conn_connect(conn_t *c)
 {
 	c->pg = PQconnectStart(c->pool->conninfo);
@@ -335,6 +353,7 @@ static void conn_connect(conn_t *c)
 		conn_fail(c, c->pg ? PQerrorMessage(c->pg) : "out of memory");
 		return;
 	}
+	PQsetNoticeReceiver(c->pg, on_notice, c->pool->host);
 	c->state = CONN_CONNECTING;
 	if (set_poll(c, UV_WRITABLE) != 0) {
 		conn_fail(c, "the connection has no socket");

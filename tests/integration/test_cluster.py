@@ -15,6 +15,9 @@ import pytest
 from support import INFERQ_BIN, UNKNOWN_CLAIM, UNKNOWN_ID, Api, wait_for
 
 MODEL = "cluster/m"
+# A line of the default text log format: time, level, subsystem.
+LOG_LINE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z (debug|info |warn |error) "
+                         r"[a-z]+: ")
 
 
 def nodes(start_server, uri, count, **flags):
@@ -264,6 +267,11 @@ def test_database_restart_under_load_loses_nothing_acknowledged(start_server, pg
              "node B to reconnect to the database")
     for job in acked[:: max(1, len(acked) // 20)]:
         assert b.api().status_ok(job, MODEL)["status"] == "pending"
+    # The FATAL that PostgreSQL sends each connection as it stops is logged in the log's
+    # format, not printed raw by libpq.
+    raw = [line for line in a.log + b.log if not LOG_LINE_RE.match(line)]
+    assert not raw, raw[:5]
+    assert any("terminating connection" in line for line in a.log + b.log)
 
 
 def test_keys_reach_other_nodes(start_server, pg_cluster):
