@@ -87,6 +87,12 @@ void pgq_exec(server_t *s, const pg_stmt_t *stmts, int count, pg_task_cb cb, voi
 	pg_pool_exec(s->pg->pool, stmts, count, 0, cb, ctx);
 }
 
+void pgq_exec_background(server_t *s, const pg_stmt_t *stmts, int count, pg_task_cb cb,
+			 void *ctx)
+{
+	pg_pool_exec(s->pg->pool, stmts, count, PG_TASK_BACKGROUND, cb, ctx);
+}
+
 void pgq_exec_ordered(server_t *s, const pg_stmt_t *stmts, int count, pg_task_cb cb, void *ctx)
 {
 	pg_pool_exec(s->pg->pool, stmts, count, PG_TASK_ORDERED, cb, ctx);
@@ -586,7 +592,7 @@ static void on_sweep_timer(uv_timer_t *timer)
 	snprintf(batch, sizeof(batch), "%u", s->config.pg_retention_batch);
 	pgq_param(&st[1], 1, batch);
 	s->pg->sweeping = 1;
-	pgq_exec(s, st, 4, on_sweep_done, s);
+	pgq_exec_background(s, st, 4, on_sweep_done, s);
 }
 
 /* ---- open and close ---- */

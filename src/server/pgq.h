@@ -82,6 +82,9 @@ route_handler_fn pgq_route(route_handler_fn local);
 void pgq_exec(server_t *s, const pg_stmt_t *stmts, int count, pg_task_cb cb, void *ctx);
 /* The same as an ordered task: it commits after every ordered task given before it. */
 void pgq_exec_ordered(server_t *s, const pg_stmt_t *stmts, int count, pg_task_cb cb, void *ctx);
+/* The same for a task no request waits for, outside --max-pending-changes (PG_TASK_BACKGROUND). */
+void pgq_exec_background(server_t *s, const pg_stmt_t *stmts, int count, pg_task_cb cb,
+			 void *ctx);
 
 /*
  * Feeds a committed change to the metrics and the debug log (observe.h):

@@ -194,7 +194,7 @@ void pgq_key_committed(server_t *s, const store_op_t *op)
 	default:
 		return;
 	}
-	pgq_exec(s, &st, 1, on_pushed, NULL);
+	pgq_exec_background(s, &st, 1, on_pushed, NULL);
 }
 
 typedef struct {
@@ -228,5 +228,5 @@ void pgq_keys_pull(server_t *s, int64_t *version, int *busy)
 	*busy = 1;
 	snprintf(text, sizeof(text), "%lld", (long long)*version);
 	pgq_param(&st, 0, text);
-	pgq_exec(s, &st, 1, on_pulled, p);
+	pgq_exec_background(s, &st, 1, on_pulled, p);
 }

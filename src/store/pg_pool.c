@@ -90,7 +90,7 @@ struct pg_pool {
 	conn_t *conns; /* size task connections, then the listener when there is one */
 	uint32_t size, total;
 	uint32_t max_waiting, waiting;
-	uint32_t outstanding; /* tasks waiting or in flight */
+	uint32_t outstanding; /* tasks waiting or in flight, background ones aside */
 	task_t *head, *tail;
 	int64_t connect_timeout_ms;
 	int64_t statement_timeout_ms;
@@ -879,8 +879,10 @@ void pg_pool_exec(pg_pool_t *p, const pg_stmt_t *stmts, int count, int flags, pg
 		finish_task(t, INFERQ_ELIMIT, msg);
 		return;
 	}
-	t->counted = p;
-	p->outstanding++;
+	if (!(flags & PG_TASK_BACKGROUND)) {
+		t->counted = p;
+		p->outstanding++;
+	}
 	t->ordered = (flags & PG_TASK_ORDERED) != 0;
 	if (p->tail)
 		p->tail->next = t;
@@ -919,7 +921,7 @@ static void on_hint_timer(uv_timer_t *timer)
 			st[n].values[1] = p->hints[i];
 			st[n].lengths[1] = (int)strlen(p->hints[i]);
 		}
-		pg_pool_exec(p, st, n, 0, hint_done, NULL); /* copies the values */
+		pg_pool_exec(p, st, n, PG_TASK_BACKGROUND, hint_done, NULL); /* copies the values */
 	}
 	expire_echoes(p);
 	if (!p->echoes)

@@ -53,7 +53,8 @@ typedef void (*pg_notify_cb)(void *ctx, const char *channel, const char *payload
 typedef struct {
 	const char *conninfo; /* libpq connection string or URI, copied */
 	uint32_t size;        /* connections that run tasks, at least 1 */
-	uint32_t max_waiting; /* tasks waiting or running before ordered ones get INFERQ_ELIMIT */
+	uint32_t max_waiting; /* tasks waiting or running (background ones aside) before ordered
+	                         ones get INFERQ_ELIMIT */
 	const char *listen;   /* channel the extra connection LISTENs on, or NULL for none */
 	pg_notify_cb notify;
 	void *ctx;            /* for notify */
@@ -71,6 +72,12 @@ int pg_pool_open(uv_loop_t *loop, const pg_pool_config_t *config, pg_pool_t **ou
 
 /* Flags of pg_pool_exec. */
 #define PG_TASK_ORDERED 1 /* runs after every ordered task given before it (one connection) */
+/*
+ * No request waits for it (a NOTIFY hint, a sweep), so it does not count
+ * toward max_waiting: with a small limit, a hint still in flight after a
+ * submit's commit would otherwise get the next submit refused.
+ */
+#define PG_TASK_BACKGROUND 2
 
 /*
  * Runs count (1..PG_TASK_MAX_STMTS) statements as one transaction and
