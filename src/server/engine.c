@@ -3,10 +3,10 @@
  *
  * The collecting batch gathers the store operations and the pending
  * responses of one loop pass. A uv_check hook hands it to the store at the
- * end of the pass, and after each request it goes at once when the store's
- * writer waits for work, so the writer commits the first requests of a burst
- * while the loop parses the rest. Up to STORE_MAX_IN_FLIGHT batches are in
- * flight. The writer commits all those that waited for it in one
+ * end of the pass. When the store's writer waits for work, it goes at once
+ * after each request instead, so the writer commits the first requests of a
+ * burst while the loop parses the rest. Up to STORE_MAX_IN_FLIGHT batches
+ * are in flight. The writer commits all those that waited for it in one
  * transaction, so one fsync covers every request that arrived while the
  * previous commit was on disk. The commit callback hands over the next batch
  * before it sends the responses, so the disk works while they go out.
@@ -436,7 +436,7 @@ static void commit_failed(server_t *s, pending_batch_t *pb)
 	send_replies(pb, pb->batch.error);
 	for (size_t i = 0; i < s->n_inflight; i++) {
 		send_replies(s->inflight[i], pb->batch.error);
-		s->inflight[i]->abandoned = 1; /* reset at its callback: the store holds it */
+		s->inflight[i]->abandoned = 1; /* reset at its callback, since the store still has it */
 	}
 	send_replies(next, pb->batch.error);
 	store_batch_reset(&pb->batch);
@@ -457,7 +457,7 @@ static void on_commit(store_batch_t *batch, void *ctx)
 	s->n_inflight--;
 	memmove(&s->inflight[0], &s->inflight[1], s->n_inflight * sizeof(s->inflight[0]));
 	if (pb->abandoned) {
-		/* Rejected by the store after an earlier failure, which answered its requests. */
+		/* Rejected by the store after an earlier failure, which sent its requests 503. */
 		pb->abandoned = 0;
 		store_batch_reset(&pb->batch);
 		flush(s);
@@ -474,22 +474,6 @@ static void on_commit(store_batch_t *batch, void *ctx)
 	replies = commit_succeeded(s, pb);
 	flush(s);
 	send_reply_list(replies, NULL);
-}
-
-/* A batch neither collecting nor in flight. */
-static pending_batch_t *free_batch(server_t *s)
-{
-	for (size_t i = 0; i < STORE_MAX_IN_FLIGHT + 1; i++) {
-		pending_batch_t *pb = &s->batches[i];
-		size_t k = 0;
-
-		while (k < s->n_inflight && s->inflight[k] != pb)
-			k++;
-		if (pb != s->collecting && k == s->n_inflight)
-			return pb;
-	}
-	IQ_ASSERT(!"no free batch");
-	return NULL;
 }
 
 static void flush(server_t *s)
@@ -516,7 +500,12 @@ static void flush(server_t *s)
 	rc = store_commit(s->store, &pb->batch, on_commit, s);
 	IQ_ASSERT(rc == 0);
 	s->inflight[s->n_inflight++] = pb;
-	s->collecting = free_batch(s);
+	/*
+	 * The batches go round in turn and the store calls back in the order it
+	 * got them, so the one after pb is neither in flight nor collecting.
+	 */
+	s->collecting = &s->batches[(size_t)(pb - s->batches + 1) % (STORE_MAX_IN_FLIGHT + 1)];
+	IQ_ASSERT(s->collecting != s->inflight[0]);
 	s->collecting->batch.id = s->next_batch_id++;
 }
 

@@ -317,14 +317,19 @@ static size_t take_finished(local_store_t *s, store_batch_t **out)
 	return n;
 }
 
-static void on_async(uv_async_t *handle)
+/* Runs the callbacks of the batches the writer has finished, oldest first. */
+static void deliver_finished(local_store_t *s)
 {
-	local_store_t *s = handle->data;
 	store_batch_t *done[STORE_MAX_IN_FLIGHT];
 	size_t n = take_finished(s, done);
 
 	for (size_t i = 0; i < n; i++)
 		deliver(s, done[i]);
+}
+
+static void on_async(uv_async_t *handle)
+{
+	deliver_finished(handle->data);
 }
 
 static int start_writer(local_store_t *s, char *err, size_t errlen)
@@ -460,16 +465,11 @@ static void local_close(void *state)
 
 	/* A callback may commit the next batch, so wait until none is in flight. */
 	while (s->n_in_flight > 0) {
-		store_batch_t *done[STORE_MAX_IN_FLIGHT];
-		size_t n;
-
 		pthread_mutex_lock(&s->mu);
 		while (s->n_finished == 0)
 			pthread_cond_wait(&s->done, &s->mu);
 		pthread_mutex_unlock(&s->mu);
-		n = take_finished(s, done);
-		for (size_t i = 0; i < n; i++)
-			deliver(s, done[i]);
+		deliver_finished(s);
 	}
 	shut_down(s);
 	uv_close((uv_handle_t *)&s->async, on_async_closed);

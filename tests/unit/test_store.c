@@ -129,16 +129,22 @@ static void on_commit(store_batch_t *batch, void *arg)
 	}
 }
 
-/* Runs the loop until c has seen want callbacks, or fails after WATCHDOG_MS. */
-static void wait_calls(fixture_t *f, commit_ctx_t *c, int want)
+/* Runs the loop until *calls reaches want, or fails after WATCHDOG_MS. */
+static void wait_count(fixture_t *f, const int *calls, int want)
 {
 	f->timed_out = 0;
 	uv_timer_start(&f->watchdog, on_watchdog, WATCHDOG_MS, 0);
-	while (c->calls < want && !f->timed_out)
+	while (*calls < want && !f->timed_out)
 		uv_run(&f->loop, UV_RUN_ONCE);
 	uv_timer_stop(&f->watchdog);
 	assert_false(f->timed_out);
-	assert_int_equal(c->calls, want);
+	assert_int_equal(*calls, want);
+}
+
+/* Runs the loop until c has seen want callbacks, or fails after WATCHDOG_MS. */
+static void wait_calls(fixture_t *f, commit_ctx_t *c, int want)
+{
+	wait_count(f, &c->calls, want);
 }
 
 /* Commits batch, waits for its callback and returns batch->result. */
@@ -1196,13 +1202,7 @@ static void on_commit_ordered(store_batch_t *batch, void *arg)
 
 static void wait_ordered(fixture_t *f, order_ctx_t *c, int want)
 {
-	f->timed_out = 0;
-	uv_timer_start(&f->watchdog, on_watchdog, WATCHDOG_MS, 0);
-	while (c->calls < want && !f->timed_out)
-		uv_run(&f->loop, UV_RUN_ONCE);
-	uv_timer_stop(&f->watchdog);
-	assert_false(f->timed_out);
-	assert_int_equal(c->calls, want);
+	wait_count(f, &c->calls, want);
 }
 
 /*
@@ -1247,8 +1247,8 @@ static void commit_while_busy(void **state)
 
 /*
  * A batch handed over behind one that fails, before that one's callback,
- * fails without running, since its changes may build on the failed ones;
- * the first batch handed over after that callback runs as usual.
+ * fails without running, because its changes may build on the failed ones.
+ * The first batch handed over after that callback runs as usual.
  */
 static void batches_behind_failure_not_run(void **state)
 {
