@@ -52,8 +52,8 @@ typedef struct {
 	reply_t *replies_tail;
 	uint64_t handed_ns; /* uv_hrtime() when it was handed to the store */
 	/*
-	 * In flight, but an earlier batch failed: its changes are rolled back
-	 * and its requests answered already, and the store will not run it.
+	 * In flight, but an earlier batch failed. Its changes are rolled back,
+	 * its requests got 503 already, and the store will not run it.
 	 */
 	int abandoned;
 } pending_batch_t;
@@ -129,9 +129,9 @@ void engine_record_claim(server_t *s, job_t *job);
 void engine_reply_after_commit(server_t *s, http_request_t *req, int status, buf_t *body);
 
 /*
- * Called after each request's handler: when the store's writer waits for
- * work, hands it the changes recorded so far at once instead of at the end
- * of the loop pass, so it commits the first requests of a burst while the
+ * Hands the changes recorded so far to the store when its writer waits for
+ * work, instead of at the end of the loop pass. Called after each request's
+ * handler, so the writer commits the first requests of a burst while the
  * loop parses the rest.
  */
 void engine_request_done(server_t *s);

@@ -119,7 +119,7 @@ typedef struct {
 	/*
 	 * mu: batches of an era below this are rejected, not run. A failed batch
 	 * sets it past its own era, because every batch handed over after it, up
-	 * to its callback, holds changes that the failure rolls back.
+	 * to its callback, carries changes that the failure rolls back.
 	 */
 	uint64_t reject_below;
 	char reject_error[sizeof(((store_batch_t *)0)->error)]; /* mu: why, for rejected batches */

@@ -153,10 +153,10 @@ int store_find_idempotency(store_t *s, const char *model, size_t model_len, cons
  * the transaction committed (batch->result 0) or failed (negative, nothing
  * of the batch applied, batch->error says why). The caller keeps ownership
  * of batch and must not touch it until cb. Batches commit in the order they
- * were handed over, and their callbacks run in that order; batches that
+ * were handed over, and their callbacks run in that order. Batches that
  * waited for the writer together commit in one transaction, so they succeed
- * or fail together, except that empty batches ahead of the first one with
- * changes succeed. A batch handed over after one that fails, before that
+ * or fail together. Only empty batches ahead of the first one with changes
+ * succeed either way. A batch handed over after one that fails, before that
  * one's callback has run, is not run and fails too, because its changes may
  * build on the failed ones.
  * Returns 0, or INFERQ_EBUSY when STORE_MAX_IN_FLIGHT batches are in flight.

@@ -235,7 +235,7 @@ def test_batch_behind_failed_commit_is_not_run(fault_server):
     the second reaches the disk, and the next request after the failure commits as usual."""
     server, control = fault_server()
     api = server.api()
-    kept = api.submit_ok(MODEL, {"marker": "kept"})
+    committed = api.submit_ok(MODEL, {"marker": "committed"})
 
     # The next fdatasync waits 400 ms, then fails; later ones pass.
     control.set("fsync=eio", "fsync_count=1", "fsync_delay_ms=400")
@@ -268,11 +268,11 @@ def test_batch_behind_failed_commit_is_not_run(fault_server):
     server.kill()
     server.restart()
     api = server.api()
-    assert api.status_ok(kept, MODEL)["status"] == "pending"
+    assert api.status_ok(committed, MODEL)["status"] == "pending"
     assert api.status_ok(after, MODEL)["status"] == "pending"
     markers = markers_of(claim_all(api, MODEL))
     assert "second" not in markers, f"the rejected batch reached the disk: {markers}"
-    assert {"kept", "after"} <= set(markers), markers
+    assert {"committed", "after"} <= set(markers), markers
 
 
 def test_failed_commit_undoes_worker_calls(fault_server):
