@@ -29,6 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from limits import Limits, summary_lines as limits_summary
 from pg_nodes import PgNodes, summary_lines as pg_nodes_summary
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,7 +92,7 @@ class Proc:
 
 
 class Inferq:
-    def __init__(self, binary, tmp, name, procs, port=0, store=None, key=None):
+    def __init__(self, binary, tmp, name, procs, port=0, store=None, key=None, wrap=None):
         self.procs = procs  # every process started is added at once, so none is left running
         self.binary = binary
         self.dir = Path(tmp) / name
@@ -101,6 +102,7 @@ class Inferq:
         self.store = store  # a postgres --store URI, or None for the local store
         # A node that joins a postgres store writes no admin.key: it is given the first's key.
         self.key = key
+        self.wrap = wrap or []  # a command that execs the server, such as ["eatmydata"]
 
     def start(self):
         """Start the server; returns the seconds from process start to its first answered request."""
@@ -108,7 +110,7 @@ class Inferq:
         self.dir.mkdir(exist_ok=True)
         offset = logfile.stat().st_size if logfile.exists() else 0
         t0 = time.monotonic()
-        argv = [str(self.binary), "serve", "--listen", f"127.0.0.1:{self.port}",
+        argv = self.wrap + [str(self.binary), "serve", "--listen", f"127.0.0.1:{self.port}",
                 "--data-dir", str(self.dir), "--max-connections", "12000"]
         if self.store:
             argv += ["--store", self.store]
@@ -199,7 +201,8 @@ http {{
     }}
 }}
 """)
-        self.start("nginx", ["nginx", "-c", str(d / "nginx.conf"), "-p", str(d)], port)
+        self.nginx_pid = self.start("nginx", ["nginx", "-c", str(d / "nginx.conf"), "-p", str(d)],
+                                    port).proc.pid
         return f"http://127.0.0.1:{port}/"
 
     def start_redis(self, fsync):
@@ -307,10 +310,10 @@ http {{
         self.results["comparisons"][name] = summary
         return summary
 
-    def fresh(self, name):
-        """A new inferq server with an empty data directory."""
+    def fresh(self, name, wrap=None):
+        """A new inferq server with an empty data directory, run by the command wrap if given."""
         self.serial = getattr(self, "serial", 0) + 1
-        srv = Inferq(self.binary, self.tmp, f"{name}-{self.serial}", self.procs)
+        srv = Inferq(self.binary, self.tmp, f"{name}-{self.serial}", self.procs, wrap=wrap)
         srv.start()
         return srv
 
@@ -435,6 +438,12 @@ http {{
                                              a.seconds, "--model", "pg-single", "--backlog",
                                              n * batch), "jobs/s")
         srv.stop()
+        return self.results
+
+    def run_limits_only(self):
+        """`--only limits`: the CPU per request of nginx and of inferq, durable and under
+        eatmydata, with the machine's idle time (bench/limits.py)."""
+        self.results["limits"] = Limits(self, log).run()
         return self.results
 
     def run_lifecycle_batch_only(self):
@@ -593,6 +602,8 @@ def summary(res):
             f"{peak['inferq'] / peak[k]:.2f}" if peak[k] else "-" for k in names) + " |")
     if res.get("pg_nodes"):
         lines += pg_nodes_summary(res["pg_nodes"])
+    if res.get("limits"):
+        lines += limits_summary(res["limits"])
     if res["errors"]:
         lines.append("\nerrors: " + json.dumps(res["errors"]))
     return "\n".join(lines) + "\n"
@@ -609,12 +620,13 @@ def main():
                          "planning times) into the PostgreSQL cluster, record the statements of "
                          "each phase and sample the wait events of its backends every 20 ms (adds "
                          "their overhead to every PostgreSQL figure)")
-    ap.add_argument("--only", choices=["lifecycle-batch", "pg-nodes", "pg-batch"],
+    ap.add_argument("--only", choices=["lifecycle-batch", "pg-nodes", "pg-batch", "limits"],
                     help="run one comparison alone: lifecycle-batch is the lifecycle on the batch "
                          "routes against beanstalkd's in-memory default; pg-nodes is the postgres "
                          "store with 1, 2 and 3 nodes against the local store and the SKIP LOCKED "
                          "peer; pg-batch is, on the postgres store, the batch lifecycle against "
-                         "the single-job one")
+                         "the single-job one; limits is the CPU per request of nginx and of "
+                         "inferq's submit and lifecycle, durable and under eatmydata")
     args = ap.parse_args()
     args.pairs, args.seconds, args.connections = 3, 5.0, 50
     args.lifecycle_concurrency, args.idle_workers, args.many = 64, 10000, 1000000
@@ -635,7 +647,8 @@ def main():
     try:
         only = {"lifecycle-batch": bench.run_lifecycle_batch_only,
                 "pg-nodes": bench.run_pg_nodes_only,
-                "pg-batch": bench.run_pg_batch_only}
+                "pg-batch": bench.run_pg_batch_only,
+                "limits": bench.run_limits_only}
         res.update(only[args.only]() if args.only else bench.run())
     finally:
         bench.stop_all()

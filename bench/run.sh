@@ -6,7 +6,7 @@
 set -eu
 cd "$(dirname "$0")/.."
 
-PEERS="redis-server beanstalkd nginx postgresql gnuplot-nox"
+PEERS="redis-server beanstalkd nginx postgresql gnuplot-nox eatmydata"
 missing=""
 for p in $PEERS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' ||

@@ -346,6 +346,8 @@ static int start_writer(local_store_t *s, char *err, size_t errlen)
 		snprintf(err, errlen, "cannot start the store writer thread: %s", strerror(rc));
 		return INFERQ_EIO;
 	}
+	/* The name shows in top -H, ps -L and /proc/PID/task/TID/comm; a failure only loses it. */
+	(void)pthread_setname_np(s->thread, "inferq-writer");
 	s->writer_running = 1;
 
 	rc = uv_async_init(s->loop, &s->async, on_async);
