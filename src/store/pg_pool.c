@@ -12,6 +12,7 @@
  */
 #include "pg_pool.h"
 
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -119,24 +120,38 @@ struct pg_pool {
 static void conn_connect(conn_t *c);
 static void dispatch(pg_pool_t *p);
 
-/* Copies libpq's message on one line: line breaks and tabs become spaces, none trail. */
+/*
+ * Copies libpq's message on one line: line breaks and tabs become spaces,
+ * none trail. A line that ends without punctuation before a line starting
+ * with a capital letter ends a sentence in libpq's messages ("server closed
+ * the connection unexpectedly" then "This probably means..."), so it gets
+ * a period.
+ */
 static void copy_message(char *out, size_t len, const char *msg)
 {
 	size_t n = 0;
-	int space = 0;
+	int space = 0, line_break = 0;
 
 	if (!msg || !*msg)
 		msg = "unknown error";
-	for (; *msg && n + 1 < len; msg++) {
+	/* Each turn adds up to three characters, and the terminator needs one more. */
+	for (; *msg && n + 3 < len; msg++) {
 		int blank = *msg == '\n' || *msg == '\r' || *msg == '\t' || *msg == ' ';
 
-		if (blank && (space || n == 0))
+		if (blank) {
+			line_break |= *msg == '\n';
+			space = n > 0;
 			continue;
-		out[n++] = blank ? ' ' : *msg;
-		space = blank;
+		}
+		if (space && line_break && isupper((unsigned char)*msg) &&
+		    !strchr(".:;!?", out[n - 1]))
+			out[n++] = '.';
+		if (space)
+			out[n++] = ' ';
+		out[n++] = *msg;
+		space = 0;
+		line_break = 0;
 	}
-	while (n && out[n - 1] == ' ')
-		n--;
 	out[n] = '\0';
 }
 

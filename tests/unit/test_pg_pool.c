@@ -118,6 +118,9 @@ static void test_unreachable_database_fails_tasks(void **state)
 	assert_int_equal(first.rc, INFERQ_EBUSY);
 	assert_non_null(strstr(first.err, MISSING_DIR));
 	assert_non_null(strstr(first.err, "unreachable"));
+	/* libpq's two lines read as two sentences on the one line of the message. */
+	assert_non_null(strstr(first.err, "No such file or directory. Is the server"));
+	assert_null(strchr(first.err, '\n'));
 	assert_int_equal(pg_pool_up(pool), 0);
 
 	/* While every connection waits for its retry, a task fails from inside the call. */
