@@ -522,9 +522,11 @@ static void report_json(const bench_opts_t *o, const bench_run_t *run, const cha
 	       o->workers, o->idle_workers, o->batch, secs,
 	       (unsigned long long)run->requests_at_stop, (double)run->requests_at_stop / secs,
 	       unit, (unsigned long long)run->units_at_stop, (double)run->units_at_stop / secs);
-	printf("\"requests_total\":%llu,\"submitted\":%llu,\"claimed\":%llu,\"completed\":%llu,"
-	       "\"errors\":%llu,",
-	       (unsigned long long)run->requests, (unsigned long long)run->submitted,
+	printf("\"requests_total\":%llu,\"prefilled\":%llu,\"submitted\":%llu,\"claimed\":%llu,"
+	       "\"completed\":%llu,\"errors\":%llu,",
+	       (unsigned long long)run->requests,
+	       (unsigned long long)(strcmp(o->scenario, "claim-complete") == 0 ? o->prefill : 0),
+	       (unsigned long long)run->submitted,
 	       (unsigned long long)run->claimed, (unsigned long long)run->completed,
 	       (unsigned long long)run->errors);
 	print_targets_json("targets", t->load, t->n_load);
@@ -592,11 +594,13 @@ void bench_report(const bench_opts_t *o, const bench_run_t *run, const char *uni
 	if (strcmp(unit, "requests") != 0)
 		printf("  %-10s %llu  (%.0f %s/s)\n", unit, (unsigned long long)run->units_at_stop,
 		       (double)run->units_at_stop / secs, unit);
-	if (run->submitted || run->claimed)
-		printf(
-		    "  jobs       submitted %llu, claimed %llu, completed %llu (with the drain)\n",
-		    (unsigned long long)run->submitted, (unsigned long long)run->claimed,
-		    (unsigned long long)run->completed);
+	if (run->submitted || run->claimed) {
+		printf("  jobs       submitted %llu", (unsigned long long)run->submitted);
+		if (o->prefill && strcmp(o->scenario, "claim-complete") == 0)
+			printf(" (after %llu prefilled)", (unsigned long long)o->prefill);
+		printf(", claimed %llu, completed %llu (with the drain)\n",
+		       (unsigned long long)run->claimed, (unsigned long long)run->completed);
+	}
 	print_latency_text("latency", run->latency);
 	if (run->unit_latency->total)
 		print_latency_text("hand-off", run->unit_latency);

@@ -77,6 +77,8 @@ def test_claim_complete_drains_the_prefill(start_server, tmp_path):
     server = start_server()
     _, r = bench(server, tmp_path, "claim-complete", "--prefill", 250, "-c", 5, model="cc")
     assert r["unit"] == "jobs", r
+    assert r["prefilled"] == 250, r
+    assert r["submitted"] == 0, r
     assert r["units"] == 250, r
     assert r["claimed"] == 250, r
     assert r["completed"] == 250, r
