@@ -34,7 +34,7 @@ typedef struct {
 	uint32_t max_pending_changes; /* uncommitted changes before submits get 503 */
 	uint32_t max_job_history;     /* events kept per job after its submit */
 	uint32_t max_workers_tracked; /* workers the admin view remembers */
-	int64_t worker_forget_ms;     /* a worker not seen for this long leaves the view */
+	int64_t worker_forget_ms;     /* an idle worker not seen for this long leaves the view */
 	uint32_t max_list_scan;       /* rows one page of the admin job listing examines */
 	uint32_t max_batch;           /* jobs in one submit_batch, and max_jobs of one claim */
 	size_t status_cache_bytes;    /* status bodies of finished jobs kept in memory; 0 = off */

@@ -112,14 +112,26 @@ static void drop(workers_t *w, worker_t *wk)
 	free_worker(wk);
 }
 
-/* Drops every worker not seen since now_ms - forget_ms. */
+/*
+ * Drops every worker not seen since now_ms - forget_ms, except those with
+ * running jobs: a job with a long lease and no heartbeats keeps its worker
+ * listed until it finishes.
+ */
 static void forget_idle(workers_t *w, int64_t now_ms)
 {
 	/* Downwards: drop() moves the last worker into the freed slot, which was checked. */
 	for (size_t i = w->count; i-- > 0;) {
-		if (now_ms - w->all[i]->last_seen > w->forget_ms)
+		if (w->all[i]->job_count == 0 && now_ms - w->all[i]->last_seen > w->forget_ms)
 			drop(w, w->all[i]);
 	}
+}
+
+/* Returns 1 when a should be evicted before b: workers without jobs first, then the oldest. */
+static int evicts_before(const worker_t *a, const worker_t *b)
+{
+	if ((a->job_count == 0) != (b->job_count == 0))
+		return a->job_count == 0;
+	return a->last_seen < b->last_seen;
 }
 
 static void evict_least_recent(workers_t *w)
@@ -127,7 +139,7 @@ static void evict_least_recent(workers_t *w)
 	worker_t *oldest = w->all[0];
 
 	for (size_t i = 1; i < w->count; i++)
-		if (w->all[i]->last_seen < oldest->last_seen)
+		if (evicts_before(w->all[i], oldest))
 			oldest = w->all[i];
 	log_debug("workers", "tracking %zu workers (--max-workers-tracked): forgetting the least "
 			     "recently seen",

@@ -398,6 +398,36 @@ def test_workers_bounded_and_forgotten(start_server):
     wait_for(lambda: api.get(WORKERS).json["data"] == [], 10, "idle workers to be forgotten")
 
 
+def test_worker_with_job_not_forgotten(start_server):
+    server = start_server(worker_forget="1s")
+    api = server.api()
+    job_id = api.submit_ok("t/wkeep", {})
+    claim = api.claim_ok("t/wkeep", worker="holder", claim_timeout=600)
+    api.claim("t/wkeep", worker="idle")
+    time.sleep(1.5)
+    # A new worker makes the view forget idle ones; the holder's job keeps it listed.
+    assert api.claim("t/wkeep", worker="late").status == 204
+    by_name = {w["name"]: w for w in api.get(WORKERS).json["data"]}
+    assert set(by_name) == {"holder", "late"}, by_name
+    assert by_name["holder"]["current_jobs"] == [{"request_id": job_id, "model": "t/wkeep"}]
+
+    complete(api, claim)
+    wait_for(lambda: "holder" not in {w["name"] for w in api.get(WORKERS).json["data"]}, 10,
+             "the holder to be forgotten once its job is done")
+
+
+def test_workers_evicted_without_jobs_first(start_server):
+    server = start_server(max_workers_tracked=2)
+    api = server.api()
+    job_id = api.submit_ok("t/wevict", {})
+    api.claim_ok("t/wevict", worker="holder")
+    assert api.claim("t/wevict", worker="idle").status == 204
+    assert api.claim("t/wevict", worker="newest").status == 204
+    by_name = {w["name"]: w for w in api.get(WORKERS).json["data"]}
+    assert set(by_name) == {"holder", "newest"}, by_name
+    assert by_name["holder"]["current_jobs"] == [{"request_id": job_id, "model": "t/wevict"}]
+
+
 def test_running_jobs_listed_after_restart(start_server):
     server = start_server()
     api = server.api()
