@@ -174,8 +174,9 @@ void config_usage(void)
 	       "                            [IPv6], and a port (0 picks a free one; default\n"
 	       "                            127.0.0.1:8080)\n"
 	       "  --data-dir DIR            directory of the SQLite store (default ./inferq-data)\n"
-	       "  --claim-timeout SECONDS   lease of a claim that sets no claim_timeout,\n"
-	       "                            1 to 86400 (default 300)\n"
+	       "  --claim-timeout DURATION  lease of a claim that sets no claim_timeout, whole\n"
+	       "                            seconds from 1s to 24h; a bare number is seconds\n"
+	       "                            (default 300)\n"
 	       "  --max-claim-hold DURATION  lease of a Sprocket retrieve that sets no\n"
 	       "                            claim_timeout, renewed by each running update;\n"
 	       "                            whole seconds up to 365d, 0 = no limit (default 24h)\n"
@@ -473,11 +474,16 @@ static int apply(serve_config_t *c, int opt, const char *v)
 		if (v[0] == '\0')
 			return flag_error("storage-dir", v, "a directory path");
 		return copy_string(c->storage_dir, sizeof(c->storage_dir), "storage-dir", v);
-	case OPT_CLAIM_TIMEOUT:
-		if (parse_u64(v, 1, 86400, &n) != 0)
-			return flag_error("claim-timeout", v, "whole seconds from 1 to 86400");
-		c->claim_timeout = (uint32_t)n;
+	case OPT_CLAIM_TIMEOUT: {
+		int64_t ms;
+
+		/* A bare number is seconds, as the claim's own claim_timeout field. */
+		if (parse_duration(v, 1000, 86400LL * 1000, &ms) != 0 || ms % 1000 != 0)
+			return flag_error("claim-timeout", v,
+					  "whole seconds from 1 to 86400 (24h), e.g. 300 or 5m");
+		c->claim_timeout = (uint32_t)(ms / 1000);
 		return 0;
+	}
 	case OPT_MAX_CLAIM_HOLD: {
 		int64_t ms;
 

@@ -5,9 +5,12 @@ deadline instead of sleeping.
 """
 
 import re
+import subprocess
 import time
 
-from support import assert_error, parse_time
+import pytest
+
+from support import INFERQ_BIN, assert_error, parse_time
 
 MODEL = "test/leases"
 EXPIRY_TIMEOUT = 6.0
@@ -307,3 +310,24 @@ def test_history_added_past_info_limit(start_server):
     assert body["info"]["k"] == info["k"]
     assert len(body["info"]["retry_history"]) == 1
     assert body["retries"] == 1
+
+
+def test_claim_timeout_flag_takes_a_duration(start_server):
+    api = start_server(claim_timeout="2m").api()
+    api.submit_ok(MODEL, {})
+    before = time.time()
+    reply = api.post("/v1/queue/claim", {"model": MODEL})
+    assert reply.status == 200, reply
+    lease = parse_time(reply.json["lease_expires_at"]) - before
+    assert 115 <= lease <= 125, reply.json
+
+
+@pytest.mark.parametrize("value", ["0", "1.5s", "25h", "5x", "-1"])
+def test_bad_claim_timeout_flag(tmp_path, value):
+    proc = subprocess.run([str(INFERQ_BIN), "serve", "--listen", "127.0.0.1:0", "--data-dir",
+                           str(tmp_path / "never"), "--claim-timeout", value],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2, proc
+    assert "--claim-timeout" in proc.stderr, proc.stderr
+    assert value in proc.stderr, proc.stderr
+    assert "5m" in proc.stderr, proc.stderr
