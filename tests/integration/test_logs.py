@@ -22,6 +22,8 @@ MARK = "...(truncated)"
 PATH_MAX = 128  # bytes of a logged path before the mark
 MODEL = "logs/model"
 # Messages of lines about one job; each must carry request_id and model.
+ACCESS_FIELDS = {"ts", "level", "subsystem", "msg", "method", "route", "path", "status",
+                 "duration_ms", "bytes", "remote", "peer", "request"}
 JOB_MESSAGES = {"submitted", "claimed", "change committed", "lease expired, job back to pending",
                 "lease expired after the last retry, job failed", "sprocket update"}
 
@@ -147,13 +149,13 @@ def test_access_log_lines(start_server):
     access = access_lines(json_lines(server))
     assert len(access) == 7, access
     for line in access:
-        assert set(line) == {"ts", "level", "subsystem", "msg", "method", "route", "path",
-                             "status", "duration_ms", "bytes", "remote", "request"}, line
+        assert set(line) == ACCESS_FIELDS, line
         assert line["level"] == "info"
         assert line["msg"] == "request"
         assert line["duration_ms"] >= 0
         assert line["bytes"] >= 0
-        assert line["remote"].startswith("127.0.0.1:")
+        assert line["remote"] == "127.0.0.1", line
+        assert re.fullmatch(r"127\.0\.0\.1:[0-9]+", line["peer"]), line
         assert "?" not in line["path"]
     numbers = [line["request"] for line in access]
     assert numbers == sorted(numbers)
@@ -175,6 +177,32 @@ def test_access_log_lines(start_server):
     for secret in (key, "wrong-key-VALUE", "Bearer nope", "sig-SHOULD-NOT-APPEAR", "Bearer iq_",
                    "secret-looking"):
         assert secret not in whole_log, f"{secret!r} appears in the log"
+
+
+def forwarded_healthz(server, forwarded_for):
+    """GET /healthz with X-Forwarded-For, then return its access line."""
+    conn = server.raw()
+    conn.send(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: " + forwarded_for.encode()
+              + b"\r\n\r\n")
+    assert conn.read_response().status == 200
+    wait_for(lambda: access_lines(json_lines(server)), 5, "the access log line")
+    return access_lines(json_lines(server))[-1]
+
+
+def test_access_log_forwarded_client(start_server):
+    """Behind a --trusted-proxy, remote is the last X-Forwarded-For entry and peer the proxy."""
+    server = start_server(log_format="json", access_log=True, trusted_proxy="127.0.0.1/32")
+    line = forwarded_healthz(server, "198.51.100.7, 203.0.113.9")
+    assert line["remote"] == "203.0.113.9", line
+    assert re.fullmatch(r"127\.0\.0\.1:[0-9]+", line["peer"]), line
+
+
+def test_access_log_ignores_untrusted_forwarded(start_server):
+    """Without --trusted-proxy, X-Forwarded-For is ignored and remote is the peer's IP."""
+    server = start_server(log_format="json", access_log=True)
+    line = forwarded_healthz(server, "203.0.113.9")
+    assert line["remote"] == "127.0.0.1", line
+    assert re.fullmatch(r"127\.0\.0\.1:[0-9]+", line["peer"]), line
 
 
 def listening_port(pid, timeout):
@@ -222,5 +250,6 @@ def test_access_log_whatever_level(tmp_path, start_server):
     assert len(lines) == 1, lines
     assert TEXT_LINE_RE.match(lines[0]), lines[0]
     assert " info  access: request method=GET route=/healthz path=/healthz status=200 " in lines[0]
-    assert re.search(r" duration_ms=[0-9.e-]+ bytes=15 remote=127\.0\.0\.1:\d+ request=1$",
+    assert re.search(r" duration_ms=[0-9.e-]+ bytes=15 remote=127\.0\.0\.1 peer=127\.0\.0\.1:\d+ "
+                     r"request=1$",
                      lines[0]), lines[0]
