@@ -212,7 +212,9 @@ static void observe_request(server_t *s, const http_request_t *req, const char *
 void observe_http(void *ctx, const struct http_request *req, int status, size_t body_len,
 		  uint64_t duration_ns)
 {
-	observe_request(ctx, req, routes_pattern(req), status, body_len, duration_ns);
+	const char *route = req->rejected ? METRICS_UNROUTED_ROUTE : routes_pattern(req);
+
+	observe_request(ctx, req, route, status, body_len, duration_ns);
 }
 
 static int is_metrics_path(const http_request_t *req)
@@ -225,8 +227,13 @@ static int is_metrics_path(const http_request_t *req)
 static void observe_metrics_http(void *ctx, const struct http_request *req, int status,
 				 size_t body_len, uint64_t duration_ns)
 {
-	observe_request(ctx, req, is_metrics_path(req) ? METRICS_PATH : METRICS_OTHER_ROUTE,
-			status, body_len, duration_ns);
+	const char *route = METRICS_OTHER_ROUTE;
+
+	if (req->rejected)
+		route = METRICS_UNROUTED_ROUTE;
+	else if (is_metrics_path(req))
+		route = METRICS_PATH;
+	observe_request(ctx, req, route, status, body_len, duration_ns);
 }
 
 /* ---- the exposition ---- */

@@ -13,7 +13,8 @@ import signal
 import subprocess
 from pathlib import Path
 
-from support import INFERQ_BIN, wait_for
+from support import (INFERQ_BIN, REJECTED_REQUESTS, REJECTION_FLAGS, send_rejected_requests,
+                     wait_for)
 
 TS_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 TEXT_LINE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z (debug|info |warn |error) "
@@ -179,6 +180,32 @@ def test_access_log_lines(start_server):
         assert secret not in whole_log, f"{secret!r} appears in the log"
 
 
+def test_access_log_rejected_requests(start_server):
+    """Requests that the HTTP layer rejects before routing get an access line each, with the
+    route "unrouted", the status and body bytes sent, and "-" for what was not read."""
+    server = start_server(log_format="json", access_log=True, **REJECTION_FLAGS)
+    lengths = send_rejected_requests(server)
+
+    want = len(REJECTED_REQUESTS)
+    wait_for(lambda: len(access_lines(json_lines(server))) >= want, 5, f"{want} access log lines")
+    access = access_lines(json_lines(server))
+    assert len(access) == want, access
+    for (case, _, status, method, path), length, line in zip(REJECTED_REQUESTS, lengths, access):
+        assert set(line) == ACCESS_FIELDS, (case, line)
+        assert line["route"] == "unrouted", (case, line)
+        assert line["status"] == status, (case, line)
+        assert line["method"] == method, (case, line)
+        assert line["path"] == path, (case, line)
+        assert line["bytes"] == length, (case, line)
+        assert line["remote"] == "127.0.0.1", (case, line)
+        assert re.fullmatch(r"127\.0\.0\.1:[0-9]+", line["peer"]), (case, line)
+    numbers = [line["request"] for line in access]
+    assert len(set(numbers)) == len(numbers), numbers
+    timed_out = access[[case for case, *_ in REJECTED_REQUESTS].index("request_timeout")]
+    assert timed_out["duration_ms"] >= 1000, timed_out
+    assert "QUERY-NOT-LOGGED" not in "\n".join(server.log)
+
+
 def forwarded_healthz(server, forwarded_for):
     """GET /healthz with X-Forwarded-For, then return its access line."""
     conn = server.raw()
@@ -190,10 +217,23 @@ def forwarded_healthz(server, forwarded_for):
 
 
 def test_access_log_forwarded_client(start_server):
-    """Behind a --trusted-proxy, remote is the last X-Forwarded-For entry and peer the proxy."""
-    server = start_server(log_format="json", access_log=True, trusted_proxy="127.0.0.1/32")
+    """Behind a --trusted-proxy, remote is the last X-Forwarded-For entry and peer the proxy,
+    also for a request rejected before routing once its headers were read."""
+    server = start_server(log_format="json", access_log=True, trusted_proxy="127.0.0.1/32",
+                          max_body_bytes=1000)
     line = forwarded_healthz(server, "198.51.100.7, 203.0.113.9")
     assert line["remote"] == "203.0.113.9", line
+    assert re.fullmatch(r"127\.0\.0\.1:[0-9]+", line["peer"]), line
+
+    conn = server.raw()
+    conn.send(b"POST /v1/queue/submit HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 203.0.113.10\r\n"
+              b"Content-Length: 5000\r\n\r\n")
+    assert conn.read_response().status == 413
+    wait_for(lambda: len(access_lines(json_lines(server))) >= 2, 5, "the second access log line")
+    line = access_lines(json_lines(server))[-1]
+    assert line["route"] == "unrouted", line
+    assert line["status"] == 413, line
+    assert line["remote"] == "203.0.113.10", line
     assert re.fullmatch(r"127\.0\.0\.1:[0-9]+", line["peer"]), line
 
 
