@@ -761,7 +761,7 @@ int auth_check(server_t *s, http_request_t *req, unsigned roles)
 		k = find_digest(a, digest);
 	}
 	if (!k || !key_works(k, now)) {
-		auth_client_address(req, a->proxies, a->proxy_count, addr);
+		auth_request_address(s, req, addr);
 		fail(s, req, kind, k, addr, digest);
 		return INFERQ_EAUTH;
 	}
@@ -776,6 +776,16 @@ int auth_check(server_t *s, http_request_t *req, unsigned roles)
 	}
 	req->user = k;
 	return 0;
+}
+
+void auth_request_address(const server_t *s, const http_request_t *req, char out[AUTH_ADDR_LEN])
+{
+	const auth_t *a = s->auth;
+
+	if (a == NULL)
+		auth_client_address(req, NULL, 0, out);
+	else
+		auth_client_address(req, a->proxies, a->proxy_count, out);
 }
 
 int auth_covers(const server_t *s, const http_request_t *req, const char *model,

@@ -176,6 +176,14 @@ void auth_close(struct server *s);
 int auth_check(struct server *s, http_request_t *req, unsigned roles);
 
 /*
+ * Writes the client address of req into out, as the limit on failed
+ * authentications uses it: auth_client_address() with the --trusted-proxy
+ * ranges. Before auth_open() and after auth_close() it is the peer's IP.
+ */
+void auth_request_address(const struct server *s, const http_request_t *req,
+			  char out[AUTH_ADDR_LEN]);
+
+/*
  * Returns 1 when the key that auth_check() accepted for req covers model
  * (admin keys cover every model, and so does --auth none), else 0.
  */

@@ -26,6 +26,15 @@ struct http_request;
  * the response body and the nanoseconds from the end of the request's
  * headers until the response was queued. Also called when the client went
  * away before the answer. Loop thread.
+ *
+ * Also called once for each error response that the layer sends itself
+ * (malformed request, a size limit, a request timeout), with req->rejected
+ * set and no body. When the request's headers were complete, req has them
+ * and the duration counts as above. Otherwise req has no headers, its
+ * method and path are those of the request line (method -1 and both "-"
+ * when the target was not read), and the duration counts from the
+ * request's first byte, in whole ms. A connection closed at accept for
+ * max_connections gets no response and no call.
  */
 typedef void (*http_observer_cb)(void *ctx, const struct http_request *req, int status,
 				 size_t body_len, uint64_t duration_ns);
@@ -81,6 +90,11 @@ typedef struct http_request {
 	uint64_t id;             /* per-process request number, for logs */
 	char remote_addr[64];    /* peer address "ip:port" */
 	void *user;              /* free for the handler */
+	/*
+	 * 1 when the HTTP layer rejected the request before the handler saw it,
+	 * so only the observer gets it; else 0. See http_observer_cb.
+	 */
+	int rejected;
 } http_request_t;
 
 typedef void (*http_handler_cb)(void *ctx, http_request_t *req);

@@ -25,6 +25,8 @@
 
 #define METRICS_OTHER_MODEL "__other__"
 #define METRICS_OTHER_ROUTE "other"
+/* Requests that the HTTP layer rejected before routing (malformed, over a limit, timed out). */
+#define METRICS_UNROUTED_ROUTE "unrouted"
 #define METRICS_MAX_ROUTES  64 /* distinct route labels; later ones count as "other" */
 #define METRICS_CONTENT_TYPE "text/plain; version=0.0.4; charset=utf-8"
 

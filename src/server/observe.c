@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "alloc.h"
+#include "auth.h"
 #include "error.h"
 #include "inferq_error.h"
 #include "log.h"
@@ -174,10 +175,16 @@ void observe_commit_done(server_t *s, const store_batch_t *batch, uint64_t hande
  * Writes the access log line of req at level info, whatever --log-level,
  * because --access-log requests every line. The query string is left out,
  * because a signed URL carries its signature there. No header is logged.
+ * remote is the client address that the failed-authentication limit uses
+ * (X-Forwarded-For from a --trusted-proxy peer), and peer the TCP peer.
  */
-static void access_log(const http_request_t *req, const char *route, int status,
+static void access_log(server_t *s, const http_request_t *req, const char *route, int status,
 		       size_t body_len, uint64_t duration_ns)
 {
+	char client[AUTH_ADDR_LEN];
+
+	auth_request_address(s, req, client);
+
 	const log_field_t fields[] = {
 		LOG_STR("method", req->method_name),
 		LOG_STR("route", route),
@@ -185,7 +192,8 @@ static void access_log(const http_request_t *req, const char *route, int status,
 		LOG_INT("status", status),
 		LOG_DOUBLE("duration_ms", (double)duration_ns / 1e6),
 		LOG_UINT("bytes", body_len),
-		LOG_STR("remote", req->remote_addr),
+		LOG_STR("remote", client),
+		LOG_STR("peer", req->remote_addr),
 		LOG_UINT("request", req->id),
 	};
 
@@ -198,13 +206,15 @@ static void observe_request(server_t *s, const http_request_t *req, const char *
 	if (s->observe)
 		metrics_http_request(s->observe->metrics, route, status, (double)duration_ns / 1e9);
 	if (s->config.access_log)
-		access_log(req, route, status, body_len, duration_ns);
+		access_log(s, req, route, status, body_len, duration_ns);
 }
 
 void observe_http(void *ctx, const struct http_request *req, int status, size_t body_len,
 		  uint64_t duration_ns)
 {
-	observe_request(ctx, req, routes_pattern(req), status, body_len, duration_ns);
+	const char *route = req->rejected ? METRICS_UNROUTED_ROUTE : routes_pattern(req);
+
+	observe_request(ctx, req, route, status, body_len, duration_ns);
 }
 
 static int is_metrics_path(const http_request_t *req)
@@ -217,8 +227,13 @@ static int is_metrics_path(const http_request_t *req)
 static void observe_metrics_http(void *ctx, const struct http_request *req, int status,
 				 size_t body_len, uint64_t duration_ns)
 {
-	observe_request(ctx, req, is_metrics_path(req) ? METRICS_PATH : METRICS_OTHER_ROUTE,
-			status, body_len, duration_ns);
+	const char *route = METRICS_OTHER_ROUTE;
+
+	if (req->rejected)
+		route = METRICS_UNROUTED_ROUTE;
+	else if (is_metrics_path(req))
+		route = METRICS_PATH;
+	observe_request(ctx, req, route, status, body_len, duration_ns);
 }
 
 /* ---- the exposition ---- */

@@ -52,7 +52,11 @@ void observe_close_listener(server_t *s);
 /* Frees s->observe; accepts a server where observe_open() was not called. */
 void observe_free(server_t *s);
 
-/* The http_observer_cb of the main listener: HTTP metrics and the access log. */
+/*
+ * The http_observer_cb of the main listener: HTTP metrics and the access
+ * log. Requests that the HTTP layer rejected count under the route
+ * METRICS_UNROUTED_ROUTE.
+ */
 void observe_http(void *ctx, const struct http_request *req, int status, size_t body_len,
 		  uint64_t duration_ns);
 

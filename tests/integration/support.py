@@ -440,6 +440,49 @@ class RawConn:
         self.sock.close()
 
 
+# Flags of a server for REJECTED_REQUESTS.
+REJECTION_FLAGS = {"max_header_bytes": 1024, "max_body_bytes": 1000, "request_timeout": "1s"}
+# Requests that the HTTP layer of a server started with REJECTION_FLAGS rejects before routing:
+# (case, request bytes, status, method, path). method and path are what the access log shows,
+# "-" where the request line could not be read, and never the query string.
+REJECTED_REQUESTS = [
+    ("malformed_request_line", b"GARBAGE\r\n\r\n", 400, "-", "-"),
+    ("headers_over_limit",
+     b"GET /healthz?sig=QUERY-NOT-LOGGED HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"p" * 2000 + b"\r\n\r\n",
+     431, "GET", "/healthz"),
+    ("content_length_over_limit",
+     b"POST /v1/queue/submit HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n",
+     413, "POST", "/v1/queue/submit"),
+    ("chunked_body_over_limit",
+     b"POST /v1/queue/submit HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+     b"7d0\r\n" + b"x" * 2000 + b"\r\n0\r\n\r\n",
+     413, "POST", "/v1/queue/submit"),
+    ("missing_host", b"GET /healthz HTTP/1.1\r\n\r\n", 400, "GET", "/healthz"),
+    ("unsupported_transfer_encoding",
+     b"POST /v1/queue/submit HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n",
+     501, "POST", "/v1/queue/submit"),
+    ("request_timeout", b"GET /healthz?x=1 HTTP/1.1\r\nHost: x\r\n", 408, "GET", "/healthz"),
+]
+
+
+def send_rejected_requests(server, port=None):
+    """Send each of REJECTED_REQUESTS on a connection of its own and check its status.
+
+    Returns the response body lengths in the order of REJECTED_REQUESTS.
+    """
+    lengths = []
+    for case, data, status, _, _ in REJECTED_REQUESTS:
+        conn = RawConn(port or server.port)
+        try:
+            conn.send(data)
+            response = conn.read_response()
+        finally:
+            conn.close()
+        assert response.status == status, (case, response)
+        lengths.append(len(response.body))
+    return lengths
+
+
 def http_request(method, path, body=b"", headers=None, key="test-key"):
     """Return the bytes of one HTTP/1.1 request with Host, Authorization and Content-Length."""
     lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1", f"Authorization: Bearer {key}"]

@@ -13,7 +13,8 @@ import signal
 import subprocess
 from pathlib import Path
 
-from support import INFERQ_BIN, wait_for
+from support import (INFERQ_BIN, REJECTED_REQUESTS, REJECTION_FLAGS, send_rejected_requests,
+                     wait_for)
 
 TS_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 TEXT_LINE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z (debug|info |warn |error) "
@@ -22,6 +23,8 @@ MARK = "...(truncated)"
 PATH_MAX = 128  # bytes of a logged path before the mark
 MODEL = "logs/model"
 # Messages of lines about one job; each must carry request_id and model.
+ACCESS_FIELDS = {"ts", "level", "subsystem", "msg", "method", "route", "path", "status",
+                 "duration_ms", "bytes", "remote", "peer", "request"}
 JOB_MESSAGES = {"submitted", "claimed", "change committed", "lease expired, job back to pending",
                 "lease expired after the last retry, job failed", "sprocket update"}
 
@@ -147,13 +150,13 @@ def test_access_log_lines(start_server):
     access = access_lines(json_lines(server))
     assert len(access) == 7, access
     for line in access:
-        assert set(line) == {"ts", "level", "subsystem", "msg", "method", "route", "path",
-                             "status", "duration_ms", "bytes", "remote", "request"}, line
+        assert set(line) == ACCESS_FIELDS, line
         assert line["level"] == "info"
         assert line["msg"] == "request"
         assert line["duration_ms"] >= 0
         assert line["bytes"] >= 0
-        assert line["remote"].startswith("127.0.0.1:")
+        assert line["remote"] == "127.0.0.1", line
+        assert re.fullmatch(r"127\.0\.0\.1:[0-9]+", line["peer"]), line
         assert "?" not in line["path"]
     numbers = [line["request"] for line in access]
     assert numbers == sorted(numbers)
@@ -175,6 +178,71 @@ def test_access_log_lines(start_server):
     for secret in (key, "wrong-key-VALUE", "Bearer nope", "sig-SHOULD-NOT-APPEAR", "Bearer iq_",
                    "secret-looking"):
         assert secret not in whole_log, f"{secret!r} appears in the log"
+
+
+def test_access_log_rejected_requests(start_server):
+    """Requests that the HTTP layer rejects before routing get an access line each, with the
+    route "unrouted", the status and body bytes sent, and "-" for what was not read."""
+    server = start_server(log_format="json", access_log=True, **REJECTION_FLAGS)
+    lengths = send_rejected_requests(server)
+
+    want = len(REJECTED_REQUESTS)
+    wait_for(lambda: len(access_lines(json_lines(server))) >= want, 5, f"{want} access log lines")
+    access = access_lines(json_lines(server))
+    assert len(access) == want, access
+    for (case, _, status, method, path), length, line in zip(REJECTED_REQUESTS, lengths, access):
+        assert set(line) == ACCESS_FIELDS, (case, line)
+        assert line["route"] == "unrouted", (case, line)
+        assert line["status"] == status, (case, line)
+        assert line["method"] == method, (case, line)
+        assert line["path"] == path, (case, line)
+        assert line["bytes"] == length, (case, line)
+        assert line["remote"] == "127.0.0.1", (case, line)
+        assert re.fullmatch(r"127\.0\.0\.1:[0-9]+", line["peer"]), (case, line)
+    numbers = [line["request"] for line in access]
+    assert len(set(numbers)) == len(numbers), numbers
+    timed_out = access[[case for case, *_ in REJECTED_REQUESTS].index("request_timeout")]
+    assert timed_out["duration_ms"] >= 1000, timed_out
+    assert "QUERY-NOT-LOGGED" not in "\n".join(server.log)
+
+
+def forwarded_healthz(server, forwarded_for):
+    """GET /healthz with X-Forwarded-For, then return its access line."""
+    conn = server.raw()
+    conn.send(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: " + forwarded_for.encode()
+              + b"\r\n\r\n")
+    assert conn.read_response().status == 200
+    wait_for(lambda: access_lines(json_lines(server)), 5, "the access log line")
+    return access_lines(json_lines(server))[-1]
+
+
+def test_access_log_forwarded_client(start_server):
+    """Behind a --trusted-proxy, remote is the last X-Forwarded-For entry and peer the proxy,
+    also for a request rejected before routing once its headers were read."""
+    server = start_server(log_format="json", access_log=True, trusted_proxy="127.0.0.1/32",
+                          max_body_bytes=1000)
+    line = forwarded_healthz(server, "198.51.100.7, 203.0.113.9")
+    assert line["remote"] == "203.0.113.9", line
+    assert re.fullmatch(r"127\.0\.0\.1:[0-9]+", line["peer"]), line
+
+    conn = server.raw()
+    conn.send(b"POST /v1/queue/submit HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 203.0.113.10\r\n"
+              b"Content-Length: 5000\r\n\r\n")
+    assert conn.read_response().status == 413
+    wait_for(lambda: len(access_lines(json_lines(server))) >= 2, 5, "the second access log line")
+    line = access_lines(json_lines(server))[-1]
+    assert line["route"] == "unrouted", line
+    assert line["status"] == 413, line
+    assert line["remote"] == "203.0.113.10", line
+    assert re.fullmatch(r"127\.0\.0\.1:[0-9]+", line["peer"]), line
+
+
+def test_access_log_ignores_untrusted_forwarded(start_server):
+    """Without --trusted-proxy, X-Forwarded-For is ignored and remote is the peer's IP."""
+    server = start_server(log_format="json", access_log=True)
+    line = forwarded_healthz(server, "203.0.113.9")
+    assert line["remote"] == "127.0.0.1", line
+    assert re.fullmatch(r"127\.0\.0\.1:[0-9]+", line["peer"]), line
 
 
 def listening_port(pid, timeout):
@@ -222,5 +290,6 @@ def test_access_log_whatever_level(tmp_path, start_server):
     assert len(lines) == 1, lines
     assert TEXT_LINE_RE.match(lines[0]), lines[0]
     assert " info  access: request method=GET route=/healthz path=/healthz status=200 " in lines[0]
-    assert re.search(r" duration_ms=[0-9.e-]+ bytes=15 remote=127\.0\.0\.1:\d+ request=1$",
+    assert re.search(r" duration_ms=[0-9.e-]+ bytes=15 remote=127\.0\.0\.1 peer=127\.0\.0\.1:\d+ "
+                     r"request=1$",
                      lines[0]), lines[0]

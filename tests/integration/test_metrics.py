@@ -18,7 +18,8 @@ import time
 import pytest
 
 from prometheus_text import FormatError, parse
-from support import INFERQ_BIN, assert_error, wait_for
+from support import (INFERQ_BIN, REJECTED_REQUESTS, REJECTION_FLAGS, RawConn, assert_error,
+                     send_rejected_requests, wait_for)
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 METRICS_PORT_RE = re.compile(r"serving /metrics without auth on 127\.0\.0\.1:([1-9][0-9]*)")
@@ -380,6 +381,39 @@ def test_metrics_listen_without_auth(start_server):
     assert expo.value(requests, route="other", code="404") == 4
     assert expo.value(requests, route="/metrics", code="405") == 1
     assert expo.value(requests, route="/metrics", code="401") == 1
+
+
+def test_rejected_requests_counted(start_server):
+    """Requests that the HTTP layer rejects before routing count under route="unrouted", on
+    both listeners, and never under the route that their path names."""
+    server = start_server(metrics_listen="127.0.0.1:0", **REJECTION_FLAGS)
+    port = metrics_port(server)
+    send_rejected_requests(server)
+    conn = server.raw()
+    conn.send(b"GARBAGE\r\n\r\n")
+    assert conn.read_response().status == 400
+    conn = RawConn(port)
+    conn.send(b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"p" * 2000 + b"\r\n\r\n")
+    assert conn.read_response().status == 431
+    conn.close()
+
+    expo = scrape(server, port=port, key="")
+    requests = "inferq_http_requests_total"
+    expected = {}
+    for _, _, status, _, _ in REJECTED_REQUESTS:
+        expected[str(status)] = expected.get(str(status), 0) + 1
+    expected["400"] += 1
+    expected["431"] += 1
+    counted = {labels["code"]: value for labels, value in expo.samples(requests)
+               if labels["route"] == "unrouted"}
+    assert counted == expected, counted
+    total = sum(expected.values())
+    assert expo.value("inferq_http_request_duration_seconds_count", route="unrouted") == total
+    # The 408 waited its 1 s request timeout from the request's first byte.
+    assert expo.value("inferq_http_request_duration_seconds_sum", route="unrouted") >= 1.0
+    for labels, _ in expo.samples(requests):
+        if labels["route"] != "unrouted":
+            assert labels["code"] not in ("408", "413", "431", "501"), labels
 
 
 def test_metrics_listen_stops_with_server(start_server):

@@ -54,6 +54,26 @@ struct fixture {
 
 static struct fixture fx;
 
+/* One call of the observer, copied on the loop thread. */
+struct observation {
+	int status;
+	int rejected;
+	int method;
+	char method_name[16];
+	char path[64];
+	size_t header_count;
+	size_t body_len; /* bytes of the response body */
+};
+
+#define MAX_OBSERVATIONS 16
+
+/* The observer's calls, filled on the loop thread and read by the test thread. */
+static struct {
+	uv_mutex_t lock;
+	struct observation seen[MAX_OBSERVATIONS];
+	int count;
+} observed;
+
 struct delayed {
 	uv_timer_t timer;
 	http_request_t *req;
@@ -437,6 +457,66 @@ static long elapsed_ms(const struct timespec *start)
 
 	clock_gettime(CLOCK_MONOTONIC, &now);
 	return (now.tv_sec - start->tv_sec) * 1000 + (now.tv_nsec - start->tv_nsec) / 1000000;
+}
+
+/* Copies each call into observed, as the server's metrics and access log see it. */
+static void record_observation(void *ctx, const http_request_t *req, int status, size_t body_len,
+                               uint64_t duration_ns)
+{
+	struct observation o = {.status = status, .rejected = req->rejected, .method = req->method,
+	                        .header_count = req->header_count, .body_len = body_len};
+
+	snprintf(o.method_name, sizeof(o.method_name), "%s", req->method_name);
+	snprintf(o.path, sizeof(o.path), "%.*s", (int)req->path_len, req->path);
+	uv_mutex_lock(&observed.lock);
+	if (observed.count < MAX_OBSERVATIONS)
+		observed.seen[observed.count++] = o;
+	uv_mutex_unlock(&observed.lock);
+}
+
+/* Returns a copy of the observer's last call; fails when there was none. */
+static struct observation last_observation(void)
+{
+	struct observation o;
+
+	uv_mutex_lock(&observed.lock);
+	assert_true(observed.count > 0);
+	o = observed.seen[observed.count - 1];
+	uv_mutex_unlock(&observed.lock);
+	return o;
+}
+
+static int observation_count(void)
+{
+	int n;
+
+	uv_mutex_lock(&observed.lock);
+	n = observed.count;
+	uv_mutex_unlock(&observed.lock);
+	return n;
+}
+
+/*
+ * Sends request on a new connection, reads the response and returns the
+ * observer's call for it, whose body_len must match the body received.
+ */
+static struct observation observe_one(const char *request, int status)
+{
+	client_t *cl = client_open();
+	int before = observation_count();
+	struct observation o;
+	response_t r;
+
+	send_str(cl, request);
+	assert_int_equal(read_response(cl, &r), 0);
+	assert_int_equal(r.status, status);
+	assert_int_equal(observation_count(), before + 1);
+	o = last_observation();
+	assert_int_equal(o.status, status);
+	assert_int_equal(o.body_len, r.body_len);
+	response_free(&r);
+	client_close(cl);
+	return o;
 }
 
 /* ---- tests ---- */
@@ -1175,6 +1255,59 @@ static void half_closed_client_gets_answers(void **state)
 	client_close(cl);
 }
 
+static void rejections_reach_observer(void **state)
+{
+	static const char start[] = "GET /fast?sig=secret HTTP/1.1\r\nHost: t\r\nX-Big: ";
+	http_limits_t lim = default_limits();
+	char big[2048];
+	struct observation o;
+	size_t n;
+
+	lim.max_header_bytes = 1024;
+	lim.max_body_bytes = 100;
+	lim.observer = record_observation;
+	assert_int_equal(uv_mutex_init(&observed.lock), 0);
+	observed.count = 0;
+	restart_with(&lim);
+
+	/* A request line that llhttp cannot read: no method, no path. */
+	o = observe_one("GARBAGE\r\n\r\n", 400);
+	assert_int_equal(o.rejected, 1);
+	assert_int_equal(o.method, -1);
+	assert_string_equal(o.method_name, "-");
+	assert_string_equal(o.path, "-");
+	assert_int_equal(o.header_count, 0);
+
+	/* Headers over the limit: the request line was read, the query string is left out. */
+	n = strlen(start);
+	memcpy(big, start, n);
+	memset(big + n, 'v', 1500);
+	strcpy(big + n + 1500, "\r\n\r\n");
+	o = observe_one(big, 431);
+	assert_int_equal(o.rejected, 1);
+	assert_string_equal(o.method_name, "GET");
+	assert_string_equal(o.path, "/fast");
+	assert_int_equal(o.header_count, 0);
+
+	/* A body over the limit: the headers were complete, so the request has them. */
+	o = observe_one("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 500\r\n\r\n", 413);
+	assert_int_equal(o.rejected, 1);
+	assert_string_equal(o.method_name, "POST");
+	assert_string_equal(o.path, "/echo");
+	assert_int_equal(o.header_count, 2);
+
+	/* A request that reaches the handler is not marked rejected. */
+	o = observe_one("GET /fast HTTP/1.1\r\nHost: t\r\n\r\n", 200);
+	assert_int_equal(o.rejected, 0);
+	assert_string_equal(o.path, "/fast");
+	assert_int_equal(atomic_load(&fx.handled), 1);
+
+	/* The server that teardown stops has no observer, so the lock can go. */
+	lim = default_limits();
+	restart_with(&lim);
+	uv_mutex_destroy(&observed.lock);
+}
+
 static void connection_limit(void **state)
 {
 	http_limits_t lim = default_limits();
@@ -1381,6 +1514,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(should_retry_header, setup, teardown),
 	    cmocka_unit_test_setup_teardown(orphaned_request_answered_late, setup, teardown),
 	    cmocka_unit_test_setup_teardown(half_closed_client_gets_answers, setup, teardown),
+	    cmocka_unit_test_setup_teardown(rejections_reach_observer, setup, teardown),
 	    cmocka_unit_test_setup_teardown(connection_limit, setup, teardown),
 	    cmocka_unit_test_setup_teardown(upgrade_answered_then_closed, setup, teardown),
 	    cmocka_unit_test_setup_teardown(close_waits_for_answers, setup, teardown),
