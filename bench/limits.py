@@ -11,6 +11,7 @@ Each round runs every system once, in turn, on a fresh server, so drift of the m
 speed affects all of them alike; the report gives the median of each figure over the rounds.
 """
 
+import http.client
 import os
 import resource
 import statistics
@@ -96,6 +97,26 @@ class Meter:
                 "us_total": sum(per.values()), "idle": self.idle, "iowait": self.iowait}
 
 
+def commit_figures(server):
+    """Return the store's batches, their mean size and mean commit time from /metrics."""
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    conn.request("GET", "/metrics", headers={"Authorization": f"Bearer {server.key}"})
+    text = conn.getresponse().read().decode()
+    conn.close()
+    v = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in ("inferq_store_commit_batch_size_sum", "inferq_store_commit_batch_size_count",
+                    "inferq_store_commit_duration_seconds_sum"):
+            v[name] = float(value)
+    batches = v.get("inferq_store_commit_batch_size_count", 0)
+    if not batches:
+        return {"batches": 0, "changes_per_batch": 0, "commit_ms": 0}
+    return {"batches": batches,
+            "changes_per_batch": v["inferq_store_commit_batch_size_sum"] / batches,
+            "commit_ms": v["inferq_store_commit_duration_seconds_sum"] * 1e3 / batches}
+
+
 def inferq_parts(pid):
     """Return CPU readers of the loop (the main thread), the writer (the thread named
     inferq-writer) and every other thread."""
@@ -126,12 +147,16 @@ class Limits:
         try:
             with Meter(inferq_parts(srv.proc.proc.pid)) as m:
                 r = self.b.inferq_bench(srv, scenario, *flags)
+            commits = commit_figures(srv)
         finally:
             self.b.retire(srv)
         # Per job (three requests) for the lifecycle, per request for submit; the CPU covers
         # the whole run, its drain included, and so do these counts.
         count = r["completed"] if scenario == "lifecycle" else r["requests_total"]
-        return m.row(r["rate"], count)
+        row = m.row(r["rate"], count)
+        row["p50_ms"] = r["latency_ms"]["p50"]
+        row.update(commits)
+        return row
 
     def nginx_run(self, url, flags):
         master = self.b.nginx_pid
@@ -141,7 +166,9 @@ class Limits:
             return sum(process_cpu(p) for p in workers)
         with Meter({"nginx": nginx_cpu}) as m:
             r = self.b.inferq_bench(None, "post", *flags, url=url)
-        return m.row(r["rate"], r["requests_total"])
+        row = m.row(r["rate"], r["requests_total"])
+        row["p50_ms"] = r["latency_ms"]["p50"]
+        return row
 
     def run(self):
         a = self.b.args
@@ -170,22 +197,27 @@ class Limits:
 def summarize(rows):
     med = statistics.median
     parts = rows[0]["us"].keys()
-    return {"rate": med(r["rate"] for r in rows),
-            "us": {k: med(r["us"][k] for r in rows) for k in parts},
-            "us_total": med(r["us_total"] for r in rows),
-            "idle": med(r["idle"] for r in rows),
-            "iowait": med(r["iowait"] for r in rows),
-            "rounds": rows}
+    out = {"us": {k: med(r["us"][k] for r in rows) for k in parts}, "rounds": rows}
+    for key in ("rate", "us_total", "idle", "iowait", "p50_ms", "changes_per_batch",
+                "commit_ms"):
+        if key in rows[0]:
+            out[key] = med(r[key] for r in rows)
+    return out
 
 
 def summary_lines(res):
     cores = os.cpu_count() or 1
     lines = ["\n| run | rate/s | server µs of CPU per request or job (by part) | client µs | "
-             "total µs | idle, iowait | rate at full use of the cores |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+             "total µs | idle, iowait | rate at full use of the cores | p50 ms | "
+             "changes per batch, mean commit ms |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, s in res.items():
         server = ", ".join(f"{k} {v:.1f}" for k, v in s["us"].items() if k != "client")
         cap = cores * 1e6 / s["us_total"] if s["us_total"] else 0
+        commits = "-"
+        if "commit_ms" in s:
+            commits = f"{s['changes_per_batch']:.1f}, {s['commit_ms']:.3f}"
         lines.append(f"| {name} | {s['rate']:,.0f} | {server} | {s['us']['client']:.1f} | "
-                     f"{s['us_total']:.1f} | {s['idle']:.0%}, {s['iowait']:.0%} | {cap:,.0f} |")
+                     f"{s['us_total']:.1f} | {s['idle']:.0%}, {s['iowait']:.0%} | {cap:,.0f} | "
+                     f"{s['p50_ms']:.3f} | {commits} |")
     return lines
