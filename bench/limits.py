@@ -1,11 +1,12 @@
 """The CPU budget of one request, for `bench/run.sh --only limits` (bench/run.py).
 
-Measures where the machine's time goes in the runs whose targets are ratios to nginx: nginx
-serving POSTs (its workers and the client), inferq's submit and its lifecycle (the loop
-thread, the writer thread `inferq-writer`, the client), each with the machine's idle and
-iowait share. inferq also runs under eatmydata (Debian's LD_PRELOAD library that turns fsync
-and fdatasync into no-ops), which gives what the same work costs without waiting for the
-disk. That server is not durable: it is a measure of what durability costs, never a result.
+Measures where the machine's time goes in the runs whose targets are ratios to nginx. For
+nginx serving POSTs, it takes the CPU of its workers and of the client. For inferq's submit
+and lifecycle, it takes the CPU of the loop thread, of the writer thread `inferq-writer` and
+of the client. Each run also gives the machine's idle and iowait share. inferq runs under
+eatmydata too (Debian's LD_PRELOAD library that turns fsync and fdatasync into no-ops), which
+gives what the same work costs without waiting for the disk. That server is not durable: it
+is a measure of what durability costs, never a result.
 
 Each round runs every system once, in turn, on a fresh server, so drift of the machine's
 speed affects all of them alike; the report gives the median of each figure over the rounds.
