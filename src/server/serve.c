@@ -8,6 +8,7 @@
  *
  * SPDX-License-Identifier: MIT
  */
+#include <pthread.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <stdio.h>
@@ -384,6 +385,7 @@ int serve_main(int argc, char **argv)
 	queue_config_t qc;
 	store_config_t sc;
 	pgq_start_t *pg_start = NULL;
+	sigset_t start_signals;
 	char err[512];
 	int rc;
 
@@ -394,6 +396,15 @@ int serve_main(int argc, char **argv)
 	log_set_level(s->config.log_level);
 	log_set_format(s->config.log_format);
 	signal(SIGPIPE, SIG_IGN);
+	/*
+	 * Until the handlers are set, SIGTERM and SIGHUP would kill the process
+	 * by their default action. Held pending, each takes effect once the start
+	 * is over. SIGINT (Ctrl-C at a terminal) still ends a start at once.
+	 */
+	sigemptyset(&start_signals);
+	sigaddset(&start_signals, SIGTERM);
+	sigaddset(&start_signals, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &start_signals, NULL);
 	log_info("server", "inferq %s starting", INFERQ_VERSION);
 	log_config(&s->config);
 
@@ -452,6 +463,7 @@ int serve_main(int argc, char **argv)
 	uv_signal_init(s->loop, &s->sighup);
 	s->sighup.data = s;
 	uv_signal_start(&s->sighup, on_sighup, SIGHUP);
+	pthread_sigmask(SIG_UNBLOCK, &start_signals, NULL);
 	if (start_accepting(s) != 0) {
 		s->exit_code = 1;
 		begin_stop(s);

@@ -9,7 +9,9 @@ test-only code path: SQLite meets the failing fdatasync or pwrite64 as it would 
 
 import json
 import os
+import signal
 import socket
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -680,3 +682,44 @@ def test_no_request_served_during_start(fault_server):
     listening = next(i for i, line in enumerate(server.log) if "listening on" in line)
     served = next(i for i, line in enumerate(server.log) if "/healthz" in line)
     assert served > listening, "a request was served before the server logged that it listens"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGHUP, signal.SIGTERM])
+def test_signal_during_start_waits_for_start(fault_server, tmp_path, signum):
+    """A SIGHUP or SIGTERM that arrives while the server starts takes effect once it has
+    started: a reload (the server keeps running) or a graceful stop (exit status 0), never
+    the signal's default action, which kills the process. Slow fsyncs stretch the start, and
+    the port is bound before the store opens, so a connect marks a start in progress."""
+    port = free_port()
+    Path(os.environ["INFERQ_FAULT_CONTROL"]).write_text("fsync_delay_ms=300\n")
+    log = tmp_path / "server.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([str(INFERQ_BIN), "serve", "--listen", f"127.0.0.1:{port}",
+                                 "--data-dir", str(tmp_path / "data")],
+                                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: port_open(port), 10, "the server to bind its port")
+        assert "listening on" not in log.read_text(), "the start ended before the signal"
+        proc.send_signal(signum)
+        if signum == signal.SIGTERM:
+            assert proc.wait(30) == 0, log.read_text()
+            assert "listening on" in log.read_text()
+            return
+        wait_for(lambda: "listening on" in log.read_text() or proc.poll() is not None, 30,
+                 "the start to end")
+        assert proc.poll() is None, log.read_text()
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
+            conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert conn.recv(4096).startswith(b"HTTP/1.1 200")
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(30)
+
+
+def port_open(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
