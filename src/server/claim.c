@@ -187,6 +187,8 @@ void claim_dispatch_waiters(server_t *s, queue_model_t *m)
 		waiter_t *w = ms->waiters_head;
 
 		unlink_waiter(w);
+		/* w is freed below, but a claim's response waits for its commit. */
+		http_request_unwatch_orphan(w->req);
 		if (http_request_is_orphaned(w->req))
 			respond_no_job(w);
 		else if (!auth_still_valid(s, w->req))
