@@ -6,6 +6,10 @@
  * pending at that moment, up to max_jobs. No polling. The native claim route and Sprocket's
  * retrieve share this path; claim_params_t.format picks the response shape.
  *
+ * A claim's response waits for the commit of the claim. When its client has
+ * gone by then, the jobs go back to pending at once (claim_give_back)
+ * instead of running under a lease that no worker renews.
+ *
  * SPDX-License-Identifier: MIT
  */
 #include <stdlib.h>
@@ -25,6 +29,16 @@ struct waiter {
 	http_request_t *req;
 	claim_params_t params;
 	uv_timer_t timer; /* fires when the wait is over */
+};
+
+/* The jobs one claim took, each under its own claim id. */
+struct claim_grant {
+	claim_format_t format;
+	uint32_t count;
+	struct {
+		iq_id_t id;
+		iq_id_t claim_id;
+	} jobs[];
 };
 
 /* Claims job, the head of m, and appends its claim object to body. */
@@ -56,9 +70,15 @@ int claim_next(server_t *s, queue_model_t *m, const claim_params_t *p, http_requ
 	uint32_t max = p->format == CLAIM_FORMAT_LIST ? p->max_jobs : 1;
 	job_t *job = queue_peek(m);
 	buf_t body = BUF_INIT;
+	claim_grant_t *grant;
 
 	if (job == NULL)
 		return 0;
+	if (max > m->pending)
+		max = (uint32_t)m->pending;
+	grant = xmalloc(sizeof(*grant) + max * sizeof(grant->jobs[0]));
+	grant->format = p->format;
+	grant->count = 0;
 	if (p->format == CLAIM_FORMAT_SPROCKET)
 		buf_puts(&body, "{\"data\":");
 	else if (p->format == CLAIM_FORMAT_LIST)
@@ -67,6 +87,9 @@ int claim_next(server_t *s, queue_model_t *m, const claim_params_t *p, http_requ
 		if (n > 0)
 			buf_putc(&body, ',');
 		claim_one(s, m, p, job, &body, now);
+		grant->jobs[n].id = job->rec.id;
+		grant->jobs[n].claim_id = job->rec.claim_id;
+		grant->count++;
 		job = queue_peek(m);
 	}
 	if (p->format == CLAIM_FORMAT_LIST)
@@ -75,9 +98,76 @@ int claim_next(server_t *s, queue_model_t *m, const claim_params_t *p, http_requ
 		render_add_raw_field(&body, "warnings", warnings->data, warnings->len);
 	if (p->format == CLAIM_FORMAT_SPROCKET)
 		buf_putc(&body, '}');
-	engine_reply_after_commit(s, req, 200, &body);
+	engine_reply_claim_after_commit(s, req, &body, grant);
 	engine_arm_lease_timer(s);
 	return 1;
+}
+
+void claim_grant_free(claim_grant_t *grant)
+{
+	free(grant);
+}
+
+/*
+ * Releases job when it still runs under claim_id, as the release route
+ * does, and records the give-back. Returns 1 when it did, 0 when the job
+ * changed since the claim (the fence of queue_release) and stays as it is.
+ */
+static int give_back_one(server_t *s, job_t *job, const iq_id_t *claim_id, queue_time_t now)
+{
+	char id[ID_TEXT_LEN + 1];
+	const rbuf_t *name = job->rec.worker;
+
+	engine_touch(s, job);
+	if (queue_release(s->queue, job, claim_id, NULL, now) != 0) {
+		engine_untouch(s, job);
+		return 0;
+	}
+	engine_record_give_back(s, job);
+	id_format(&job->rec.id, id);
+	log_fields(LOG_INFO, "queue",
+		   "claim response not sent because the client closed its connection, job back "
+		   "to pending",
+		   LOG_STR("request_id", id), LOG_STR("model", job->rec.model->data),
+		   LOG_TEXT("worker", name ? name->data : "", name ? name->len : 0));
+	return 1;
+}
+
+void claim_give_back(server_t *s, http_request_t *req, claim_grant_t *grant)
+{
+	queue_time_t now = server_now();
+	queue_model_t *m = NULL;
+	buf_t none = BUF_INIT;
+
+	for (uint32_t i = 0; i < grant->count; i++) {
+		job_t *job = queue_find(s->queue, &grant->jobs[i].id);
+
+		if (job && give_back_one(s, job, &grant->jobs[i].claim_id, now))
+			m = job->model;
+	}
+
+	/* The no-job response waits for the commit of the give-back, as any change's does. */
+	if (grant->format == CLAIM_FORMAT_SPROCKET) {
+		buf_puts(&none, "{\"data\":null}");
+		engine_reply_after_commit(s, req, 200, &none);
+	} else {
+		engine_reply_after_commit(s, req, 204, &none);
+	}
+	claim_grant_free(grant);
+	if (m) {
+		engine_arm_lease_timer(s);
+		claim_dispatch_waiters(s, m);
+	}
+}
+
+void claim_respond_no_job(http_request_t *req, claim_format_t format)
+{
+	static const char sprocket_none[] = "{\"data\":null}";
+
+	if (format == CLAIM_FORMAT_SPROCKET)
+		http_respond(req, 200, NULL, NULL, sprocket_none, sizeof(sprocket_none) - 1);
+	else
+		http_respond(req, 204, NULL, NULL, "", 0);
 }
 
 static void unlink_waiter(waiter_t *w)
@@ -112,12 +202,7 @@ static void close_waiter(waiter_t *w)
 /* Sends the response for "no job arrived in time" in the waiter's format. */
 static void respond_no_job(waiter_t *w)
 {
-	static const char sprocket_none[] = "{\"data\":null}";
-
-	if (w->params.format == CLAIM_FORMAT_SPROCKET)
-		http_respond(w->req, 200, NULL, NULL, sprocket_none, sizeof(sprocket_none) - 1);
-	else
-		http_respond(w->req, 204, NULL, NULL, "", 0);
+	claim_respond_no_job(w->req, w->params.format);
 }
 
 static void on_wait_over(uv_timer_t *timer)
@@ -187,6 +272,8 @@ void claim_dispatch_waiters(server_t *s, queue_model_t *m)
 		waiter_t *w = ms->waiters_head;
 
 		unlink_waiter(w);
+		/* w is freed below, but a claim's response waits for its commit. */
+		http_request_unwatch_orphan(w->req);
 		if (http_request_is_orphaned(w->req))
 			respond_no_job(w);
 		else if (!auth_still_valid(s, w->req))

@@ -52,6 +52,7 @@ struct reply {
 	http_request_t *req;
 	int status;
 	buf_t body;
+	claim_grant_t *grant; /* a claim's jobs, given back when req is orphaned, or NULL */
 };
 
 static void flush(server_t *s);
@@ -175,15 +176,17 @@ static void add_history(server_t *s, job_t *job, history_event_t event, int64_t 
 	history_append(&job->rec, event, at_ms, worker, detail, s->config.max_job_history);
 }
 
-/* Records a change of job with its history event; returns the op for more marks. */
-static store_op_t *record_update(server_t *s, job_t *job, job_state_t prev)
+/*
+ * Records a change of job with its history event, whose detail is detail
+ * or, when NULL, the error of a failed job. Returns the op for more marks.
+ */
+static store_op_t *record_update(server_t *s, job_t *job, job_state_t prev, const char *detail)
 {
 	history_event_t event = history_event_of(prev, job->rec.state);
 	const rbuf_t *worker = event == HISTORY_CANCELED ? NULL : job->rec.worker;
-	const char *detail = NULL;
 	store_op_t *op;
 
-	if (event == HISTORY_FAILED && job->rec.error)
+	if (detail == NULL && event == HISTORY_FAILED && job->rec.error)
 		detail = job->rec.error->data;
 	add_history(s, job, event, clock_wall_ms(), worker, detail);
 	op = add_op(s, job, STORE_OP_UPDATE, prev);
@@ -193,12 +196,19 @@ static store_op_t *record_update(server_t *s, job_t *job, job_state_t prev)
 
 void engine_record_update(server_t *s, job_t *job, job_state_t prev)
 {
-	record_update(s, job, prev);
+	record_update(s, job, prev, NULL);
 }
 
 void engine_record_claim(server_t *s, job_t *job)
 {
-	record_update(s, job, JOB_PENDING)->cause = OBSERVE_CAUSE_CLAIM;
+	record_update(s, job, JOB_PENDING, NULL)->cause = OBSERVE_CAUSE_CLAIM;
+}
+
+void engine_record_give_back(server_t *s, job_t *job)
+{
+	store_op_t *op = record_update(s, job, JOB_RUNNING, CLAIM_GIVE_BACK_DETAIL);
+
+	op->cause = OBSERVE_CAUSE_UNDELIVERED;
 }
 
 void engine_untouch(server_t *s, job_t *job)
@@ -217,7 +227,8 @@ const job_record_t *engine_committed_record(const job_t *job)
 	return job->committed ? job->committed : &job->rec;
 }
 
-void engine_reply_after_commit(server_t *s, http_request_t *req, int status, buf_t *body)
+static void add_reply(server_t *s, http_request_t *req, int status, buf_t *body,
+		      claim_grant_t *grant)
 {
 	reply_t *r = xcalloc(1, sizeof(*r));
 	pending_batch_t *pb = s->collecting;
@@ -225,6 +236,7 @@ void engine_reply_after_commit(server_t *s, http_request_t *req, int status, buf
 	r->req = req;
 	r->status = status;
 	r->body = *body;
+	r->grant = grant;
 	buf_init(body);
 	if (pb->replies_tail)
 		pb->replies_tail->next = r;
@@ -234,8 +246,22 @@ void engine_reply_after_commit(server_t *s, http_request_t *req, int status, buf
 	wake_flush(s);
 }
 
-/* Sends each reply of the list r and frees it, or sends 503 to each when failure is set. */
-static void send_reply_list(reply_t *r, const char *failure)
+void engine_reply_after_commit(server_t *s, http_request_t *req, int status, buf_t *body)
+{
+	add_reply(s, req, status, body, NULL);
+}
+
+void engine_reply_claim_after_commit(server_t *s, http_request_t *req, buf_t *body,
+				     claim_grant_t *grant)
+{
+	add_reply(s, req, 200, body, grant);
+}
+
+/*
+ * Sends each reply of the list r and frees it, or sends 503 to each when
+ * failure is set. A claim whose client is gone gives its jobs back instead.
+ */
+static void send_reply_list(server_t *s, reply_t *r, const char *failure)
 {
 	while (r) {
 		reply_t *next = r->next;
@@ -256,10 +282,14 @@ static void send_reply_list(reply_t *r, const char *failure)
 				   failure);
 			http_respond(r->req, 503, NULL, "Retry-After: 1\r\n", body.data, body.len);
 			buf_free(&body);
+		} else if (r->grant && http_request_is_orphaned(r->req)) {
+			claim_give_back(s, r->req, r->grant);
+			r->grant = NULL;
 		} else {
 			http_respond(r->req, r->status, NULL, NULL, r->body.data ? r->body.data : "",
 				     r->body.len);
 		}
+		claim_grant_free(r->grant);
 		buf_free(&r->body);
 		free(r);
 		r = next;
@@ -275,9 +305,9 @@ static reply_t *take_replies(pending_batch_t *pb)
 	return r;
 }
 
-static void send_replies(pending_batch_t *pb, const char *failure)
+static void send_replies(server_t *s, pending_batch_t *pb, const char *failure)
 {
-	send_reply_list(take_replies(pb), failure);
+	send_reply_list(s, take_replies(pb), failure);
 }
 
 static void count_committed(server_t *s, job_t *job, const store_op_t *op, int64_t now_ms)
@@ -433,12 +463,12 @@ static void commit_failed(server_t *s, pending_batch_t *pb)
 	for (size_t i = s->n_inflight; i-- > 0;)
 		undo_batch(s, s->inflight[i], now);
 	undo_batch(s, pb, now);
-	send_replies(pb, pb->batch.error);
+	send_replies(s, pb, pb->batch.error);
 	for (size_t i = 0; i < s->n_inflight; i++) {
-		send_replies(s->inflight[i], pb->batch.error);
+		send_replies(s, s->inflight[i], pb->batch.error);
 		s->inflight[i]->abandoned = 1; /* reset at its callback, since the store still has it */
 	}
-	send_replies(next, pb->batch.error);
+	send_replies(s, next, pb->batch.error);
 	store_batch_reset(&pb->batch);
 	store_batch_reset(&next->batch);
 
@@ -473,7 +503,7 @@ static void on_commit(store_batch_t *batch, void *ctx)
 	/* The next batch goes to the store first, so the disk works while the replies go out. */
 	replies = commit_succeeded(s, pb);
 	flush(s);
-	send_reply_list(replies, NULL);
+	send_reply_list(s, replies, NULL);
 }
 
 static void flush(server_t *s)
@@ -487,7 +517,7 @@ static void flush(server_t *s)
 		return;
 	if (pb->batch.count == 0 && s->n_inflight == 0) {
 		/* Replies that wait only for earlier commits, all done now. */
-		send_replies(pb, NULL);
+		send_replies(s, pb, NULL);
 		return;
 	}
 	/*

@@ -1950,6 +1950,14 @@ void http_request_watch_orphan(http_request_t *req, http_orphan_cb cb, void *arg
 	c->watched = r;
 }
 
+void http_request_unwatch_orphan(http_request_t *req)
+{
+	struct req *r = (struct req *)req;
+
+	if (r->orphan_cb)
+		unwatch(r->conn, r);
+}
+
 /* ---- query strings ---- */
 
 static int hex_value(char ch)

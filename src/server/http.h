@@ -195,6 +195,13 @@ typedef void (*http_orphan_cb)(void *arg, http_request_t *req);
  */
 void http_request_watch_orphan(http_request_t *req, http_orphan_cb cb, void *arg);
 
+/*
+ * Cancels the watch of http_request_watch_orphan, so cb is never called. A
+ * caller that frees arg while req still waits for its response must call
+ * it. Does nothing when req has no watch (none was set, or cb ran already).
+ */
+void http_request_unwatch_orphan(http_request_t *req);
+
 /* Bytes of the longest value http_request_memo_put() keeps. */
 #define HTTP_MEMO_VALUE_MAX 128
 

@@ -74,7 +74,8 @@ struct metrics {
 
 /* Event names, as in inferq_jobs_NAME_total, and their help texts. */
 static const char *const event_names[METRICS_JOB_EVENT_COUNT] = {
-	"submitted", "claimed", "completed", "failed", "expired", "canceled", "retried", "released",
+	"submitted", "claimed",  "completed", "failed",      "expired",
+	"canceled",  "retried",  "released",  "undelivered",
 };
 static const char *const event_help[METRICS_JOB_EVENT_COUNT] = {
 	"Jobs submitted and committed.",
@@ -85,6 +86,8 @@ static const char *const event_help[METRICS_JOB_EVENT_COUNT] = {
 	"Pending jobs canceled, one by one or by clear.",
 	"Lease expiries that sent the job back to pending for another delivery.",
 	"Running jobs a worker gave back to the queue with release.",
+	"Claimed jobs given back to the queue because the client closed its connection before "
+	"the claim response was sent.",
 };
 
 /* ---- histograms and labels ---- */

@@ -49,6 +49,7 @@ typedef enum {
 	METRICS_JOB_CANCELED,
 	METRICS_JOB_RETRIED,  /* lease expiries that sent the job back to pending */
 	METRICS_JOB_RELEASED, /* jobs a worker gave back with release */
+	METRICS_JOB_UNDELIVERED, /* claimed jobs given back because the client left first */
 	METRICS_JOB_EVENT_COUNT,
 } metrics_job_event_t;
 

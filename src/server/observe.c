@@ -124,6 +124,8 @@ static void count_change(metrics_model_t *mm, const store_op_t *op)
 	case JOB_PENDING:
 		if (op->cause == OBSERVE_CAUSE_REQUEST && op->prev_state == JOB_RUNNING)
 			metrics_job_event(mm, METRICS_JOB_RELEASED);
+		else if (op->cause == OBSERVE_CAUSE_UNDELIVERED)
+			metrics_job_event(mm, METRICS_JOB_UNDELIVERED);
 		break;
 	default:
 		/* running -> running (heartbeat) or a late heartbeat taking a job back */

@@ -28,6 +28,7 @@ enum {
 	OBSERVE_CAUSE_REQUEST = 0, /* a client or worker request other than a claim */
 	OBSERVE_CAUSE_CLAIM = 1,
 	OBSERVE_CAUSE_EXPIRY = 2,
+	OBSERVE_CAUSE_UNDELIVERED = 3, /* a claim given back: its client left before the response */
 };
 
 /* Creates s->observe with its registry, from s->config. Call once at start. */

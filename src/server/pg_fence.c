@@ -9,6 +9,9 @@
  * only if info is still what was read (compare and swap), else it reads
  * again, at most FENCE_ATTEMPTS times.
  *
+ * The release statement also gives back the jobs of a claim whose response
+ * could not be sent because its client had gone (pgq_give_back).
+ *
  * SPDX-License-Identifier: MIT
  */
 #include <stdio.h>
@@ -30,7 +33,8 @@
 /*
  * $1 id, $2 model, $3 claim id (NULL: any claim, for Sprocket updates,
  * which carry none), $4 new info or NULL (keep), $5 the info
- * $4 was merged from, $6 outputs or error, $7 --max-job-history. Returns
+ * $4 was merged from, $6 outputs, error, or the history detail of a
+ * release (NULL for a worker's), $7 --max-job-history. Returns
  * the state seen, whether the claim is current, whether info was
  * unchanged, and the new state, lease, claimed_at, done_at and worker when
  * the update applied. The update adds the history event of the change.
@@ -72,7 +76,7 @@ static const char *const fence_sql[] = {
 	"history = " ADD_EVENT("failed", "$6") " " FENCE_TAIL("(0, 1)"),
 	[PG_FENCE_RELEASE] = FENCE_HEAD
 	"u AS (UPDATE inferq_jobs j SET state = 0, info = coalesce($4, j.info), claim_id = NULL, "
-	"lease_expires_at = 0, history = " ADD_EVENT("released", "NULL") " " FENCE_TAIL("(1)"),
+	"lease_expires_at = 0, history = " ADD_EVENT("released", "$6") " " FENCE_TAIL("(1)"),
 };
 
 static const char sql_read[] =
@@ -94,16 +98,21 @@ typedef struct {
 	buf_t model;
 	buf_t warnings;
 	buf_t patch;  /* info patch, or empty when the body had none */
-	buf_t result; /* outputs (complete) or error text (fail) */
+	buf_t result; /* outputs (complete), error text (fail), or a give-back's detail (release) */
 	int attempts;
 } fence_call_t;
 
-static void call_free(fence_call_t *c)
+static void call_clear(fence_call_t *c)
 {
 	buf_free(&c->model);
 	buf_free(&c->warnings);
 	buf_free(&c->patch);
 	buf_free(&c->result);
+}
+
+static void call_free(fence_call_t *c)
+{
+	call_clear(c);
 	free(c);
 }
 
@@ -180,8 +189,8 @@ static void reply_ok(fence_call_t *c, job_state_t state, int64_t lease_ms)
 
 static void run_read(fence_call_t *c);
 
-/* Feeds the metrics with the change the update result r reports. */
-static void observe_change(fence_call_t *c, const PGresult *r)
+/* Feeds the metrics with the change the update result r reports, made for cause. */
+static void observe_change(fence_call_t *c, const PGresult *r, int cause)
 {
 	job_record_t rec = {0};
 
@@ -192,7 +201,7 @@ static void observe_change(fence_call_t *c, const PGresult *r)
 	rec.done_at = strtoll(PQgetvalue(r, 0, 7), NULL, 10);
 	if (!PQgetisnull(r, 0, 8))
 		rec.worker = rbuf_new(PQgetvalue(r, 0, 8), (size_t)PQgetlength(r, 0, 8));
-	pgq_observe(c->server, &rec, STORE_OP_UPDATE, OBSERVE_CAUSE_REQUEST,
+	pgq_observe(c->server, &rec, STORE_OP_UPDATE, cause,
 		    (job_state_t)atoi(PQgetvalue(r, 0, 0)));
 	job_record_clear(&rec);
 }
@@ -210,7 +219,7 @@ static void on_update(void *ctx, int rc, PGresult *const *results, int count, co
 	} else if (!PQgetisnull(r, 0, 3)) {
 		reply_ok(c, (job_state_t)atoi(PQgetvalue(r, 0, 3)),
 			 strtoll(PQgetvalue(r, 0, 4), NULL, 10));
-		observe_change(c, r);
+		observe_change(c, r, OBSERVE_CAUSE_REQUEST);
 	} else {
 		state = (job_state_t)atoi(PQgetvalue(r, 0, 0));
 		if (!refuse(c, state, strcmp(PQgetvalue(r, 0, 1), "t") == 0)) {
@@ -227,6 +236,34 @@ static void on_update(void *ctx, int rc, PGresult *const *results, int count, co
 	call_free(c);
 }
 
+/*
+ * Fills st with the update of c, with new_info (NULL: keep info) merged
+ * from old_info. history is the text of --max-job-history. st borrows
+ * every value.
+ */
+static void set_update(pg_stmt_t *st, const fence_call_t *c, const char *new_info,
+		       size_t new_len, const char *old_info, size_t old_len, const char *history)
+{
+	st->sql = fence_sql[c->op];
+	pgq_param(st, 0, c->id_text);
+	pgq_param(st, 1, c->model.data);
+	pgq_param(st, 2, c->sprocket ? NULL : c->claim_text);
+	if (new_info)
+		pgq_param_len(st, 3, new_info, new_len);
+	else
+		pgq_param(st, 3, NULL);
+	if (old_info)
+		pgq_param_len(st, 4, old_info, old_len);
+	else
+		pgq_param(st, 4, NULL);
+	if (c->op == PG_FENCE_COMPLETE || c->op == PG_FENCE_FAIL ||
+	    (c->op == PG_FENCE_RELEASE && c->result.len > 0))
+		pgq_param_len(st, 5, c->result.data, c->result.len);
+	else
+		pgq_param(st, 5, NULL);
+	pgq_param(st, 6, history);
+}
+
 /* Runs the update with new_info (NULL: keep info) merged from old_info. */
 static void run_update(fence_call_t *c, const char *new_info, size_t new_len,
 		       const char *old_info, size_t old_len)
@@ -236,23 +273,7 @@ static void run_update(fence_call_t *c, const char *new_info, size_t new_len,
 
 	memset(st, 0, sizeof(st));
 	snprintf(history, sizeof(history), "%u", c->server->config.max_job_history);
-	st[0].sql = fence_sql[c->op];
-	pgq_param(&st[0], 0, c->id_text);
-	pgq_param(&st[0], 1, c->model.data);
-	pgq_param(&st[0], 2, c->sprocket ? NULL : c->claim_text);
-	if (new_info)
-		pgq_param_len(&st[0], 3, new_info, new_len);
-	else
-		pgq_param(&st[0], 3, NULL);
-	if (old_info)
-		pgq_param_len(&st[0], 4, old_info, old_len);
-	else
-		pgq_param(&st[0], 4, NULL);
-	if (c->op == PG_FENCE_COMPLETE || c->op == PG_FENCE_FAIL)
-		pgq_param_len(&st[0], 5, c->result.data, c->result.len);
-	else
-		pgq_param(&st[0], 5, NULL);
-	pgq_param(&st[0], 6, history);
+	set_update(&st[0], c, new_info, new_len, old_info, old_len, history);
 	if (c->op == PG_FENCE_RELEASE) {
 		st[1].sql = sql_notify;
 		pgq_param(&st[1], 0, c->model.data);
@@ -404,5 +425,115 @@ void pgq_sprocket_update(server_t *s, http_request_t *req, int op, const buf_t *
 		run_read(c);
 	} else {
 		run_update(c, NULL, 0, NULL, 0);
+	}
+}
+
+/* ---- give-back of a claim whose response cannot be sent ---- */
+
+/* A claim's give-back: the no-job response goes to req when its last task ends. */
+typedef struct {
+	http_request_t *req;
+	claim_format_t format;
+	size_t tasks; /* give-back tasks in flight */
+} give_back_t;
+
+/* One task of a give-back: up to PG_TASK_MAX_STMTS releases in one transaction. */
+typedef struct {
+	give_back_t *claim;
+	int count;
+	fence_call_t calls[PG_TASK_MAX_STMTS];
+} give_back_task_t;
+
+/* Logs and counts the outcome of the give-back of c. Returns 1 when its job is pending again. */
+static int given_back(fence_call_t *c, int rc, const PGresult *r, const char *err)
+{
+	if (rc != 0) {
+		log_fields(LOG_WARN, "queue",
+			   "could not give back the job of a claim whose client closed its "
+			   "connection, so it stays running until its lease expires",
+			   LOG_STR("request_id", c->id_text), LOG_STR("model", c->model.data),
+			   LOG_STR("error", err ? err : ""));
+		return 0;
+	}
+	if (PQntuples(r) == 0 || PQgetisnull(r, 0, 3)) {
+		log_fields(LOG_DEBUG, "queue",
+			   "claim not given back: the job changed since the claim",
+			   LOG_STR("request_id", c->id_text), LOG_STR("model", c->model.data));
+		return 0;
+	}
+	observe_change(c, r, OBSERVE_CAUSE_UNDELIVERED);
+	log_fields(LOG_INFO, "queue",
+		   "claim response not sent because the client closed its connection, job back "
+		   "to pending",
+		   LOG_STR("request_id", c->id_text), LOG_STR("model", c->model.data),
+		   LOG_TEXT("worker", PQgetisnull(r, 0, 8) ? "" : PQgetvalue(r, 0, 8),
+			    (size_t)PQgetlength(r, 0, 8)));
+	return 1;
+}
+
+static void on_given_back(void *ctx, int rc, PGresult *const *results, int count,
+			  const char *err)
+{
+	give_back_task_t *t = ctx;
+	give_back_t *claim = t->claim;
+	server_t *s = t->calls[0].server;
+	int pending = 0;
+
+	for (int i = 0; i < t->count; i++)
+		pending |= given_back(&t->calls[i], rc, rc == 0 ? results[i] : NULL, err);
+
+	/* Waiters on this node get the jobs at once, the other nodes through a NOTIFY hint. */
+	if (pending && s->pg)
+		pgq_job_added(s, t->calls[0].model.data);
+	for (int i = 0; i < t->count; i++)
+		call_clear(&t->calls[i]);
+	free(t);
+	if (--claim->tasks > 0)
+		return;
+	claim_respond_no_job(claim->req, claim->format);
+	free(claim);
+}
+
+/* Starts the task that gives back recs[0..count), count at most PG_TASK_MAX_STMTS. */
+static void start_give_back(server_t *s, give_back_t *claim, const job_record_t *recs,
+			    int count)
+{
+	give_back_task_t *t = xcalloc(1, sizeof(*t));
+	pg_stmt_t st[PG_TASK_MAX_STMTS];
+	char history[16];
+
+	memset(st, 0, sizeof(st));
+	snprintf(history, sizeof(history), "%u", s->config.max_job_history);
+	t->claim = claim;
+	t->count = count;
+	for (int i = 0; i < count; i++) {
+		fence_call_t *c = &t->calls[i];
+
+		c->server = s;
+		c->op = PG_FENCE_RELEASE;
+		c->id = recs[i].id;
+		id_format(&recs[i].id, c->id_text);
+		id_format(&recs[i].claim_id, c->claim_text);
+		buf_append(&c->model, recs[i].model->data, recs[i].model->len);
+		buf_putc(&c->model, '\0');
+		c->model.len--;
+		buf_puts(&c->result, CLAIM_GIVE_BACK_DETAIL);
+		set_update(&st[i], c, NULL, 0, NULL, 0, history);
+	}
+	pgq_exec(s, st, count, on_given_back, t);
+}
+
+void pgq_give_back(server_t *s, http_request_t *req, claim_format_t format,
+		   const job_record_t *recs, int count)
+{
+	give_back_t *claim = xcalloc(1, sizeof(*claim));
+
+	claim->req = req;
+	claim->format = format;
+	claim->tasks = (size_t)(count + PG_TASK_MAX_STMTS - 1) / PG_TASK_MAX_STMTS;
+	for (int i = 0; i < count; i += PG_TASK_MAX_STMTS) {
+		int n = count - i < PG_TASK_MAX_STMTS ? count - i : PG_TASK_MAX_STMTS;
+
+		start_give_back(s, claim, recs + i, n);
 	}
 }

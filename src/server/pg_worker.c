@@ -84,11 +84,33 @@ static int compare_claimed(const void *a, const void *b)
 	return x->seq < y->seq ? -1 : x->seq > y->seq;
 }
 
+/* Sends the 200 of a claim that took the n jobs of recs. */
+static void respond_claimed(claim_call_t *c, const job_record_t *recs, int n)
+{
+	buf_t body = BUF_INIT;
+
+	if (c->format == CLAIM_FORMAT_SPROCKET)
+		buf_puts(&body, "{\"data\":");
+	else if (c->format == CLAIM_FORMAT_LIST)
+		buf_puts(&body, "{\"data\":[");
+	for (int i = 0; i < n; i++) {
+		if (i > 0)
+			buf_putc(&body, ',');
+		render_claim(&body, &recs[i]);
+	}
+	if (c->format == CLAIM_FORMAT_LIST)
+		buf_puts(&body, "]}");
+	if (c->warnings.len)
+		render_add_raw_field(&body, "warnings", c->warnings.data, c->warnings.len);
+	if (c->format == CLAIM_FORMAT_SPROCKET)
+		buf_putc(&body, '}');
+	respond_json(c->req, 200, &body);
+}
+
 static void on_claimed(void *ctx, int rc, PGresult *const *results, int count, const char *err)
 {
 	claim_call_t *c = ctx;
 	job_record_t *recs;
-	buf_t body = BUF_INIT;
 	int n = rc == 0 ? PQntuples(results[0]) : 0;
 
 	if (n > 0) {
@@ -96,28 +118,19 @@ static void on_claimed(void *ctx, int rc, PGresult *const *results, int count, c
 		for (int i = 0; i < n; i++)
 			pgq_row_record(results[0], i, &recs[i]);
 		qsort(recs, (size_t)n, sizeof(*recs), compare_claimed);
-		if (c->format == CLAIM_FORMAT_SPROCKET)
-			buf_puts(&body, "{\"data\":");
-		else if (c->format == CLAIM_FORMAT_LIST)
-			buf_puts(&body, "{\"data\":[");
-		for (int i = 0; i < n; i++) {
-			if (i > 0)
-				buf_putc(&body, ',');
-			render_claim(&body, &recs[i]);
-		}
-		if (c->format == CLAIM_FORMAT_LIST)
-			buf_puts(&body, "]}");
-		if (c->warnings.len)
-			render_add_raw_field(&body, "warnings", c->warnings.data, c->warnings.len);
-		if (c->format == CLAIM_FORMAT_SPROCKET)
-			buf_putc(&body, '}');
-		respond_json(c->req, 200, &body);
 		for (int i = 0; i < n; i++) {
 			pgq_observe(c->server, &recs[i], STORE_OP_UPDATE, OBSERVE_CAUSE_CLAIM,
 				    JOB_PENDING);
 			log_claimed(&recs[i]);
-			job_record_clear(&recs[i]);
 		}
+
+		/* A client that left while the claim ran cannot get the jobs: they go back now. */
+		if (http_request_is_orphaned(c->req))
+			pgq_give_back(c->server, c->req, c->format, recs, n);
+		else
+			respond_claimed(c, recs, n);
+		for (int i = 0; i < n; i++)
+			job_record_clear(&recs[i]);
 		free(recs);
 	}
 	c->done(c->ctx, n > 0, n > 0 ? 0 : rc, err);
@@ -177,7 +190,7 @@ static void route_claim_done(void *ctx, int claimed, int rc, const char *err)
 	server_t *s = call->server;
 
 	if (claimed) {
-		/* the job is sent */
+		/* the job is sent, or given back (pgq_give_back then sends the no-job response) */
 	} else if (rc != 0) {
 		pgq_respond_unavailable(s, call->req, rc, err);
 	} else if (call->wait_ms > 0 && !s->stopping && s->pg) {

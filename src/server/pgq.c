@@ -273,7 +273,8 @@ static int64_t add_wakes(int64_t a, int64_t b)
 }
 
 /*
- * The claim task of w ended. With a job (already sent): forget w, and
+ * The claim task of w ended. With a job (sent, or given back when the
+ * client left meanwhile): forget w, and
  * claim for the next waiter only when more jobs are thought pending, so
  * that one job costs one claim. Without one, w waits on. But when a wake
  * came meanwhile, its job may have committed after the claim looked, so w
@@ -356,8 +357,8 @@ static void on_wait_over(uv_timer_t *timer)
 /*
  * The client of w's request closed the connection or ended its side: answer
  * "no job" now, or, while a claim task for w is in flight, when it returns
- * without a job. NOTE: a job that task claims goes to a client that left,
- * so it stays running until its lease expires and is then retried.
+ * without a job. A job that task claims goes back to pending at once
+ * (pgq_give_back), which then sends "no job" too.
  */
 static void on_client_gone(void *arg, http_request_t *req)
 {

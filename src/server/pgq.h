@@ -119,10 +119,11 @@ void pgq_wait(server_t *s, const char *model, size_t model_len, const claim_para
 
 /*
  * Starts a claim of the next job of model for req. When it took a job it
- * sends the 200 (with warnings, a JSON array or NULL) and calls done(ctx,
- * 1, 0, NULL); otherwise it sends nothing and calls done(ctx, 0, rc, err) with rc 0
- * (no pending job) or the failure (INFERQ_EIO, INFERQ_EBUSY). Copies what
- * it needs from p and warnings.
+ * sends the 200 (with warnings, a JSON array or NULL), or, when the client
+ * is gone by then, gives the jobs back (pgq_give_back, which responds to
+ * req), and calls done(ctx, 1, 0, NULL). Otherwise it sends nothing and calls
+ * done(ctx, 0, rc, err) with rc 0 (no pending job) or the failure
+ * (INFERQ_EIO, INFERQ_EBUSY). Copies what it needs from p and warnings.
  */
 void pgq_claim(server_t *s, const char *model, size_t model_len, const claim_params_t *p,
 	       http_request_t *req, const buf_t *warnings,
@@ -154,6 +155,19 @@ typedef enum { PG_FENCE_HEARTBEAT, PG_FENCE_COMPLETE, PG_FENCE_FAIL, PG_FENCE_RE
  * it against the database, answering req from the task's callback.
  */
 void pg_fence(server_t *s, http_request_t *req, pg_fence_t op);
+
+/*
+ * Gives back the count jobs of recs, which a claim of req took but cannot
+ * send because the client closed its connection or ended its side of it.
+ * Each job goes back to pending with the release statement, fenced on its
+ * claim id, so a job that changed since stays as it is. Its history gets
+ * "released" with CLAIM_GIVE_BACK_DETAIL and retries stay unchanged. Once
+ * the database is done, sends req the no-job response of format, which a
+ * client that only half-closed can still read. Copies what it needs from
+ * recs.
+ */
+void pgq_give_back(server_t *s, http_request_t *req, claim_format_t format,
+		   const job_record_t *recs, int count);
 
 /* pgq_keys.c: API keys shared through table inferq_api_keys. */
 

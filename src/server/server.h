@@ -31,6 +31,7 @@ typedef struct auth auth_t;
 typedef struct observe observe_t;
 typedef struct reply reply_t;
 typedef struct waiter waiter_t;
+typedef struct claim_grant claim_grant_t;
 
 /* Per-model state of the server, hung on queue_model_t.user. */
 typedef struct {
@@ -121,12 +122,26 @@ void engine_record_insert(server_t *s, job_t *job);
 void engine_record_update(server_t *s, job_t *job, job_state_t prev);
 /* Records a claim of job (pending before); the same as engine_record_update, counted as a claim. */
 void engine_record_claim(server_t *s, job_t *job);
+/*
+ * Records the give-back of job (running before, released by queue_release)
+ * whose claim response could not be sent: a "released" history event with
+ * CLAIM_GIVE_BACK_DETAIL, counted apart from the releases of workers.
+ */
+void engine_record_give_back(server_t *s, job_t *job);
 
 /*
  * Sends status and body (taken over) to req once every change recorded so far
  * is committed; if the commit fails, sends 503 instead.
  */
 void engine_reply_after_commit(server_t *s, http_request_t *req, int status, buf_t *body);
+
+/*
+ * The same for the 200 of a claim that took the jobs in grant (taken over).
+ * When the client is gone by the time the response would be sent
+ * (http_request_is_orphaned), claim_give_back runs instead of the send.
+ */
+void engine_reply_claim_after_commit(server_t *s, http_request_t *req, buf_t *body,
+				     claim_grant_t *grant);
 
 /*
  * Hands the changes recorded so far to the store when its writer waits for
@@ -172,7 +187,9 @@ typedef struct {
  * p->max_jobs at most, in priority then FIFO order, each with its own claim
  * id and lease) and queues the 200 response, shaped by p->format, for after
  * the commit, with warnings (a JSON array, or NULL) added to the response
- * object. Returns 1 when a job was claimed, 0 when none is pending.
+ * object. When the client is gone by then, the jobs are given back instead
+ * (claim_give_back). Returns 1 when a job was claimed, 0 when none is
+ * pending.
  */
 int claim_next(server_t *s, queue_model_t *m, const claim_params_t *p, http_request_t *req,
 	       const buf_t *warnings);
@@ -185,6 +202,29 @@ int claim_next(server_t *s, queue_model_t *m, const claim_params_t *p, http_requ
  */
 void claim_wait(server_t *s, queue_model_t *m, claim_params_t *p, int64_t wait_ms,
 		http_request_t *req);
+
+/*
+ * The history detail of a job given back because its claim response could
+ * not be sent. Both stores write it.
+ */
+#define CLAIM_GIVE_BACK_DETAIL                                                                  \
+	"given back because the client closed its connection before the claim response was sent"
+
+/*
+ * Gives back the jobs of grant, whose claim response cannot be sent to req
+ * because the client closed its connection or ended its side of it. Each
+ * job that still runs under its claim from grant goes back to pending in
+ * its original place, as a release does, with retries unchanged. Then
+ * queues the no-job response to req for after the commit, which a client
+ * that only half-closed can still read. Takes over grant.
+ */
+void claim_give_back(server_t *s, http_request_t *req, claim_grant_t *grant);
+
+/* Frees grant. Accepts NULL. */
+void claim_grant_free(claim_grant_t *grant);
+
+/* Sends the no-job response of format: 204, or Sprocket's 200 {"data":null}. */
+void claim_respond_no_job(http_request_t *req, claim_format_t format);
 
 /* Hands pending jobs of m to its long-poll waiters, oldest waiter first. */
 void claim_dispatch_waiters(server_t *s, queue_model_t *m);
