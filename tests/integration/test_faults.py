@@ -125,7 +125,9 @@ def markers_of(claims):
 
 
 def log_has(server, *words):
-    """Return the first log line that contains every word, or None."""
+    """Return the first log line that contains every word, or None. A thread reads the
+    server's output, so a line logged just before a response may arrive after it: wait for
+    a line with wait_for rather than assert it at once."""
     for line in list(server.log):
         if all(word in line for word in words):
             return line
@@ -179,8 +181,8 @@ def test_failed_commit_applies_nothing(fault_server, fault):
         assert api.status_ok(job_id, MODEL)["status"] == "pending"
     assert api.metrics_ok(MODEL) == before
 
-    line = log_has(server, "commit of", "failed", *log_words)
-    assert line, f"no log line names {log_words}:\n{server.log_tail()}"
+    wait_for(lambda: log_has(server, "commit of", "failed", *log_words), 5.0,
+             f"a log line that names {log_words}")
 
     # The disk recovers: the next commit succeeds and /readyz follows.
     control.set("off")
@@ -258,8 +260,10 @@ def test_batch_behind_failed_commit_is_not_run(fault_server):
 
     check_store_unavailable(replies["first"], "disk i/o error")
     check_store_unavailable(replies["second"], "disk i/o error")
-    line = log_has(server, "commit of 1 changes failed, 1 more rolled back")
-    assert line, f"the second submit was not in flight behind the first:\n{server.log_tail()}"
+    # The server writes the line before its responses, but the test reads its log in a thread.
+    wait_for(lambda: log_has(server, "commit of 1 changes failed, 1 more rolled back"), 5.0,
+             "the log line of the failed commit (the second submit was not in flight behind "
+             "the first)")
     ready = readyz(api)
     assert ready.status == 503, ready
     assert "not run, because the commit before it failed" in ready.json["message"], ready.json
@@ -587,7 +591,8 @@ def test_failure_inside_pipelined_burst(fault_server):
     failed = [op for op in ops if op.reply.status == STORE_DOWN]
     assert failed, "no request of the burst met the failed commit"
     assert len(failed) < len(ops), "every request of the burst failed"
-    assert log_has(server, "commit of", "failed", "disk I/O error"), server.log_tail()
+    wait_for(lambda: log_has(server, "commit of", "failed", "disk I/O error"), 5.0,
+             "the log line of the failed commit")
 
     # The expected state: the ops that got 200 applied, nothing of the others.
     expected = {}
