@@ -105,8 +105,9 @@ static void print_help(FILE *out)
 	    "options:\n"
 	    "  --model M               the model whose jobs to run (required)\n"
 	    "  --concurrency N         jobs run at once, 1 to %d (default 1)\n"
-	    "  --claim-timeout S       lease of each job in whole seconds, 1 to 86400\n"
-	    "                          (default %d); heartbeats go every S/3 seconds\n"
+	    "  --claim-timeout S       lease of each job in whole seconds, 1 to 86400, or a\n"
+	    "                          duration such as 5m (default %d); heartbeats go every\n"
+	    "                          S/3 seconds\n"
 	    "  --timeout S             seconds CMD may run per job; then it gets SIGTERM,\n"
 	    "                          SIGKILL 5 s later, and the job fails (default: no limit)\n"
 	    "  --grace S               seconds running jobs get to finish after SIGTERM or\n"
@@ -180,13 +181,19 @@ static int take_option(worker_config_t *cfg, int opt, const char *arg)
 			    "to %d",
 			    arg, MAX_CONCURRENCY);
 		break;
-	case OPT_CLAIM_TIMEOUT:
-		if (parse_int(arg, 1, 86400, &cfg->claim_timeout_s) != 0)
+	case OPT_CLAIM_TIMEOUT: {
+		int64_t ms;
+
+		/* A bare number is seconds, and a duration with a unit works as in inferq serve. */
+		if (clock_parse_duration(arg, strlen(arg), 1000, &ms) != 0 || ms < 1000 ||
+		    ms > 86400LL * 1000 || ms % 1000 != 0)
 			return usage_error(
 			    "invalid --claim-timeout \"%s\": use whole seconds from 1 "
-			    "to 86400, such as 60",
+			    "to 86400 (24h), such as 60 or 5m",
 			    arg);
+		cfg->claim_timeout_s = (int)(ms / 1000);
 		break;
+	}
 	case OPT_TIMEOUT:
 		if (cli_parse_seconds(arg, 0.001, 1e9, &cfg->timeout_s) != 0)
 			return usage_error(

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from cli_support import cli_env, closed_port, server_url
-from support import INFERQ_BIN, compact, raw_member, wait_for
+from support import INFERQ_BIN, compact, parse_time, raw_member, wait_for
 
 MODEL = "runner/test"
 REPO = Path(__file__).resolve().parents[2]
@@ -546,6 +546,24 @@ echo '{{"survived": "restart"}}'
     worker.wait_log(f"completed request_id={request_id}")
 
 
+def test_claim_timeout_takes_a_duration(server, api, tmp_path, run_worker):
+    go = tmp_path / "go"
+    script = write_script(tmp_path, "hold.sh", f"""
+cat >/dev/null
+wait_for_file "{go}"
+echo '{{}}'
+""")
+    request_id = api.submit_ok(MODEL, {})
+    worker = run_worker(server, [script], "--wait", "1", "--claim-timeout", "2m")
+    running = wait_done(api, request_id, "running")
+    lease = parse_time(running["lease_expires_at"]) - parse_time(running["claimed_at"])
+    assert 119 <= lease <= 121, running
+    go.touch()
+    wait_done(api, request_id, "done")
+    worker.signal(signal.SIGTERM)
+    assert worker.wait_exit() == 0, worker.log()
+
+
 def test_complete_after_lost_claim_is_dropped(server, api, tmp_path, run_worker):
     """A worker paused past its lease finds the job taken by another worker: 409, logged."""
     go = tmp_path / "go"
@@ -622,6 +640,8 @@ def test_usage_errors(server, tmp_path):
         (["--model", MODEL, "--concurrency", "0", "--", "true"], "--concurrency"),
         (["--model", MODEL, "--wait", "61", "--", "true"], "--wait"),
         (["--model", MODEL, "--claim-timeout", "1.5", "--", "true"], "--claim-timeout"),
+        (["--model", MODEL, "--claim-timeout", "1.5s", "--", "true"], "--claim-timeout"),
+        (["--model", MODEL, "--claim-timeout", "25h", "--", "true"], "--claim-timeout"),
         (["--model", MODEL, "--", "./no-such-script.sh"], "no-such-script.sh"),
         (["--model", MODEL, "--colour", "--", "true"], "unknown option"),
     ]
