@@ -416,6 +416,22 @@ static int parse_responses(bench_conn_t *c)
 		run->statuses[status]++;
 		if (!run->stopping || kind != KIND_PARK)
 			bench_hist_record(run->latency, lat);
+		if (status == 401 || status == 403) {
+			/*
+			 * Every later request would fail the same way, and a stream of
+			 * them trips the server's limit of failed authentications for
+			 * this address, so the run stops at the first.
+			 */
+			bench_run_error(run,
+			                "the server rejected the API key with HTTP %d, so the run "
+			                "stopped: %.*s; give a key that covers the model and "
+			                "its role, such as an admin key, with --key or "
+			                "INFERQ_API_KEY",
+			                status, (int)(body_len < 300 ? body_len : 300),
+			                resp + body_off);
+			rc = INFERQ_EAUTH;
+			break;
+		}
 		rc = run->scen->done(c, kind, status, resp + body_off, body_len, lat);
 		used += (size_t)total;
 		if (rc < 0)

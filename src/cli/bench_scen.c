@@ -709,7 +709,8 @@ int bench_scenario_main(const bench_opts_t *o, const bench_targets_t *t)
 		rc = run_phase(&run, &job_scenario, roles, n,
 		               strcmp(s, "handoff") == 0 ? "hand-offs" : "jobs", 1);
 	}
-	if (rc == INFERQ_ECONNECT || rc == INFERQ_ELIMIT || (rc == 0 && run.errors)) {
+	if (rc == INFERQ_ECONNECT || rc == INFERQ_ELIMIT || rc == INFERQ_EAUTH ||
+	    (rc == 0 && run.errors)) {
 		fprintf(stderr, "inferq bench: %s\n", run.error);
 		if (run.errors && rc != INFERQ_ECONNECT)
 			fprintf(stderr, "inferq bench: %llu requests failed\n",

@@ -389,6 +389,27 @@ def test_bad_flags(tmp_path, args, message):
     assert "inferq bench --help" in proc.stderr, proc.stderr
 
 
+@pytest.mark.parametrize("scenario", ["submit", "lifecycle", "claim-complete"])
+def test_rejected_key_stops_the_run(start_server, tmp_path, scenario):
+    server = start_server()
+    argv = ["bench", scenario, "--server", server_url(server), "--key", "iq_not_a_key", "-c",
+            4, "-n", 100000, "--json"]
+    proc = run_cli(list(map(str, argv)), cwd=tmp_path)
+    assert proc.returncode == 1, describe(proc)
+    assert "the server rejected the API key with HTTP 401, so the run stopped" in proc.stderr
+    assert "--key or INFERQ_API_KEY" in proc.stderr, proc.stderr
+    if scenario == "claim-complete":
+        return  # the prefill pipelines 16 submits per connection before the first answer
+    # Only the requests in flight at the first answer were sent: fewer than the server's 20
+    # failed authentications per address that start its 429s, so a second run gets 401 too.
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["statuses"] == {"401": result["requests"]}, result
+    assert result["requests"] <= 8, result
+    again = run_cli(["bench", "submit", "--server", server_url(server), "--key",
+                     "iq_not_a_key", "-n", "1"], cwd=tmp_path)
+    assert "HTTP 401" in again.stderr, describe(again)
+
+
 def test_help_lists_every_scenario(tmp_path):
     proc = run_cli(["bench", "--help"], cwd=tmp_path)
     assert proc.returncode == 0, describe(proc)
