@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "suggest.h"
 #include "worker.h"
 
 enum {
@@ -119,52 +120,18 @@ int cli_is_command(const char *name)
 	       strcmp(name, "workers") == 0 || strcmp(name, "bench") == 0;
 }
 
-/* Returns the Levenshtein distance of a and b, or SIZE_MAX when either has 32 bytes or more. */
-static size_t edit_distance(const char *a, const char *b)
-{
-	size_t len_a = strlen(a), len_b = strlen(b);
-	size_t row[32];
-
-	if (len_a >= sizeof(row) / sizeof(row[0]) || len_b >= sizeof(row) / sizeof(row[0]))
-		return SIZE_MAX;
-	for (size_t j = 0; j <= len_b; j++)
-		row[j] = j;
-	for (size_t i = 1; i <= len_a; i++) {
-		size_t diagonal = row[0];
-
-		row[0] = i;
-		for (size_t j = 1; j <= len_b; j++) {
-			size_t above = row[j];
-			size_t best = diagonal + (a[i - 1] != b[j - 1]);
-
-			if (above + 1 < best)
-				best = above + 1;
-			if (row[j - 1] + 1 < best)
-				best = row[j - 1] + 1;
-			row[j] = best;
-			diagonal = above;
-		}
-	}
-	return row[len_b];
-}
-
 const char *cli_suggest_command(const char *name)
 {
 	static const char *const others[] = {"serve", "version", "help",  "worker",
 					     "keys",  "jobs",    "workers", "bench"};
-	const char *best = NULL;
-	size_t best_distance = 3; /* two edits at most */
+	const char *names[N_COMMANDS + sizeof(others) / sizeof(others[0])];
+	size_t n = 0;
 
-	for (size_t i = 0; i < N_COMMANDS + sizeof(others) / sizeof(others[0]); i++) {
-		const char *candidate = i < N_COMMANDS ? commands[i].name : others[i - N_COMMANDS];
-		size_t d = edit_distance(name, candidate);
-
-		if (d < best_distance && d < strlen(candidate)) {
-			best = candidate;
-			best_distance = d;
-		}
-	}
-	return best;
+	for (size_t i = 0; i < N_COMMANDS; i++)
+		names[n++] = commands[i].name;
+	for (size_t i = 0; i < sizeof(others) / sizeof(others[0]); i++)
+		names[n++] = others[i];
+	return suggest_nearest(name, names, n);
 }
 
 void cli_print_commands(FILE *out)

@@ -17,6 +17,7 @@
 #include "http.h"
 #include "inferq_error.h"
 #include "storage.h"
+#include "suggest.h"
 
 enum {
 	OPT_LISTEN = 1000,
@@ -671,6 +672,79 @@ static int check_tls_flags(const serve_config_t *c)
 	return 0;
 }
 
+/* Returns how many flags start with prefix. */
+static size_t prefix_count(const char *prefix)
+{
+	size_t n = 0, len = strlen(prefix);
+
+	for (const struct option *o = options; o->name; o++)
+		n += len > 0 && strncmp(o->name, prefix, len) == 0;
+	return n;
+}
+
+/* Returns the first flag that starts with prefix, or "" when none does. */
+static const char *first_with_prefix(const char *prefix)
+{
+	size_t len = strlen(prefix);
+
+	for (const struct option *o = options; o->name; o++)
+		if (strncmp(o->name, prefix, len) == 0)
+			return o->name;
+	return "";
+}
+
+/*
+ * Reports a flag that getopt_long rejected: opt is ':' for a known flag
+ * without its value, '?' for an unknown one. arg is the word it read, such
+ * as "--port" or "--port=80". An unknown flag gets the nearest known one,
+ * and the usual names of an address get --listen.
+ */
+static void bad_flag(int opt, const char *arg)
+{
+	static const char *const address_words[] = {"port", "host", "bind", "addr", "address"};
+	const char *names[sizeof(options) / sizeof(options[0])];
+	char flag[64];
+	const char *name, *nearest;
+	size_t n = 0, len;
+
+	if (opt == ':') {
+		fprintf(stderr, "inferq serve: %s needs a value; run 'inferq serve --help' for "
+				"its format\n",
+			arg);
+		return;
+	}
+	/* The flag as given, without "=value", and its name without the dashes. */
+	len = strcspn(arg, "=");
+	snprintf(flag, sizeof(flag), "%.*s", (int)(len < sizeof(flag) ? len : sizeof(flag) - 1),
+		 arg);
+	name = flag + strspn(flag, "-");
+	for (const struct option *o = options; o->name; o++) {
+		if (strcmp(name, o->name) == 0) {
+			/* Only a flag without a value is rejected by its own name. */
+			fprintf(stderr, "inferq serve: %s takes no value; run 'inferq serve --help' "
+					"for the flags\n",
+				flag);
+			return;
+		}
+		names[n++] = o->name;
+	}
+	if (strchr(arg, '=') == NULL && prefix_count(name) > 1) {
+		fprintf(stderr, "inferq serve: %s is ambiguous: more than one flag starts with it, "
+				"such as --%s; run 'inferq serve --help' for the flags\n",
+			flag, first_with_prefix(name));
+		return;
+	}
+	nearest = suggest_nearest(name, names, n);
+	for (size_t i = 0; !nearest && i < sizeof(address_words) / sizeof(address_words[0]); i++)
+		if (strcmp(name, address_words[i]) == 0)
+			nearest = "listen";
+	if (nearest)
+		fprintf(stderr, "inferq serve: unknown flag %s; did you mean --%s?\n", flag, nearest);
+	else
+		fprintf(stderr, "inferq serve: unknown flag %s\n", flag);
+	fprintf(stderr, "run 'inferq serve --help' for the flags\n");
+}
+
 int config_parse(serve_config_t *c, int argc, char **argv)
 {
 	const char *env = getenv("INFERQ_STORE");
@@ -683,20 +757,14 @@ int config_parse(serve_config_t *c, int argc, char **argv)
 	}
 	optind = 0; /* 0, not 1: glibc then also drops the state of an earlier parse */
 	opterr = 0;
-	while ((opt = getopt_long(argc, argv, "", options, NULL)) != -1) {
+	/* The leading ':' makes a known flag without its value return ':', not '?'. */
+	while ((opt = getopt_long(argc, argv, ":", options, NULL)) != -1) {
 		if (opt == OPT_HELP) {
 			config_usage();
 			return 1;
 		}
 		if (opt == '?' || opt == ':') {
-			/* optopt names a short flag; a long one is the argument before optind. */
-			if (optopt > 0 && optopt < 128 && optopt != '?')
-				fprintf(stderr, "inferq serve: unknown flag or missing value: -%c\n",
-					optopt);
-			else
-				fprintf(stderr, "inferq serve: unknown flag or missing value: %s\n",
-					argv[optind - 1]);
-			fprintf(stderr, "run 'inferq serve --help' for the flags\n");
+			bad_flag(opt, argv[optind - 1]);
 			return INFERQ_EINVAL;
 		}
 		if (apply(c, opt, optarg) != 0)

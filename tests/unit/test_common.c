@@ -29,6 +29,7 @@
 #include "ids.h"
 #include "inferq_error.h"
 #include "log.h"
+#include "suggest.h"
 
 /* ---- ids ---- */
 
@@ -1159,13 +1160,15 @@ static void test_config_bad_command_lines(void **state)
 		const char *args[5];
 		const char *needle;
 	} cases[] = {
-	    {{"serve", "--listen", NULL}, "missing value: --listen"},
-	    {{"serve", "--max-retries", NULL}, "missing value: --max-retries"},
-	    {{"serve", "--bogus", NULL}, "unknown flag or missing value: --bogus"},
-	    {{"serve", "--bogus=1", NULL}, "--bogus=1"},
-	    {{"serve", "--max", "5", NULL}, "--max"},
-	    {{"serve", "--help=yes", NULL}, "--help=yes"},
-	    {{"serve", "-x", NULL}, "unknown flag"},
+	    {{"serve", "--listen", NULL}, "--listen needs a value"},
+	    {{"serve", "--max-retries", NULL}, "--max-retries needs a value"},
+	    {{"serve", "--bogus", NULL}, "unknown flag --bogus\n"},
+	    {{"serve", "--bogus=1", NULL}, "unknown flag --bogus\n"},
+	    {{"serve", "--lisen", "x", NULL}, "unknown flag --lisen; did you mean --listen?"},
+	    {{"serve", "--port", "8080", NULL}, "unknown flag --port; did you mean --listen?"},
+	    {{"serve", "--max", "5", NULL}, "--max is ambiguous"},
+	    {{"serve", "--help=yes", NULL}, "--help takes no value"},
+	    {{"serve", "-x", NULL}, "unknown flag -x"},
 	    {{"serve", "extra", NULL}, "unexpected argument \"extra\""},
 	    {{"serve", "--max-retries", "5", "extra", NULL}, "unexpected argument \"extra\""},
 	    {{"serve", "--", "extra", NULL}, "unexpected argument \"extra\""},
@@ -1183,6 +1186,23 @@ static void test_config_bad_command_lines(void **state)
 			         cases[i].needle);
 		assert_non_null(strstr(err, "inferq serve --help"));
 	}
+}
+
+static void test_suggest_nearest(void **state)
+{
+	static const char *const names[] = {"listen", "list", "status", "a"};
+
+	assert_int_equal(suggest_distance("listen", "listen"), 0);
+	assert_int_equal(suggest_distance("lisen", "listen"), 1);
+	assert_int_equal(suggest_distance("", "abc"), 3);
+	assert_int_equal(suggest_distance("abcdefghijklmnopqrstuvwxyz0123456", "a"), SIZE_MAX);
+	assert_string_equal(suggest_nearest("lisen", names, 4), "listen");
+	assert_string_equal(suggest_nearest("lst", names, 4), "list");
+	assert_string_equal(suggest_nearest("stats", names, 4), "status");
+	assert_null(suggest_nearest("port", names, 4));
+	/* "b" is one edit from "a", but that edit replaces all of it. */
+	assert_null(suggest_nearest("b", names, 4));
+	assert_null(suggest_nearest("anything", names, 0));
 }
 
 static void test_config_help(void **state)
@@ -1275,6 +1295,7 @@ int main(void)
 	    cmocka_unit_test(test_config_strings),
 	    cmocka_unit_test(test_config_invalid_values),
 	    cmocka_unit_test(test_config_bad_command_lines),
+	    cmocka_unit_test(test_suggest_nearest),
 	    cmocka_unit_test(test_config_help),
 	    cmocka_unit_test(test_config_repeated_and_combined),
 	    cmocka_unit_test(test_config_parse_twice),
