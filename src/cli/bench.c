@@ -204,12 +204,18 @@ static int is_scenario(const char *s)
 	return 0;
 }
 
+/* Returns 1 for get and post, which send to a URL and use no model, else 0. */
+static int is_raw(const bench_opts_t *o)
+{
+	return strcmp(o->scenario, "get") == 0 || strcmp(o->scenario, "post") == 0;
+}
+
 /* Checks the options against the scenario and fills the defaults. Returns 0 or an exit code. */
 static int check_options(bench_opts_t *o, int given_workers, int given_wait, int given_duration)
 {
 	const char *s = o->scenario;
 	int lifecycle = strcmp(s, "lifecycle") == 0, handoff = strcmp(s, "handoff") == 0;
-	int raw = strcmp(s, "get") == 0 || strcmp(s, "post") == 0;
+	int raw = is_raw(o);
 	json_t *j;
 
 	if (raw && !o->url)
@@ -531,6 +537,11 @@ static void report_json(const bench_opts_t *o, const bench_run_t *run, const cha
 	       (unsigned long long)run->errors);
 	print_targets_json("targets", t->load, t->n_load);
 	print_targets_json("worker_targets", t->workers, t->n_workers);
+	/* --model allows no character that JSON escapes. */
+	if (is_raw(o))
+		printf("\"model\":null,");
+	else
+		printf("\"model\":\"%s\",", o->model);
 	print_latency_json("latency_ms", run->latency);
 	if (run->unit_latency->total) {
 		putchar(',');
@@ -578,6 +589,8 @@ void bench_report(const bench_opts_t *o, const bench_run_t *run, const char *uni
 	print_targets_text(run->targets->load, run->targets->n_load);
 	printf(", %u connection%s, pipeline %u", o->connections, o->connections == 1 ? "" : "s",
 	       o->pipeline);
+	if (!is_raw(o))
+		printf(", model %s", o->model);
 	if (run->targets->workers != run->targets->load) {
 		printf(", workers on ");
 		print_targets_text(run->targets->workers, run->targets->n_workers);

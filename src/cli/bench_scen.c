@@ -110,10 +110,12 @@ int bench_json_each(const char *body, size_t len, const char *name,
  * Appends a request with a JSON body (or none when body is NULL) to out,
  * without the Host header: the engine adds the Host of the connection's server.
  */
-static void put_request(const bench_run_t *run, buf_t *out, const char *method, const char *path,
-                        const char *body, size_t body_len)
+/* Appends a request with the run's headers, then extra (whole header lines, or ""). */
+static void put_request_with(const bench_run_t *run, buf_t *out, const char *method,
+                             const char *path, const char *extra, const char *body,
+                             size_t body_len)
 {
-	buf_printf(out, "%s %s HTTP/1.1\r\n", method, path);
+	buf_printf(out, "%s %s HTTP/1.1\r\n%s", method, path, extra);
 	buf_append(out, run->head.data, run->head.len);
 	if (body) {
 		buf_printf(out, "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n",
@@ -122,6 +124,12 @@ static void put_request(const bench_run_t *run, buf_t *out, const char *method, 
 	} else {
 		buf_puts(out, "\r\n");
 	}
+}
+
+static void put_request(const bench_run_t *run, buf_t *out, const char *method, const char *path,
+                        const char *body, size_t body_len)
+{
+	put_request_with(run, out, method, path, "", body, body_len);
 }
 
 static void build_templates(bench_run_t *run)
@@ -527,14 +535,19 @@ static int setup_call(const bench_run_t *run, const char *method, const char *pa
 		rc = INFERQ_ECONNECT;
 		goto out;
 	}
-	put_request(run, &plain, method, path, body, body ? strlen(body) : 0);
+	/*
+	 * The server closes the connection after the response. The client must
+	 * not half-close first: a claim whose client has ended its side is given
+	 * back, not delivered.
+	 */
+	put_request_with(run, &plain, method, path, "Connection: close\r\n", body,
+	                 body ? strlen(body) : 0);
 	bench_put_request_for(&req, t, plain.data, plain.len);
 	if (write(fd, req.data, req.len) != (ssize_t)req.len) {
 		snprintf(err, err_len, "cannot send to %s:%s", t->host, t->port);
 		rc = INFERQ_ECONNECT;
 		goto out;
 	}
-	shutdown(fd, SHUT_WR);
 	while (got < sizeof(raw) - 1 && (n = read(fd, raw + got, sizeof(raw) - 1 - got)) > 0)
 		got += (size_t)n;
 	raw[got] = '\0';

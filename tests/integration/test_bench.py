@@ -7,6 +7,7 @@ import http.client
 import http.server
 import json
 import os
+import re
 import threading
 import time
 
@@ -38,8 +39,9 @@ def check_latency(result, name="latency_ms"):
 
 def test_submit_count_matches_the_queue(start_server, tmp_path):
     server = start_server()
-    _, r = bench(server, tmp_path, "submit", "-n", 300, "-c", 4, "-P", 4, model="sub")
+    proc, r = bench(server, tmp_path, "submit", "-n", 300, "-c", 4, "-P", 4, model="sub")
     assert r["scenario"] == "submit"
+    assert r["model"] == "sub", r
     assert r["unit"] == "requests"
     assert r["units"] == 300, r
     assert r["requests"] == 300, r
@@ -174,6 +176,7 @@ def test_text_report(start_server, tmp_path):
                     "--key", server.key], cwd=tmp_path)
     assert proc.returncode == 0, describe(proc)
     assert "inferq bench submit:" in proc.stdout, proc.stdout
+    assert re.search(r", model bench-[0-9]+-[0-9]+", proc.stdout), proc.stdout
     assert "requests   20" in proc.stdout, proc.stdout
     assert "p99" in proc.stdout, proc.stdout
     assert "errors     0" in proc.stdout, proc.stdout
@@ -315,6 +318,7 @@ def test_get_and_post_any_url(tmp_path):
         r = json.loads(proc.stdout)
         assert r["units"] == 30, r
         assert r["statuses"] == {"200": 30}, r
+        assert r["model"] is None, r
         proc = run_cli(["bench", "post", url, "-n", "10", "-c", "1", "--body", '{"a":1}', "--json"],
                        cwd=tmp_path)
         assert proc.returncode == 0, describe(proc)
@@ -339,9 +343,10 @@ def test_wrong_key_is_reported_as_errors(start_server, tmp_path):
                     "--key", "not-a-key", "--json"], cwd=tmp_path)
     assert proc.returncode == 1, describe(proc)
     r = json.loads(proc.stdout)
-    assert r["errors"] == 5, r
-    assert r["statuses"] == {"401": 5}, r
-    assert "submit returned HTTP 401" in r["error"], r
+    # The first 401 ends the run: every later request would fail the same way.
+    assert r["errors"] == 1, r
+    assert r["statuses"] == {"401": 1}, r
+    assert "the server rejected the API key with HTTP 401" in r["error"], r
 
 
 @pytest.mark.parametrize("args, message", [
