@@ -22,7 +22,7 @@ static void usage(FILE *out)
 		     "  serve     run the queue server (inferq serve --help for its flags)\n");
 	cli_print_commands(out);
 	fprintf(out, "  version   print the version\n"
-		     "  help      print this help\n"
+		     "  help      print this help, or with a command, that command's help\n"
 		     "\n"
 		     "Run `inferq COMMAND --help` for the flags of a command; client commands\n"
 		     "take --server URL (default $INFERQ_URL, then http://127.0.0.1:8080) and an\n"
@@ -30,6 +30,31 @@ static void usage(FILE *out)
 		     "(default ./inferq-data/admin.key when readable).\n"
 		     "\n");
 	cli_print_exit_codes(out);
+}
+
+/* Runs `inferq help COMMAND`: the command's own --help. */
+static int command_help(const char *command)
+{
+	char *args[] = {(char *)command, "--help", NULL};
+	const char *near;
+
+	if (strcmp(command, "serve") == 0)
+		return serve_main(2, args);
+	if (strcmp(command, "help") == 0 || strcmp(command, "version") == 0) {
+		usage(stdout);
+		return 0;
+	}
+	if (cli_is_command(command))
+		return cli_main(2, args);
+	near = cli_suggest_command(command);
+	if (near)
+		fprintf(stderr, "inferq help: unknown command \"%s\"; did you mean \"%s\"?\n",
+			command, near);
+	else
+		fprintf(stderr, "inferq help: unknown command \"%s\"; inferq help lists the "
+				"commands\n",
+			command);
+	return 2;
 }
 
 int main(int argc, char **argv)
@@ -48,6 +73,8 @@ int main(int argc, char **argv)
 		printf("inferq %s\n", INFERQ_VERSION);
 		return 0;
 	}
+	if (strcmp(argv[1], "help") == 0 && argc >= 3)
+		return command_help(argv[2]);
 	if (strcmp(argv[1], "help") == 0 || strcmp(argv[1], "--help") == 0 ||
 	    strcmp(argv[1], "-h") == 0) {
 		usage(stdout);

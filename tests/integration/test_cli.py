@@ -399,6 +399,21 @@ def test_help_of_every_command(command, tmp_path):
         assert "give up after S seconds" in proc.stdout
 
 
+@pytest.mark.parametrize("command", ["submit", "serve", "worker", "keys", "bench", "jobs"])
+def test_help_command_prints_command_help(command, tmp_path):
+    proc = subprocess.run([str(INFERQ_BIN), "help", command], capture_output=True, text=True,
+                          timeout=10)
+    assert proc.returncode == 0, describe(proc)
+    assert proc.stdout.startswith(f"usage: inferq {command} "), proc.stdout
+
+
+def test_help_of_unknown_command(tmp_path):
+    proc = subprocess.run([str(INFERQ_BIN), "help", "sumbit"], capture_output=True, text=True,
+                          timeout=10)
+    assert proc.returncode == 2, describe(proc)
+    assert 'unknown command "sumbit"; did you mean "submit"?' in proc.stderr, proc.stderr
+
+
 def test_top_help_lists_commands_and_exit_codes(tmp_path):
     proc = subprocess.run([str(INFERQ_BIN), "--help"], capture_output=True, text=True,
                           timeout=10)
