@@ -18,6 +18,7 @@
 #include "observe.h"
 #include "pgq.h"
 #include "request.h"
+#include "suggest.h"
 
 #define CLIENT AUTH_ROLE_CLIENT
 #define WORKER AUTH_ROLE_WORKER
@@ -107,9 +108,44 @@ const char *routes_pattern(const http_request_t *req)
 	return METRICS_OTHER_ROUTE;
 }
 
+/*
+ * Returns the route whose exact path is nearest to req's (within two
+ * edits, or the same path under /v1), for the hint of a 404, or NULL.
+ */
+static const route_t *nearest_route(const http_request_t *req)
+{
+	const char *paths[ROUTE_COUNT];
+	size_t index[ROUTE_COUNT];
+	char path[64], prefixed[sizeof(path) + 3];
+	const char *near;
+	size_t n = 0;
+
+	if (req->path_len >= sizeof(path) - 3)
+		return NULL;
+	memcpy(path, req->path, req->path_len);
+	path[req->path_len] = '\0';
+	snprintf(prefixed, sizeof(prefixed), "/v1%s", path);
+	for (size_t i = 0; i < ROUTE_COUNT; i++) {
+		size_t len = strlen(routes[i].path);
+
+		if (len < 2 || routes[i].path[len - 1] == '/')
+			continue; /* "/" and the prefix routes take any path below them */
+		if (strcmp(prefixed, routes[i].path) == 0)
+			return &routes[i];
+		index[n] = i;
+		paths[n++] = routes[i].path;
+	}
+	near = suggest_nearest(path, paths, n);
+	for (size_t j = 0; near && j < n; j++)
+		if (paths[j] == near)
+			return &routes[index[j]];
+	return NULL;
+}
+
 void routes_dispatch(void *ctx, http_request_t *req)
 {
 	server_t *s = ctx;
+	const route_t *near;
 	const char *allowed = NULL;
 	size_t allowed_len = 0; /* length of the route path that set allowed */
 	char shown[64];
@@ -139,6 +175,15 @@ void routes_dispatch(void *ctx, http_request_t *req)
 		method_not_allowed(req, allowed);
 		return;
 	}
-	respond_error(req, 404, "not_found", NULL, "no route %s %s; see docs/api.md for the routes",
-		      req->method_name, excerpt(req->path, req->path_len, shown, sizeof(shown)));
+	near = nearest_route(req);
+	if (near)
+		respond_error(req, 404, "not_found", NULL,
+			      "no route %s %s; did you mean %s %s? See docs/api.md for the routes",
+			      req->method_name,
+			      excerpt(req->path, req->path_len, shown, sizeof(shown)), near->method,
+			      near->path);
+	else
+		respond_error(req, 404, "not_found", NULL,
+			      "no route %s %s; see docs/api.md for the routes", req->method_name,
+			      excerpt(req->path, req->path_len, shown, sizeof(shown)));
 }

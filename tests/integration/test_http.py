@@ -272,6 +272,25 @@ def test_unknown_path(api, method, path):
     assert_error(reply, 404, "not_found")
 
 
+@pytest.mark.parametrize("method,path,hint", [
+    ("POST", "/queue/submit", "did you mean POST /v1/queue/submit?"),
+    ("POST", "/v1/queue/submitt", "did you mean POST /v1/queue/submit?"),
+    ("GET", "/v1/queue/stats", "did you mean GET /v1/queue/status?"),
+    ("GET", "/v1/admin/workerz", "did you mean GET /v1/admin/workers?"),
+])
+def test_unknown_path_names_nearest_route(api, method, path, hint):
+    reply = api.request(method, path, {} if method == "POST" else None)
+    assert_error(reply, 404, "not_found")
+    assert hint in reply.json["message"], reply.json
+
+
+def test_unknown_path_far_from_routes_has_no_hint(api):
+    reply = api.request("GET", "/something/else/entirely", None)
+    assert_error(reply, 404, "not_found")
+    assert "did you mean" not in reply.json["message"], reply.json
+    assert "see docs/api.md for the routes" in reply.json["message"], reply.json
+
+
 def test_error_responses_are_json(api):
     for reply in (api.post("/v1/queue/submit", b"nope"), api.get("/nope"),
                   api.get("/v1/queue/submit")):
