@@ -608,7 +608,7 @@ void bench_report(const bench_opts_t *o, const bench_run_t *run, const char *uni
 		printf("  %-10s %llu  (%.0f %s/s)\n", unit, (unsigned long long)run->units_at_stop,
 		       (double)run->units_at_stop / secs, unit);
 	if (run->submitted || run->claimed) {
-		printf("  jobs       submitted %llu", (unsigned long long)run->submitted);
+		printf("  totals     submitted %llu", (unsigned long long)run->submitted);
 		if (o->prefill && strcmp(o->scenario, "claim-complete") == 0)
 			printf(" (after %llu prefilled)", (unsigned long long)o->prefill);
 		printf(", claimed %llu, completed %llu (with the drain)\n",
