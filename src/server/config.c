@@ -728,7 +728,7 @@ static void bad_flag(int opt, const char *arg)
 		}
 		names[n++] = o->name;
 	}
-	if (strchr(arg, '=') == NULL && prefix_count(name) > 1) {
+	if (prefix_count(name) > 1) {
 		fprintf(stderr, "inferq serve: %s is ambiguous: more than one flag starts with it, "
 				"such as --%s; run 'inferq serve --help' for the flags\n",
 			flag, first_with_prefix(name));

@@ -1167,6 +1167,7 @@ static void test_config_bad_command_lines(void **state)
 	    {{"serve", "--lisen", "x", NULL}, "unknown flag --lisen; did you mean --listen?"},
 	    {{"serve", "--port", "8080", NULL}, "unknown flag --port; did you mean --listen?"},
 	    {{"serve", "--max", "5", NULL}, "--max is ambiguous"},
+	    {{"serve", "--max=5", NULL}, "--max is ambiguous"},
 	    {{"serve", "--help=yes", NULL}, "--help takes no value"},
 	    {{"serve", "-x", NULL}, "unknown flag -x"},
 	    {{"serve", "extra", NULL}, "unexpected argument \"extra\""},
