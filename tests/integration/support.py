@@ -483,6 +483,16 @@ def send_rejected_requests(server, port=None):
     return lengths
 
 
+def read_all(sock):
+    """Return every byte the peer sends on sock until it closes its side."""
+    data = b""
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+
+
 def http_request(method, path, body=b"", headers=None, key="test-key"):
     """Return the bytes of one HTTP/1.1 request with Host, Authorization and Content-Length."""
     lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1", f"Authorization: Bearer {key}"]

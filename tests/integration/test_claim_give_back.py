@@ -28,7 +28,7 @@ import urllib.parse
 import pytest
 
 from prometheus_text import parse
-from support import INFERQ_BIN, http_request, wait_for
+from support import INFERQ_BIN, http_request, read_all, wait_for
 
 MODEL = "test/give-back"
 LEASE_S = 3600
@@ -68,15 +68,6 @@ def open_claim(server, request):
     sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
     sock.sendall(request)
     return sock
-
-
-def read_all(sock):
-    data = b""
-    while True:
-        chunk = sock.recv(65536)
-        if not chunk:
-            return data
-        data += chunk
 
 
 def barrier(api):

@@ -10,7 +10,7 @@ waiter until its wait ended fails them.
 import socket
 
 from prometheus_text import parse
-from support import wait_for
+from support import read_all, wait_for
 
 MODEL = "test/longpoll-close"
 WAIT_S = 30
@@ -37,15 +37,6 @@ def retrieve_request(server, model=MODEL):
     return (b"GET /internal/v1/queue/retrieve?model=%s&timeout=%ds HTTP/1.1\r\n"
             b"Host: 127.0.0.1\r\nAuthorization: Bearer " % (model.encode(), WAIT_S) +
             server.key.encode() + b"\r\n\r\n")
-
-
-def read_all(sock):
-    data = b""
-    while True:
-        chunk = sock.recv(65536)
-        if not chunk:
-            return data
-        data += chunk
 
 
 def close_wait_sockets(port):
