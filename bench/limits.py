@@ -9,7 +9,7 @@ gives what the same work costs without waiting for the disk. That server is not 
 is a measure of what durability costs, never a result.
 
 Each round runs every system once, in turn, on a fresh server, so drift of the machine's
-speed affects all of them alike; the report gives the median of each figure over the rounds.
+speed affects all of them alike. The report gives the median of each figure over the rounds.
 """
 
 import http.client

@@ -311,7 +311,8 @@ http {{
         return summary
 
     def fresh(self, name, wrap=None):
-        """A new inferq server with an empty data directory, run by the command wrap if given."""
+        """Start a new inferq server with an empty data directory (under the command wrap if
+        given) and return it."""
         self.serial = getattr(self, "serial", 0) + 1
         srv = Inferq(self.binary, self.tmp, f"{name}-{self.serial}", self.procs, wrap=wrap)
         srv.start()

@@ -404,8 +404,8 @@ def test_rejected_key_stops_the_run(start_server, tmp_path, scenario):
     assert "the server rejected the API key with HTTP 401, so the run stopped" in proc.stderr
     assert "--key or INFERQ_API_KEY" in proc.stderr, proc.stderr
     if scenario == "claim-complete":
-        return  # the prefill pipelines 16 submits per connection before the first answer
-    # Only the requests in flight at the first answer were sent: fewer than the server's 20
+        return  # the prefill pipelines 16 submits per connection before the first response
+    # Only the requests in flight at the first response were sent: fewer than the server's 20
     # failed authentications per address that start its 429s, so a second run gets 401 too.
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["statuses"] == {"401": result["requests"]}, result

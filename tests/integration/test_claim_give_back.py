@@ -4,7 +4,7 @@ The server claims jobs for a worker and only then sends the response. The worker
 close its connection, or end its side of it, before that response goes out. Then the server
 puts the claimed jobs back to pending at once, fenced on their claim ids, as a release does.
 `retries` stays unchanged, and the history gets a "released" event whose detail gives the
-reason. Every claim here asks for a lease of an hour, so a job left to its lease fails the
+reason. Every claim here requests a lease of an hour, so a job left to its lease fails the
 checks, which all end within seconds.
 
 Each test widens the window between the claim and its response, and holds it open:
@@ -73,7 +73,7 @@ def open_claim(server, request):
 def barrier(api):
     """Return once the server has read everything sent to it before this call.
 
-    /healthz touches neither the disk nor the database, so it is answered while the claim
+    /healthz touches neither the disk nor the database, so it is served while the claim
     still waits.
     """
     reply = api.get("/healthz")
@@ -278,7 +278,7 @@ def test_pg_claim_of_open_client_delivered(pg_node):
 
 
 # ---------------------------------------------------------------------------
-# Local store: a slow fsync holds the claim's response until its commit.
+# Local store: a slow fsync delays the claim's response until its commit.
 
 FAULT_LIB = INFERQ_BIN.parent / "libfault.so"
 FSYNC_DELAY_MS = 3000  # far longer than the server needs to read a FIN between two requests
@@ -289,7 +289,7 @@ local_only = pytest.mark.local_store_only(
 
 class SlowDisk:
     """The control file of libfault: each set() replaces it by a new inode, kept linked, so
-    the shim sees every change at its next intercepted call."""
+    the shim reads every change at its next intercepted call."""
 
     def __init__(self, directory):
         self.directory = directory
